@@ -1,0 +1,63 @@
+# Environment for every eloss_perception command: `source scripts/env.sh`.
+# Works in two modes:
+#  - wheels: no ROS 2 sourced; ROS 2 Jazzy comes from PyPI wheels in the venv
+#    ($ELOSS_CACHE/venv), which is then a ROS prefix of its own;
+#  - system: a ROS 2 Jazzy installation is already sourced (ROS_DISTRO set and
+#    AMENT_PREFIX_PATH pointing at it, e.g. /opt/ros/jazzy on a vehicle);
+#    only our interface package and the Python extras are added.
+# Heavy state (venv, cargo target dir, built interfaces) lives outside the
+# clone in $ELOSS_CACHE so fresh clones (CI) reuse it.
+
+ELOSS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ELOSS_ROOT
+export ELOSS_CACHE="${ELOSS_CACHE:-$HOME/.cache/eloss_perception}"
+export ELOSS_VENV="$ELOSS_CACHE/venv"
+
+if [ -z "${ELOSS_ROS_MODE:-}" ]; then
+  if [ -n "${ROS_DISTRO:-}" ] && [ -n "${AMENT_PREFIX_PATH:-}" ] && [ "${AMENT_PREFIX_PATH#*"$ELOSS_VENV"}" = "$AMENT_PREFIX_PATH" ]; then
+    ELOSS_ROS_MODE=system
+    ELOSS_BASE_PREFIX="$AMENT_PREFIX_PATH"
+  else
+    ELOSS_ROS_MODE=wheels
+    ELOSS_BASE_PREFIX="$ELOSS_VENV"
+  fi
+  export ELOSS_ROS_MODE ELOSS_BASE_PREFIX
+  export ELOSS_BASE_LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
+  export ELOSS_BASE_PYTHONPATH="${PYTHONPATH:-}"
+fi
+
+# The interface package is installed into a prefix named by the hash of its
+# sources: r2r caches generated bindings by environment only, so a changed
+# .msg must change AMENT_PREFIX_PATH to force regeneration.
+ELOSS_MSGS_HASH="$(cat "$ELOSS_ROOT"/msg/package.xml "$ELOSS_ROOT"/msg/CMakeLists.txt "$ELOSS_ROOT"/msg/msg/*.msg "$ELOSS_ROOT"/msg/srv/*.srv | sha256sum | cut -c1-12)"
+export ELOSS_MSGS_PREFIX="$ELOSS_CACHE/msgs/$ELOSS_ROS_MODE-$ELOSS_MSGS_HASH/install"
+
+export ROS_DISTRO=jazzy
+export AMENT_PREFIX_PATH="$ELOSS_MSGS_PREFIX:$ELOSS_BASE_PREFIX"
+export CMAKE_PREFIX_PATH="$AMENT_PREFIX_PATH"
+# Message packages r2r generates bindings for (nested dependencies included).
+export IDL_PACKAGE_FILTER="std_msgs;builtin_interfaces;rcl_interfaces;action_msgs;unique_identifier_msgs;rosgraph_msgs;service_msgs;geometry_msgs;sensor_msgs;visualization_msgs;diagnostic_msgs;eloss_perception_msgs"
+export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
+# large clouds and images over best-effort DDS on one machine need bigger
+# shared-memory segments and socket buffers (docs/ENVIRONMENT.md); a vehicle's
+# own Fast DDS profile wins when it is set
+export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$ELOSS_ROOT/config/fastdds_large_data.xml}"
+
+_py_site="$ELOSS_VENV/lib/python3.11/site-packages"
+_ld="$ELOSS_MSGS_PREFIX/lib"
+if [ "$ELOSS_ROS_MODE" = wheels ]; then
+  _ld="$_ld:$ELOSS_VENV/lib"
+  for _d in "$_py_site"/ros_*.libs; do [ -d "$_d" ] && _ld="$_ld:$_d"; done
+fi
+# libtorch from the venv's torch package (tch links it; see docs/ENVIRONMENT.md)
+_ld="$_ld:$_py_site/torch/lib"
+export LD_LIBRARY_PATH="$_ld${ELOSS_BASE_LD_LIBRARY_PATH:+:$ELOSS_BASE_LD_LIBRARY_PATH}"
+export PYTHONPATH="$ELOSS_MSGS_PREFIX/lib/python3.11/site-packages${ELOSS_BASE_PYTHONPATH:+:$ELOSS_BASE_PYTHONPATH}"
+export ELOSS_PYTHON="$ELOSS_VENV/bin/python"
+export LIBTORCH_USE_PYTORCH=1
+export ROS_HOME="${ROS_HOME:-$ELOSS_CACHE/ros_home}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ELOSS_CACHE/target}"
+# libgomp spin-waits under contention; the node shares the CPU with DDS threads
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+case ":$PATH:" in *":$ELOSS_VENV/bin:"*) ;; *) export PATH="$PATH:$ELOSS_VENV/bin" ;; esac
+unset _py_site _ld _d

@@ -1,0 +1,668 @@
+//! Writing and reading rosbag2 bags stored as MCAP, with the `mcap` crate.
+//!
+//! A bag is either a single `.mcap` file or, like `ros2 bag record` makes,
+//! a directory holding `<name>_0.mcap` and a `metadata.yaml`. Tools differ
+//! in what they accept: `ros2 bag` and Foxglove open either, Python
+//! `rosbags` insists on the directory and its `metadata.yaml`, and
+//! `mcap-ros2-support` reads the `.mcap` file. [`BagWriter::create`] picks
+//! the layout from the path (`*.mcap` = single file, anything else =
+//! directory), and [`BagReader::open`] accepts both.
+//!
+//! Inside the file: profile `ros2`, one schema per message type (named
+//! `pkg/msg/Type`, encoding `ros2msg`), one channel per topic (message
+//! encoding `cdr`, with the `offered_qos_profiles` metadata key rosbag2
+//! expects), zstd-compressed chunks with indexes, and a `rosbag2` metadata
+//! record repeating `metadata.yaml`, as rosbag2's MCAP plugin writes.
+
+use super::messages::RosMessage;
+use super::schema::{normalize_type_name, SchemaResolver};
+use super::BagError;
+use mcap::sans_io::indexed_reader::{IndexedReadEvent, IndexedReader, IndexedReaderOptions};
+use mcap::sans_io::summary_reader::{SummaryReadEvent, SummaryReader, SummaryReaderOptions};
+use mcap::{records::MessageHeader, Summary};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+const SCHEMA_ENCODING: &str = "ros2msg";
+const MESSAGE_ENCODING: &str = "cdr";
+/// rosbag2 stores the publishers' QoS as a YAML string; we record none, and
+/// `ros2 bag play` treats an empty string as "use the default profile".
+const NO_QOS: &str = "";
+/// Largest chunk or record we agree to load: far above any real chunk
+/// (rosbag2 and we write ~1 MiB, plus one message), but it stops a
+/// corrupt index from requesting an absurd allocation.
+const RECORD_LIMIT: usize = 1 << 30;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BagError + '_ {
+    move |source| BagError::Io { path: path.to_owned(), source }
+}
+
+/// A topic in a bag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub topic: String,
+    /// `pkg/msg/Type`, e.g. `sensor_msgs/msg/PointCloud2`.
+    pub type_name: String,
+    pub message_count: u64,
+}
+
+/// One recorded message, still CDR-encoded (encapsulation header included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BagMessage {
+    pub topic: String,
+    pub type_name: String,
+    /// When the recorder received it (MCAP `log_time`), ns since the epoch.
+    pub log_time_ns: u64,
+    pub data: Vec<u8>,
+}
+
+impl BagMessage {
+    /// Decodes as `M`, refusing if the recorded type is a different one.
+    pub fn decode<M: RosMessage>(&self) -> Result<M, BagError> {
+        if self.type_name != M::TYPE_NAME {
+            return Err(BagError::TypeMismatch {
+                topic: self.topic.clone(),
+                actual: self.type_name.clone(),
+                requested: M::TYPE_NAME.to_owned(),
+            });
+        }
+        M::decode(&self.data)
+    }
+}
+
+// ---------------------------------------------------------------- writing
+
+struct WriterTopic {
+    topic: String,
+    type_name: String,
+    channel_id: u16,
+    count: u64,
+}
+
+/// Records CDR messages into a new bag. Call [`finish`](Self::finish): a
+/// writer that is only dropped leaves a valid MCAP file (the `mcap` crate
+/// finalises it on drop) but no `metadata.yaml`.
+pub struct BagWriter {
+    mcap: mcap::Writer<BufWriter<File>>,
+    mcap_path: PathBuf,
+    /// Set for the rosbag2 directory layout.
+    bag_dir: Option<PathBuf>,
+    resolver: SchemaResolver,
+    topics: Vec<WriterTopic>,
+    topic_index: HashMap<String, usize>,
+    schema_ids: HashMap<String, u16>,
+    time_range: Option<(u64, u64)>,
+}
+
+impl BagWriter {
+    /// Creates a bag; `.mcap` paths give a single file, others a rosbag2
+    /// directory. Existing paths are refused rather than overwritten.
+    /// Schemas come from `AMENT_PREFIX_PATH`.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self, BagError> {
+        Self::create_with(path, SchemaResolver::from_env())
+    }
+
+    /// As [`create`](Self::create), resolving `.msg` files with `resolver`.
+    pub fn create_with(path: impl AsRef<Path>, resolver: SchemaResolver) -> Result<Self, BagError> {
+        let path = path.as_ref();
+        if path.exists() {
+            return Err(BagError::AlreadyExists(path.to_owned()));
+        }
+        let (mcap_path, bag_dir) = if path.extension().is_some_and(|e| e == "mcap") {
+            (path.to_owned(), None)
+        } else {
+            std::fs::create_dir_all(path).map_err(io_err(path))?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bag".into());
+            (path.join(format!("{name}_0.mcap")), Some(path.to_owned()))
+        };
+        let file = File::create_new(&mcap_path).map_err(io_err(&mcap_path))?;
+        let options = mcap::WriteOptions::new()
+            .profile("ros2")
+            .library(concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION")))
+            .compression(Some(mcap::Compression::Zstd));
+        Ok(Self {
+            mcap: options.create(BufWriter::new(file))?,
+            mcap_path,
+            bag_dir,
+            resolver,
+            topics: Vec::new(),
+            topic_index: HashMap::new(),
+            schema_ids: HashMap::new(),
+            time_range: None,
+        })
+    }
+
+    /// Declares `topic` with a type like `sensor_msgs/msg/Image`. Repeating
+    /// an identical declaration is a no-op; redeclaring with another type
+    /// is an error (rosbag2 has one type per topic).
+    pub fn add_topic(&mut self, topic: &str, type_name: &str) -> Result<(), BagError> {
+        let type_name = normalize_type_name(type_name)?;
+        if let Some(&i) = self.topic_index.get(topic) {
+            let existing = &self.topics[i].type_name;
+            if *existing != type_name {
+                return Err(BagError::TypeMismatch {
+                    topic: topic.into(),
+                    actual: existing.clone(),
+                    requested: type_name,
+                });
+            }
+            return Ok(());
+        }
+        let schema_id = match self.schema_ids.get(&type_name) {
+            Some(&id) => id,
+            None => {
+                let text = self.resolver.schema_text(&type_name)?;
+                let id = self.mcap.add_schema(&type_name, SCHEMA_ENCODING, text.as_bytes())?;
+                *self.schema_ids.entry(type_name.clone()).or_insert(id)
+            }
+        };
+        let metadata = BTreeMap::from([("offered_qos_profiles".to_owned(), NO_QOS.to_owned())]);
+        let channel_id = self.mcap.add_channel(schema_id, topic, MESSAGE_ENCODING, &metadata)?;
+        self.topic_index.insert(topic.to_owned(), self.topics.len());
+        self.topics.push(WriterTopic { topic: topic.to_owned(), type_name, channel_id, count: 0 });
+        Ok(())
+    }
+
+    /// Writes already-serialised CDR (with encapsulation header) to a declared topic.
+    pub fn write_raw(&mut self, topic: &str, log_time_ns: u64, cdr: &[u8]) -> Result<(), BagError> {
+        let i = *self.topic_index.get(topic).ok_or_else(|| BagError::UnknownTopic(topic.to_owned()))?;
+        let t = &mut self.topics[i];
+        let header = MessageHeader {
+            channel_id: t.channel_id,
+            sequence: t.count as u32, // per-topic counter, wrapping after 2^32
+            log_time: log_time_ns,
+            publish_time: log_time_ns,
+        };
+        self.mcap.write_to_known_channel(&header, cdr)?;
+        t.count += 1;
+        self.time_range = Some(match self.time_range {
+            None => (log_time_ns, log_time_ns),
+            Some((lo, hi)) => (lo.min(log_time_ns), hi.max(log_time_ns)),
+        });
+        Ok(())
+    }
+
+    /// Encodes and writes `msg`, declaring the topic with `M`'s type on first use.
+    pub fn write<M: RosMessage>(&mut self, topic: &str, log_time_ns: u64, msg: &M) -> Result<(), BagError> {
+        self.add_topic(topic, M::TYPE_NAME)?;
+        self.write_raw(topic, log_time_ns, &msg.encode())
+    }
+
+    /// Finalises the MCAP summary and, for directory bags, writes `metadata.yaml`.
+    pub fn finish(mut self) -> Result<(), BagError> {
+        let file_name = self.mcap_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let info = self.bag_info(file_name);
+        let yaml = serde_yaml::to_string(&info)
+            .map_err(|source| BagError::Metadata { path: self.mcap_path.clone(), source })?;
+        let record = BTreeMap::from([("serialized_metadata".to_owned(), yaml.trim_end().to_owned())]);
+        self.mcap.write_metadata(&mcap::records::Metadata { name: "rosbag2".into(), metadata: record })?;
+        self.mcap.finish()?;
+        let file = self
+            .mcap
+            .into_inner()
+            .into_inner()
+            .map_err(|e| BagError::Io { path: self.mcap_path.clone(), source: e.into_error() })?;
+        file.sync_all().map_err(io_err(&self.mcap_path))?;
+        if let Some(dir) = &self.bag_dir {
+            let path = dir.join("metadata.yaml");
+            let yaml = serde_yaml::to_string(&MetadataFile { rosbag2_bagfile_information: info })
+                .map_err(|source| BagError::Metadata { path: path.clone(), source })?;
+            std::fs::write(&path, yaml).map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    fn bag_info(&self, file_name: String) -> BagInfo {
+        let (start, end) = self.time_range.unwrap_or((0, 0));
+        let message_count = self.topics.iter().map(|t| t.count).sum();
+        BagInfo {
+            // Version 9 only changed how QoS entries are spelled; we record none, so 8 says the
+            // same and is also accepted by rosbag2 releases that predate 9.
+            version: 8,
+            storage_identifier: "mcap".into(),
+            duration: Nanos { nanoseconds: end - start },
+            starting_time: Stamp { nanoseconds_since_epoch: start },
+            message_count,
+            topics_with_message_count: self
+                .topics
+                .iter()
+                .map(|t| TopicWithCount {
+                    topic_metadata: TopicMetadata {
+                        name: t.topic.clone(),
+                        r#type: t.type_name.clone(),
+                        serialization_format: MESSAGE_ENCODING.into(),
+                        offered_qos_profiles: NO_QOS.into(),
+                        type_description_hash: String::new(),
+                    },
+                    message_count: t.count,
+                })
+                .collect(),
+            compression_format: String::new(),
+            compression_mode: String::new(),
+            relative_file_paths: vec![file_name.clone()],
+            files: vec![FileEntry {
+                path: file_name,
+                starting_time: Stamp { nanoseconds_since_epoch: start },
+                duration: Nanos { nanoseconds: end - start },
+                message_count,
+            }],
+            custom_data: BTreeMap::new(),
+            ros_distro: std::env::var("ROS_DISTRO").unwrap_or_default(),
+        }
+    }
+}
+
+// rosbag2's metadata.yaml (rosbag2_storage/yaml.hpp); field order as rosbag2 writes it.
+#[derive(Serialize)]
+struct MetadataFile {
+    rosbag2_bagfile_information: BagInfo,
+}
+
+#[derive(Serialize)]
+struct BagInfo {
+    version: u32,
+    storage_identifier: String,
+    duration: Nanos,
+    starting_time: Stamp,
+    message_count: u64,
+    topics_with_message_count: Vec<TopicWithCount>,
+    compression_format: String,
+    compression_mode: String,
+    relative_file_paths: Vec<String>,
+    files: Vec<FileEntry>,
+    custom_data: BTreeMap<String, String>,
+    ros_distro: String,
+}
+
+#[derive(Serialize)]
+struct Nanos {
+    nanoseconds: u64,
+}
+
+#[derive(Serialize)]
+struct Stamp {
+    nanoseconds_since_epoch: u64,
+}
+
+#[derive(Serialize)]
+struct TopicWithCount {
+    topic_metadata: TopicMetadata,
+    message_count: u64,
+}
+
+#[derive(Serialize)]
+struct TopicMetadata {
+    name: String,
+    r#type: String,
+    serialization_format: String,
+    offered_qos_profiles: String,
+    type_description_hash: String,
+}
+
+#[derive(Serialize)]
+struct FileEntry {
+    path: String,
+    starting_time: Stamp,
+    duration: Nanos,
+    message_count: u64,
+}
+
+/// The only part of `metadata.yaml` the reader needs: which files, in order.
+#[derive(Deserialize)]
+struct MetadataFiles {
+    rosbag2_bagfile_information: RelativePaths,
+}
+
+#[derive(Deserialize)]
+struct RelativePaths {
+    relative_file_paths: Vec<String>,
+}
+
+// ---------------------------------------------------------------- reading
+
+/// What the reader knows about one `.mcap` file after opening it.
+struct StorageFile {
+    path: PathBuf,
+    /// `None` when the file has no usable index (e.g. the recorder was
+    /// killed before writing the summary); such files are scanned linearly.
+    summary: Option<Summary>,
+    /// channel id → (topic, type)
+    channels: HashMap<u16, (String, String)>,
+}
+
+/// Reads a rosbag2 MCAP bag (directory or single file). Only the summary is
+/// read up front; messages stream chunk by chunk in log-time order.
+pub struct BagReader {
+    files: Vec<StorageFile>,
+    topics: Vec<TopicInfo>,
+}
+
+impl BagReader {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, BagError> {
+        let path = path.as_ref();
+        let paths = if path.is_dir() { storage_paths(path)? } else { vec![path.to_owned()] };
+        let mut files = Vec::new();
+        let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for path in paths {
+            let (file, file_counts) = open_storage(path)?;
+            for (key, n) in file_counts {
+                *counts.entry(key).or_default() += n;
+            }
+            files.push(file);
+        }
+        let topics = counts
+            .into_iter()
+            .map(|((topic, type_name), message_count)| TopicInfo { topic, type_name, message_count })
+            .collect();
+        Ok(Self { files, topics })
+    }
+
+    /// Topics sorted by name, with message counts.
+    pub fn topics(&self) -> Result<Vec<TopicInfo>, BagError> {
+        Ok(self.topics.clone())
+    }
+
+    /// All messages, in log-time order within each storage file (split bags
+    /// are played file after file, as rosbag2 orders them).
+    pub fn messages(&self) -> Result<impl Iterator<Item = Result<BagMessage, BagError>> + '_, BagError> {
+        Ok(self.files.iter().flat_map(|f| match file_messages(f) {
+            Ok(it) => it,
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }))
+    }
+
+    /// Decoded messages of one topic as `(log_time_ns, message)`; fails up
+    /// front if the topic is missing or recorded with another type.
+    pub fn messages_of<M: RosMessage>(
+        &self,
+        topic: &str,
+    ) -> Result<impl Iterator<Item = Result<(u64, M), BagError>> + '_, BagError> {
+        let info = self.topics.iter().find(|t| t.topic == topic).ok_or_else(|| BagError::UnknownTopic(topic.into()))?;
+        if info.type_name != M::TYPE_NAME {
+            return Err(BagError::TypeMismatch {
+                topic: topic.into(),
+                actual: info.type_name.clone(),
+                requested: M::TYPE_NAME.into(),
+            });
+        }
+        let topic = topic.to_owned();
+        Ok(self.messages()?.filter_map(move |m| match m {
+            Ok(m) if m.topic != topic => None,
+            Ok(m) => Some(M::decode(&m.data).map(|msg| (m.log_time_ns, msg))),
+            Err(e) => Some(Err(e)),
+        }))
+    }
+}
+
+/// The storage files of a bag directory, in `metadata.yaml` order if present.
+fn storage_paths(dir: &Path) -> Result<Vec<PathBuf>, BagError> {
+    let meta = dir.join("metadata.yaml");
+    let mut paths = if meta.exists() {
+        let text = std::fs::read_to_string(&meta).map_err(io_err(&meta))?;
+        let m: MetadataFiles =
+            serde_yaml::from_str(&text).map_err(|source| BagError::Metadata { path: meta, source })?;
+        // entries are relative to the bag directory (older rosbag2 wrote them prefixed with its name)
+        let names = m.rosbag2_bagfile_information.relative_file_paths;
+        names.iter().map(|p| dir.join(Path::new(p).file_name().unwrap_or(p.as_ref()))).collect()
+    } else {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "mcap"))
+            .collect();
+        found.sort();
+        found
+    };
+    paths.retain(|p| p.extension().is_some_and(|e| e == "mcap"));
+    if paths.is_empty() {
+        return Err(BagError::NoStorageFiles(dir.to_owned()));
+    }
+    Ok(paths)
+}
+
+type TopicCounts = Vec<((String, String), u64)>;
+
+/// Reads a file's summary (or scans it without one) and checks its channels.
+fn open_storage(path: PathBuf) -> Result<(StorageFile, TopicCounts), BagError> {
+    let summary = match read_summary(&path) {
+        Ok(Some(s)) if !s.chunk_indexes.is_empty() && s.stats.is_some() => Some(s),
+        _ => None,
+    };
+    let mut channels = HashMap::new();
+    let mut counts = HashMap::new();
+    match &summary {
+        Some(s) => {
+            for (&id, ch) in &s.channels {
+                channels.insert(id, checked_channel(ch)?);
+            }
+            for (id, &n) in s.stats.iter().flat_map(|st| &st.channel_message_counts) {
+                *counts.entry(*id).or_default() += n;
+            }
+        }
+        None => {
+            let (msgs, error) = linear_messages(&path)?;
+            match error {
+                // nothing recoverable: not (or no longer) an MCAP file
+                Some(e) if msgs.is_empty() => return Err(e),
+                // a damaged tail is reported again, after the good messages, by messages()
+                _ => {}
+            }
+            for m in msgs {
+                if let std::collections::hash_map::Entry::Vacant(e) = channels.entry(m.channel.id) {
+                    e.insert(checked_channel(&m.channel)?);
+                }
+                *counts.entry(m.channel.id).or_default() += 1;
+            }
+        }
+    }
+    let counts = channels.iter().map(|(id, key)| (key.clone(), counts.get(id).copied().unwrap_or(0))).collect();
+    Ok((StorageFile { path, summary, channels }, counts))
+}
+
+fn checked_channel(ch: &mcap::Channel<'_>) -> Result<(String, String), BagError> {
+    let (name, encoding) = ch.schema.as_ref().map(|s| (s.name.as_str(), s.encoding.as_str())).unwrap_or_default();
+    if encoding != SCHEMA_ENCODING || ch.message_encoding != MESSAGE_ENCODING {
+        return Err(BagError::UnsupportedEncoding {
+            topic: ch.topic.clone(),
+            schema_encoding: encoding.into(),
+            message_encoding: ch.message_encoding.clone(),
+        });
+    }
+    Ok((ch.topic.clone(), name.to_owned()))
+}
+
+fn read_summary(path: &Path) -> Result<Option<Summary>, BagError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let size = file.metadata().map_err(io_err(path))?.len();
+    let options = SummaryReaderOptions::default().with_file_size(size).with_record_length_limit(RECORD_LIMIT);
+    let mut reader = SummaryReader::new_with_options(options);
+    while let Some(event) = reader.next_event() {
+        match event? {
+            SummaryReadEvent::ReadRequest(n) => {
+                let read = file.read(reader.insert(n)).map_err(io_err(path))?;
+                reader.notify_read(read);
+            }
+            SummaryReadEvent::SeekRequest(to) => reader.notify_seeked(file.seek(to).map_err(io_err(path))?),
+        }
+    }
+    Ok(reader.finish())
+}
+
+/// Every message of an unindexed file, from a full read, and the error
+/// that ended the scan early if any: a file cut off mid-write still gives
+/// the messages before the damage, then reports it (the scan insists on
+/// the closing magic, so a cut at a record boundary is noticed too).
+fn linear_messages(path: &Path) -> Result<(Vec<mcap::Message<'static>>, Option<BagError>), BagError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let mut msgs = Vec::new();
+    for m in mcap::MessageStream::new(&bytes)? {
+        match m {
+            Ok(m) => msgs.push(m),
+            Err(e) => return Ok((msgs, Some(e.into()))),
+        }
+    }
+    Ok((msgs, None))
+}
+
+type MessageIter<'a> = Box<dyn Iterator<Item = Result<BagMessage, BagError>> + 'a>;
+
+fn file_messages(f: &StorageFile) -> Result<MessageIter<'_>, BagError> {
+    let to_bag_message = |channel_id: u16, log_time_ns: u64, data: Vec<u8>| {
+        let (topic, type_name) = f.channels.get(&channel_id).cloned().unwrap_or_default();
+        BagMessage { topic, type_name, log_time_ns, data }
+    };
+    let Some(summary) = &f.summary else {
+        let (msgs, error) = linear_messages(&f.path)?;
+        let mut msgs: Vec<BagMessage> =
+            msgs.into_iter().map(|m| to_bag_message(m.channel.id, m.log_time, m.data.into_owned())).collect();
+        msgs.sort_by_key(|m| m.log_time_ns); // stable: equal times keep file order
+        return Ok(Box::new(msgs.into_iter().map(Ok).chain(error.map(Err))));
+    };
+    let file = File::open(&f.path).map_err(io_err(&f.path))?;
+    let size = file.metadata().map_err(io_err(&f.path))?.len();
+    let options = IndexedReaderOptions::new().with_record_length_limit(RECORD_LIMIT);
+    let reader = IndexedReader::new_with_options(summary, options)?;
+    let mut chunk = Vec::new();
+    let mut state = Some((file, reader));
+    Ok(Box::new(std::iter::from_fn(move || {
+        let (file, reader) = state.as_mut()?;
+        let result = loop {
+            let (offset, length) = match reader.next_event()? {
+                Ok(IndexedReadEvent::Message { header, data }) => {
+                    break Ok(to_bag_message(header.channel_id, header.log_time, data.to_vec()));
+                }
+                Ok(IndexedReadEvent::ReadChunkRequest { offset, length }) => (offset, length),
+                Err(e) => break Err(e.into()),
+            };
+            // the index is untrusted: check it against the file before allocating
+            if offset.checked_add(length as u64).is_none_or(|end| end > size) {
+                break Err(mcap::McapError::BadIndex.into());
+            }
+            chunk.resize(length, 0);
+            let read = file.seek(SeekFrom::Start(offset)).and_then(|_| file.read_exact(&mut chunk));
+            if let Err(e) = read {
+                break Err(io_err(&f.path)(e));
+            }
+            if let Err(e) = reader.insert_chunk_record_data(offset, &chunk) {
+                break Err(e.into());
+            }
+        };
+        if result.is_err() {
+            state = None; // stop after the first error rather than repeat it
+        }
+        Some(result)
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bag::{Header, Image, Time};
+
+    /// A throwaway install prefix with just the definitions Image needs, so
+    /// these tests run without a ROS environment.
+    fn resolver(root: &Path) -> SchemaResolver {
+        for (pkg, ty, text) in [
+            (
+                "sensor_msgs",
+                "Image",
+                "std_msgs/Header header\nuint32 height\nuint32 width\nstring encoding\nuint8 is_bigendian\nuint32 step\nuint8[] data\n",
+            ),
+            ("std_msgs", "Header", "builtin_interfaces/Time stamp\nstring frame_id\n"),
+            ("builtin_interfaces", "Time", "int32 sec\nuint32 nanosec\n"),
+        ] {
+            let dir = root.join("share").join(pkg).join("msg");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("{ty}.msg")), text).unwrap();
+        }
+        SchemaResolver::new([root])
+    }
+
+    fn image(i: u8) -> Image {
+        let header = Header { stamp: Time { sec: i.into(), nanosec: 0 }, frame_id: "cam".into() };
+        Image { header, height: 1, width: 3, encoding: "mono8".into(), step: 3, data: vec![i; 3], ..Default::default() }
+    }
+
+    /// Writes images at out-of-order log times to a single-file bag.
+    fn write_bag(dir: &Path) -> PathBuf {
+        let path = dir.join("t.mcap");
+        let mut w = BagWriter::create_with(&path, resolver(&dir.join("prefix"))).unwrap();
+        for (i, t) in [(0u8, 30u64), (1, 10), (2, 20), (3, 10)] {
+            w.write("/img", t, &image(i)).unwrap();
+        }
+        w.add_topic("/empty", "sensor_msgs/msg/Image").unwrap();
+        w.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn log_time_order_and_topics() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = BagReader::open(write_bag(tmp.path())).unwrap();
+        let topics = r.topics().unwrap();
+        assert_eq!(
+            topics.iter().map(|t| (t.topic.as_str(), t.message_count)).collect::<Vec<_>>(),
+            [("/empty", 0), ("/img", 4)]
+        );
+        let got: Vec<(u64, u8)> = r
+            .messages_of::<Image>("/img")
+            .unwrap()
+            .map(|m| m.map(|(t, img)| (t, img.data[0])))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // equal log times keep write order
+        assert_eq!(got, [(10, 1), (10, 3), (20, 2), (30, 0)]);
+        assert!(matches!(r.messages_of::<Image>("/none"), Err(BagError::UnknownTopic(_))));
+    }
+
+    /// A file cut short (recorder killed) still yields its complete
+    /// messages, then an error; no cut or corrupted byte may panic.
+    #[test]
+    fn truncated_and_corrupt_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(write_bag(tmp.path())).unwrap();
+        let path = tmp.path().join("bad.mcap");
+        let read_all = |data: &[u8]| -> Result<usize, BagError> {
+            std::fs::write(&path, data).unwrap();
+            let r = BagReader::open(&path)?;
+            let mut n = 0;
+            for m in r.messages()? {
+                m?.decode::<Image>()?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        assert_eq!(read_all(&bytes).unwrap(), 4);
+        for cut in (0..bytes.len()).step_by(7) {
+            assert!(read_all(&bytes[..cut]).is_err(), "cut at {cut} read as complete");
+        }
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..300 {
+            let mut b = bytes.clone();
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let i = (state % b.len() as u64) as usize;
+            b[i] ^= 1 << (state >> 61);
+            let _ = read_all(&b); // Ok (bit in unused padding or CRC-free data) or Err, never a panic
+        }
+    }
+
+    #[test]
+    fn refuses_non_ros2_channels() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("json.mcap");
+        let mut w = mcap::Writer::new(BufWriter::new(File::create(&path).unwrap())).unwrap();
+        let schema = w.add_schema("Foo", "jsonschema", b"{}").unwrap();
+        let ch = w.add_channel(schema, "/foo", "json", &BTreeMap::new()).unwrap();
+        let header = MessageHeader { channel_id: ch, sequence: 0, log_time: 1, publish_time: 1 };
+        w.write_to_known_channel(&header, b"{}").unwrap();
+        w.finish().unwrap();
+        drop(w);
+        let err = BagReader::open(&path).err().unwrap();
+        assert!(matches!(err, BagError::UnsupportedEncoding { .. }), "{err}");
+    }
+}

@@ -1,0 +1,23 @@
+//! # eloss_perception
+//!
+//! A ROS 2 3D perception stack for vehicles, split into a ROS-free core
+//! (this library) and a thin r2r adapter (`ros`, behind the default `ros`
+//! feature). Data flows one way: sensor message bytes → plain structs
+//! ([`cloud::Points`], [`image::RgbImage`], [`camera::PinholeCamera`]) →
+//! perception → results, with bags ([`bag`]) for recording and replay.
+//!
+//! ```no_run
+//! // Decode the real KITTI frame shipped in ../shared/data (x, y, z, reflectance f32).
+//! let pts = eloss_perception::cloud::kitti_bin::read("../shared/data/kitti_000008/000008.bin").unwrap();
+//! println!("{} points", pts.len());
+//! ```
+
+pub mod bag;
+pub mod camera;
+pub mod cloud;
+pub mod frame_slot;
+pub mod image;
+pub mod stats;
+
+#[cfg(feature = "ros")]
+pub mod ros;

@@ -1,0 +1,267 @@
+//! `eloss_perception_node`: subscriptions, newest-frame workers, diagnostics.
+//!
+//! Concurrency (r2r + tokio): the r2r node spins on a blocking thread; each
+//! subscription stream is drained at once by a tokio task into a
+//! [`LatestSlot`] (r2r's own queue drops *new* messages when full, so we must
+//! never let it fill); a worker thread per sensor decodes only the newest
+//! frame. A malformed message is counted and logged, never fatal.
+//!
+//! Topics (relative names, so namespaces and `-r from:=to` remaps apply):
+//! inputs `points` (PointCloud2), `image` (Image), `camera_info` (CameraInfo),
+//! all with sensor-data QoS; output `/diagnostics` (DiagnosticArray).
+
+use super::convert;
+use super::params::NodeParams;
+use crate::camera::PinholeCamera;
+use crate::cloud::Points;
+use crate::frame_slot::LatestSlot;
+use crate::image::RgbImage;
+use crate::stats::InputStats;
+use anyhow::Context as _;
+use futures::StreamExt;
+use r2r::diagnostic_msgs::msg::DiagnosticArray;
+use r2r::sensor_msgs::msg::{CameraInfo, Image, PointCloud2};
+use r2r::QosProfile;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const NODE_NAME: &str = "eloss_perception_node";
+pub const TOPIC_POINTS: &str = "points";
+pub const TOPIC_IMAGE: &str = "image";
+pub const TOPIC_CAMERA_INFO: &str = "camera_info";
+pub const TOPIC_DIAGNOSTICS: &str = "/diagnostics";
+
+/// The newest decoded data of each sensor, for the perception stages.
+#[derive(Default)]
+pub struct LatestFrames {
+    pub cloud: Option<(i64, String, Points)>,
+    pub image: Option<(i64, String, RgbImage)>,
+    pub camera: Option<PinholeCamera>,
+}
+
+#[derive(Default, Clone)]
+struct Stats {
+    cloud: InputStats,
+    image: InputStats,
+    camera_info: InputStats,
+}
+
+struct Shared {
+    params: Arc<Mutex<NodeParams>>,
+    clouds: LatestSlot<PointCloud2>,
+    images: LatestSlot<Image>,
+    stats: Mutex<Stats>,
+    latest: Mutex<LatestFrames>,
+    stop: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // a panicking worker must not take the whole node down with a poisoned lock
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs the node until SIGINT/SIGTERM. `args` are the process arguments
+/// (`--ros-args ...` is handled by rcl).
+pub async fn run() -> anyhow::Result<()> {
+    let ctx = r2r::Context::create().context("rcl init")?;
+    let mut node = r2r::Node::create(ctx, NODE_NAME, "").context("creating node")?;
+
+    let defaults = NodeParams::defaults().context("compiled-in defaults")?;
+    let params = Arc::new(Mutex::new(defaults));
+    let (param_handler, mut param_events) = node
+        .make_derived_parameter_handler(params.clone())
+        .context("parameters (check --params-file values and types)")?;
+    lock(&params).validate().context("invalid parameters")?;
+    tokio::spawn(param_handler);
+
+    let shared = Arc::new(Shared {
+        params: params.clone(),
+        clouds: LatestSlot::new(),
+        images: LatestSlot::new(),
+        stats: Mutex::new(Stats::default()),
+        latest: Mutex::new(LatestFrames::default()),
+        stop: AtomicBool::new(false),
+    });
+
+    let qos = QosProfile::sensor_data();
+    let mut clouds = node.subscribe::<PointCloud2>(TOPIC_POINTS, qos.clone())?;
+    let mut images = node.subscribe::<Image>(TOPIC_IMAGE, qos.clone())?;
+    let mut infos = node.subscribe::<CameraInfo>(TOPIC_CAMERA_INFO, qos)?;
+    let diag_pub = node.create_publisher::<DiagnosticArray>(TOPIC_DIAGNOSTICS, QosProfile::default())?;
+    let clock = node.get_ros_clock();
+    tracing::info!(node = %node.fully_qualified_name()?, "started; params: {:?}", lock(&params));
+
+    let sh = shared.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = clouds.next().await {
+            lock(&sh.stats).cloud.received += 1;
+            sh.clouds.put(msg);
+        }
+    });
+    let sh = shared.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = images.next().await {
+            lock(&sh.stats).image.received += 1;
+            sh.images.put(msg);
+        }
+    });
+    let sh = shared.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = infos.next().await {
+            let t = Instant::now();
+            let result = convert::decode_camera_info(&msg);
+            let mut stats = lock(&sh.stats);
+            stats.camera_info.received += 1;
+            match result {
+                Ok(cam) => {
+                    stats.camera_info.record_ok(1, t.elapsed());
+                    lock(&sh.latest).camera = Some(cam);
+                }
+                Err(e) => {
+                    tracing::warn!("malformed CameraInfo: {e}");
+                    stats.camera_info.record_malformed(e);
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some((name, value)) = param_events.next().await {
+            tracing::info!("parameter {name} set to {value:?}");
+        }
+    });
+
+    let workers = [
+        std::thread::Builder::new().name("cloud-worker".into()).spawn({
+            let sh = shared.clone();
+            move || cloud_worker(&sh)
+        })?,
+        std::thread::Builder::new().name("image-worker".into()).spawn({
+            let sh = shared.clone();
+            move || image_worker(&sh)
+        })?,
+    ];
+
+    let sh = shared.clone();
+    let diagnostics = tokio::spawn(async move {
+        let mut previous = Stats::default();
+        loop {
+            let (period, hw) = {
+                let p = lock(&sh.params);
+                (p.diagnostics.period_s, p.hardware_id.clone())
+            };
+            let period = if period.is_finite() && period > 0.0 { period } else { 1.0 };
+            tokio::time::sleep(Duration::from_secs_f64(period)).await;
+            let now = {
+                let mut stats = lock(&sh.stats);
+                stats.cloud.dropped = sh.clouds.dropped();
+                stats.image.dropped = sh.images.dropped();
+                stats.clone()
+            };
+            let statuses = [
+                now.cloud.status(&format!("{NODE_NAME}: point cloud input"), &hw, &previous.cloud),
+                now.image.status(&format!("{NODE_NAME}: image input"), &hw, &previous.image),
+                now.camera_info.status(&format!("{NODE_NAME}: camera info input"), &hw, &previous.camera_info),
+            ];
+            previous = now;
+            let stamp = lock(&clock)
+                .get_now()
+                .map(|d| r2r::builtin_interfaces::msg::Time { sec: d.as_secs() as i32, nanosec: d.subsec_nanos() })
+                .unwrap_or_default();
+            let msg = DiagnosticArray {
+                header: r2r::std_msgs::msg::Header { stamp, frame_id: String::new() },
+                status: statuses.iter().map(convert::diagnostic_status).collect(),
+            };
+            if let Err(e) = diag_pub.publish(&msg) {
+                tracing::warn!("publishing diagnostics failed: {e}");
+            }
+        }
+    });
+
+    let sh = shared.clone();
+    let spinner = tokio::task::spawn_blocking(move || {
+        while !sh.stop.load(Ordering::Relaxed) {
+            node.spin_once(Duration::from_millis(20));
+        }
+        // drop the node on this thread, after the last spin_once returned
+        drop(node);
+    });
+
+    wait_for_shutdown().await;
+    tracing::info!("shutting down");
+    shared.stop.store(true, Ordering::Relaxed);
+    diagnostics.abort();
+    spinner.await?;
+    for w in workers {
+        let _ = w.join();
+    }
+    let stats = lock(&shared.stats).clone();
+    for (name, s, dropped) in [
+        ("point clouds", &stats.cloud, shared.clouds.dropped()),
+        ("images", &stats.image, shared.images.dropped()),
+        ("camera infos", &stats.camera_info, 0),
+    ] {
+        tracing::info!(
+            "{name}: received {}, processed {}, dropped {dropped}, malformed {}, decode mean {:.2} ms / max {:.2} ms, last {} elements",
+            s.received, s.processed, s.malformed, s.decode.mean_ms(), s.decode.max_ms, s.last_elements
+        );
+    }
+    Ok(())
+}
+
+async fn wait_for_shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("no SIGTERM handler ({e}); stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn cloud_worker(sh: &Shared) {
+    while !sh.stop.load(Ordering::Relaxed) {
+        let Some(msg) = sh.clouds.take_timeout(Duration::from_millis(100)) else { continue };
+        let t = Instant::now();
+        let (min_r, max_r) = {
+            let p = lock(&sh.params);
+            (p.cloud.min_range_m as f32, p.cloud.max_range_m as f32)
+        };
+        match convert::decode_cloud(&msg) {
+            Ok((mut points, report)) => {
+                points.retain_range(min_r, max_r);
+                let elapsed = t.elapsed();
+                tracing::debug!(points = points.len(), non_finite = report.non_finite, ?elapsed, "cloud decoded");
+                lock(&sh.stats).cloud.record_ok(points.len() as u64, elapsed);
+                lock(&sh.latest).cloud = Some((convert::stamp_ns(&msg.header.stamp), msg.header.frame_id, points));
+            }
+            Err(e) => {
+                tracing::warn!("malformed PointCloud2 (frame '{}'): {e}", msg.header.frame_id);
+                lock(&sh.stats).cloud.record_malformed(e);
+            }
+        }
+    }
+}
+
+fn image_worker(sh: &Shared) {
+    while !sh.stop.load(Ordering::Relaxed) {
+        let Some(msg) = sh.images.take_timeout(Duration::from_millis(100)) else { continue };
+        let t = Instant::now();
+        match convert::decode_image(&msg) {
+            Ok(img) => {
+                let pixels = img.width as u64 * img.height as u64;
+                lock(&sh.stats).image.record_ok(pixels, t.elapsed());
+                lock(&sh.latest).image = Some((convert::stamp_ns(&msg.header.stamp), msg.header.frame_id, img));
+            }
+            Err(e) => {
+                tracing::warn!("malformed Image (encoding '{}'): {e}", msg.encoding);
+                lock(&sh.stats).image.record_malformed(e);
+            }
+        }
+    }
+}

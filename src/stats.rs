@@ -1,0 +1,150 @@
+//! Per-input health counters and timings, and the diagnostic status built
+//! from them. ROS-free: the ROS adapter turns [`DiagnosticStatus`] into
+//! `diagnostic_msgs/DiagnosticStatus`, tests read it directly.
+
+use std::time::Duration;
+
+/// Severity, with the numeric values of `diagnostic_msgs/DiagnosticStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok = 0,
+    Warn = 1,
+    Error = 2,
+    Stale = 3,
+}
+
+/// A ROS-free diagnostic status: one per input stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiagnosticStatus {
+    pub level: Level,
+    pub name: String,
+    pub message: String,
+    pub hardware_id: String,
+    pub values: Vec<(String, String)>,
+}
+
+/// Running timing statistics in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timing {
+    pub count: u64,
+    pub last_ms: f64,
+    pub total_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Timing {
+    pub fn record(&mut self, d: Duration) {
+        let ms = d.as_secs_f64() * 1e3;
+        self.count += 1;
+        self.last_ms = ms;
+        self.total_ms += ms;
+        self.max_ms = self.max_ms.max(ms);
+    }
+
+    pub fn mean_ms(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.total_ms / self.count as f64 }
+    }
+}
+
+/// Counters of one input stream (point clouds, images, camera infos).
+/// `dropped` counts frames replaced by a newer one before they were processed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InputStats {
+    pub received: u64,
+    pub processed: u64,
+    pub dropped: u64,
+    pub malformed: u64,
+    pub last_error: Option<String>,
+    /// Elements (points or pixels) in the last decoded frame.
+    pub last_elements: u64,
+    pub decode: Timing,
+}
+
+impl InputStats {
+    pub fn record_ok(&mut self, elements: u64, decode: Duration) {
+        self.processed += 1;
+        self.last_elements = elements;
+        self.decode.record(decode);
+    }
+
+    pub fn record_malformed(&mut self, error: impl ToString) {
+        self.malformed += 1;
+        self.last_error = Some(error.to_string());
+    }
+
+    /// Status of this stream, judged on what changed since `previous`
+    /// (the snapshot taken at the last report), so an old fault does not
+    /// keep the stream in warning forever.
+    pub fn status(&self, name: &str, hardware_id: &str, previous: &InputStats) -> DiagnosticStatus {
+        let new_frames = self.received.saturating_sub(previous.received);
+        let new_malformed = self.malformed.saturating_sub(previous.malformed);
+        let (level, message) = if new_frames == 0 {
+            (Level::Stale, "no messages since the last report".to_string())
+        } else if new_malformed == new_frames {
+            (
+                Level::Error,
+                format!("all {new_frames} messages malformed: {}", self.last_error.as_deref().unwrap_or("")),
+            )
+        } else if new_malformed > 0 {
+            (
+                Level::Warn,
+                format!("{new_malformed} of {new_frames} messages malformed: {}", self.last_error.as_deref().unwrap_or("")),
+            )
+        } else {
+            (Level::Ok, "ok".to_string())
+        };
+        let values = vec![
+            ("frames_received".into(), self.received.to_string()),
+            ("frames_processed".into(), self.processed.to_string()),
+            ("frames_dropped".into(), self.dropped.to_string()),
+            ("frames_malformed".into(), self.malformed.to_string()),
+            ("last_error".into(), self.last_error.clone().unwrap_or_default()),
+            ("last_elements".into(), self.last_elements.to_string()),
+            ("decode_time_last_ms".into(), format!("{:.3}", self.decode.last_ms)),
+            ("decode_time_mean_ms".into(), format!("{:.3}", self.decode.mean_ms())),
+            ("decode_time_max_ms".into(), format!("{:.3}", self.decode.max_ms)),
+        ];
+        DiagnosticStatus { level, name: name.to_string(), message, hardware_id: hardware_id.to_string(), values }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value<'a>(s: &'a DiagnosticStatus, k: &str) -> &'a str {
+        s.values.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap()
+    }
+
+    #[test]
+    fn levels_follow_recent_frames() {
+        let mut s = InputStats::default();
+        let none = s.clone();
+        assert_eq!(s.status("cloud", "hw", &none).level, Level::Stale);
+
+        s.received = 3;
+        s.record_ok(100, Duration::from_millis(2));
+        s.record_ok(100, Duration::from_millis(4));
+        s.record_malformed("data too short");
+        let st = s.status("cloud", "hw", &none);
+        assert_eq!(st.level, Level::Warn);
+        assert!(st.message.contains("1 of 3") && st.message.contains("data too short"));
+        assert_eq!(value(&st, "frames_malformed"), "1");
+        assert_eq!(value(&st, "decode_time_mean_ms"), "3.000");
+        assert_eq!(value(&st, "decode_time_max_ms"), "4.000");
+
+        // a later period with only good frames is healthy again
+        let snap = s.clone();
+        s.received += 1;
+        s.record_ok(100, Duration::from_millis(1));
+        assert_eq!(s.status("cloud", "hw", &snap).level, Level::Ok);
+
+        let snap = s.clone();
+        s.received += 2;
+        s.record_malformed("x");
+        s.record_malformed("y");
+        let st = s.status("cloud", "hw", &snap);
+        assert_eq!(st.level, Level::Error);
+        assert!(st.message.ends_with('y'));
+    }
+}

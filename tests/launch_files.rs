@@ -1,0 +1,59 @@
+//! The launch files cannot run here (no launch wheels), so they are read
+//! statically (tests/python/launch_check.py) and every parameter and topic
+//! they name is checked against the node itself.
+#![cfg(feature = "ros")]
+mod common;
+
+use eloss_perception::ros::node::{TOPIC_CAMERA_INFO, TOPIC_IMAGE, TOPIC_POINTS};
+use eloss_perception::ros::params::NodeParams;
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn launch_files_name_only_what_the_node_has() {
+    let Some(py) = common::python() else { return };
+    let repo = common::repo();
+    let out = Command::new(py)
+        .arg(repo.join("tests/python/launch_check.py"))
+        .arg(repo.join("launch/eloss_perception.launch.py"))
+        .arg(repo.join("launch/eloss_perception.launch.xml"))
+        .output()
+        .expect("run launch_check.py");
+    assert!(out.status.success(), "launch_check.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("launch_check.py prints JSON");
+
+    let declared: Vec<String> = NodeParams::defaults().unwrap().declared().into_iter().map(|(n, _)| n).collect();
+    let cargo = std::fs::read_to_string(repo.join("Cargo.toml")).unwrap();
+    for kind in ["py", "xml"] {
+        let d = &v[kind];
+        let nodes = d["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 1, "{kind}: one node");
+        let n = &nodes[0];
+        assert_eq!(n["package"], "eloss_perception", "{kind}");
+        let exe = n["executable"].as_str().unwrap();
+        assert!(cargo.contains(&format!("name = \"{exe}\"")), "{kind}: executable {exe} is not a binary of this crate");
+        assert_eq!(n["name"], eloss_perception::ros::node::NODE_NAME, "{kind}");
+        for p in n["param_names"].as_array().unwrap() {
+            assert!(declared.iter().any(|d| d == p.as_str().unwrap()), "{kind}: parameter {p} is not a node parameter");
+        }
+        assert_eq!(n["param_files"].as_array().unwrap().len(), 1, "{kind}: one params file");
+        let remaps: Vec<&str> = n["remaps"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        for t in &remaps {
+            assert!([TOPIC_POINTS, TOPIC_IMAGE, TOPIC_CAMERA_INFO].contains(t), "{kind}: remaps unknown topic {t}");
+        }
+        for t in [TOPIC_POINTS, TOPIC_IMAGE, TOPIC_CAMERA_INFO] {
+            assert!(remaps.contains(&t), "{kind}: input topic {t} cannot be remapped");
+        }
+        // every referenced argument is declared, and the default params file exists in the repo
+        let args = d["args"].as_object().unwrap();
+        for r in d["refs"].as_array().unwrap() {
+            assert!(args.contains_key(r.as_str().unwrap()), "{kind}: {r} used but not declared");
+        }
+        let params_file = args["params_file"].as_str().unwrap();
+        let rel = params_file.strip_prefix("<package share>/").expect("default params file from the package share");
+        assert!(repo.join(rel).is_file(), "{kind}: {rel} not in the package");
+    }
+    assert_eq!(v["py"]["args"], v["xml"]["args"], "the Python and XML launch files declare the same arguments");
+    assert_eq!(v["py"]["nodes"][0]["remaps"], v["xml"]["nodes"][0]["remaps"]);
+    assert_eq!(v["py"]["nodes"][0]["param_names"], v["xml"]["nodes"][0]["param_names"]);
+}

@@ -1,0 +1,84 @@
+//! The node over real DDS: an rclpy process (tests/python/node_peer.py)
+//! publishes good and malformed clouds, images and camera infos to the node
+//! binary over loopback and reads back its diagnostics.
+#![cfg(feature = "ros")]
+mod common;
+
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The node as a child process in its own namespace; SIGINT on drop.
+pub struct NodeProcess {
+    child: Child,
+}
+
+impl NodeProcess {
+    pub fn start(ns: &str) -> Self {
+        let repo = common::repo();
+        let child = Command::new(env!("CARGO_BIN_EXE_eloss_perception_node"))
+            .args(["--ros-args", "--params-file"])
+            .arg(repo.join("config/eloss_perception.yaml"))
+            .args(["-p", "diagnostics.period_s:=0.2", "-r", &format!("__ns:={ns}")])
+            .args(["-r", &format!("/diagnostics:={ns}/diagnostics")])
+            .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start eloss_perception_node");
+        NodeProcess { child }
+    }
+
+    /// SIGINT, then wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait node") {
+                return s;
+            }
+            assert!(Instant::now() < end, "node did not exit within 10 s of SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field<'a>(v: &'a Value, key: &str) -> u64 {
+    v[key].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+#[test]
+fn node_decodes_real_and_malformed_input_over_dds() {
+    let (Some(py), Some(kitti)) = (common::python(), common::kitti_dir()) else { return };
+    let ns = format!("/eloss_test_{}", std::process::id());
+    let node = NodeProcess::start(&ns);
+    let out = Command::new(py)
+        .arg(common::repo().join("tests/python/node_peer.py"))
+        .args(["drive", &ns])
+        .arg(kitti.join("000008.bin"))
+        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        .output()
+        .expect("run node_peer.py");
+    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).expect("peer prints JSON");
+
+    // the real KITTI cloud: every point is finite and inside the default range limits
+    assert_eq!(field(&r["kitti_cloud"], "last_elements"), 17_238);
+    assert!(r["truncated_cloud"]["last_error"].as_str().unwrap().len() > 5);
+    assert_eq!(field(&r["cloud_without_xyz"], "frames_malformed"), 2);
+    // float64 xyz + uint8 intensity in padded 32-byte points, NaN rows dropped
+    assert_eq!(field(&r["f64_padded_cloud"], "last_elements"), r["f64_padded_cloud"]["expected_points"].as_u64().unwrap());
+    assert_eq!(field(&r["bgr8_image"], "last_elements"), 64 * 48);
+    assert!(r["unknown_encoding"]["last_error"].as_str().unwrap().contains("yuv422_yuy2"));
+    assert_eq!(field(&r["mono16_image"], "last_elements"), 32 * 16);
+    assert_eq!(field(&r["uncalibrated_camera_info"], "frames_malformed"), 1);
+    // a malformed message never stops the node: good frames kept being processed after them
+    assert!(field(&r["mono16_image"], "frames_processed") >= 2);
+    assert!(node.stop().success(), "node exits cleanly on SIGINT");
+}
