@@ -49,8 +49,22 @@ impl Drop for NodeProcess {
     }
 }
 
-fn field<'a>(v: &'a Value, key: &str) -> u64 {
+fn counter(v: &Value, key: &str) -> u64 {
     v[key].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// Checks one exchange of the peer: the message (sent `sends` times, as
+/// best-effort delivery may lose some) moved exactly the expected counter
+/// and no other, and returns the node's stats after it.
+fn exchange<'a>(r: &'a Value, what: &str, good: bool) -> &'a Value {
+    let e = &r[what];
+    let (before, after) = (&e["before"], &e["after"]);
+    let sends = e["sends"].as_u64().unwrap();
+    let (moved, still) = if good { ("frames_processed", "frames_malformed") } else { ("frames_malformed", "frames_processed") };
+    let delta = counter(after, moved) - counter(before, moved);
+    assert!((1..=sends).contains(&delta), "{what}: {moved} grew by {delta} after {sends} sends");
+    assert_eq!(counter(after, still), counter(before, still), "{what}: {still} must not change");
+    after
 }
 
 #[test]
@@ -69,16 +83,20 @@ fn node_decodes_real_and_malformed_input_over_dds() {
     let r: Value = serde_json::from_slice(&out.stdout).expect("peer prints JSON");
 
     // the real KITTI cloud: every point is finite and inside the default range limits
-    assert_eq!(field(&r["kitti_cloud"], "last_elements"), 17_238);
-    assert!(r["truncated_cloud"]["last_error"].as_str().unwrap().len() > 5);
-    assert_eq!(field(&r["cloud_without_xyz"], "frames_malformed"), 2);
+    assert_eq!(counter(exchange(&r, "kitti_cloud", true), "last_elements"), 17_238);
+    let truncated = exchange(&r, "truncated_cloud", false);
+    assert!(truncated["last_error"].as_str().unwrap().contains("bytes but its layout needs"), "{truncated}");
+    let no_xyz = exchange(&r, "cloud_without_xyz", false);
+    assert!(no_xyz["last_error"].as_str().unwrap().contains('x'), "{no_xyz}");
     // float64 xyz + uint8 intensity in padded 32-byte points, NaN rows dropped
-    assert_eq!(field(&r["f64_padded_cloud"], "last_elements"), r["f64_padded_cloud"]["expected_points"].as_u64().unwrap());
-    assert_eq!(field(&r["bgr8_image"], "last_elements"), 64 * 48);
-    assert!(r["unknown_encoding"]["last_error"].as_str().unwrap().contains("yuv422_yuy2"));
-    assert_eq!(field(&r["mono16_image"], "last_elements"), 32 * 16);
-    assert_eq!(field(&r["uncalibrated_camera_info"], "frames_malformed"), 1);
-    // a malformed message never stops the node: good frames kept being processed after them
-    assert!(field(&r["mono16_image"], "frames_processed") >= 2);
+    let padded = exchange(&r, "f64_padded_cloud", true);
+    assert_eq!(counter(padded, "last_elements"), r["f64_padded_cloud"]["expected_points"].as_u64().unwrap());
+    assert_eq!(counter(exchange(&r, "bgr8_image", true), "last_elements"), 64 * 48);
+    let unknown = exchange(&r, "unknown_encoding", false);
+    assert!(unknown["last_error"].as_str().unwrap().contains("yuv422_yuy2"), "{unknown}");
+    assert_eq!(counter(exchange(&r, "mono16_image", true), "last_elements"), 32 * 16);
+    exchange(&r, "camera_info", true);
+    exchange(&r, "uncalibrated_camera_info", false);
+    // the node kept serving after every malformed message and exits cleanly
     assert!(node.stop().success(), "node exits cleanly on SIGINT");
 }

@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
                 loops,
             };
             let report = eloss_perception::ros::replay::replay(&bag, &opts)?;
-            println!("published {} messages in {:.2?}", report.published, report.wall_time);
+            println!("published {} messages in {:.3} s", report.published, report.wall_time.as_secs_f64());
             Ok(())
         }
     }

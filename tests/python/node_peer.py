@@ -3,7 +3,7 @@ eloss_perception_node over loopback DDS, for tests/node_dds.rs.
 
   drive  NS KITTI_BIN  publish good and malformed clouds/images/camera infos,
                        wait for diagnostics that account for all of them
-  listen NS SECONDS    subscribe to NS/points and NS/diagnostics (e.g. while a
+  listen TOPIC N T     receive N clouds on TOPIC within T seconds (e.g. while a
                        bag is replayed) and report what arrived
 
 Prints one JSON object on stdout; exits 1 with a message when a wait times out.
@@ -80,7 +80,7 @@ class Peer:
         self.node = rclpy.create_node("eloss_test_peer", namespace=ns)
         self.ns = ns
         self.diag = None
-        self.node.create_subscription(DiagnosticArray, f"{ns}/diagnostics", self._on_diag, 10)
+        self.node.create_subscription(DiagnosticArray, f"{ns.rstrip('/')}/diagnostics", self._on_diag, 10)
 
     def _on_diag(self, msg):
         self.diag = {s.name.split(": ", 1)[-1]: {"level": int.from_bytes(s.level, "little") if isinstance(s.level, bytes) else int(s.level),
@@ -116,60 +116,64 @@ def drive(ns, kitti_bin):
     p.spin_until(lambda: p.diag is not None, 30, "first diagnostics")
     result = {}
 
-    def send_and_wait(pub, msg, stream, key, expect, what):
-        pub.publish(msg)
-        # best-effort QoS: resend until the node has counted it (sensor-data semantics)
+    def send_and_wait(pub, msg, stream, key, what):
+        """Publish until the node's `key` counter of `stream` grows (best-effort
+        QoS may lose a sample); report the counters before and after."""
+        before = dict(p.diag[stream])
+        sends = 0
         end = time.monotonic() + 20
-        while count(p.diag, stream, key) < expect and time.monotonic() < end:
+        while count(p.diag, stream, key) <= int(before[key]) and time.monotonic() < end:
             pub.publish(msg)
-            p.spin_until(lambda: True, 1, "")
-            t = time.monotonic() + 0.3
-            while time.monotonic() < t and count(p.diag, stream, key) < expect:
+            sends += 1
+            t = time.monotonic() + 1.0
+            while time.monotonic() < t and count(p.diag, stream, key) <= int(before[key]):
                 rclpy.spin_once(p.node, timeout_sec=0.05)
-        if count(p.diag, stream, key) < expect:
+        if count(p.diag, stream, key) <= int(before[key]):
             print(f"node never counted {what}: {p.diag}", file=sys.stderr)
             sys.exit(1)
-        result[what] = dict(p.diag[stream])
+        # one more report, so counters of a late resend are included
+        seen = p.diag
+        p.spin_until(lambda: p.diag is not seen, 5, "the next diagnostics")
+        result[what] = {"before": before, "after": dict(p.diag[stream]), "sends": sends}
 
-    send_and_wait(pub_pts, cloud_msg(xyzi), "point cloud input", "frames_processed", 1, "kitti_cloud")
+    cloud, image, info = "point cloud input", "image input", "camera info input"
+    send_and_wait(pub_pts, cloud_msg(xyzi), cloud, "frames_processed", "kitti_cloud")
     bad = cloud_msg(xyzi)
     bad.data = bad.data[: len(bad.data) // 2]  # row_step promises twice as much
-    send_and_wait(pub_pts, bad, "point cloud input", "frames_malformed", 1, "truncated_cloud")
+    send_and_wait(pub_pts, bad, cloud, "frames_malformed", "truncated_cloud")
     no_xyz = cloud_msg(xyzi[:10])
     no_xyz.fields = no_xyz.fields[3:]
-    send_and_wait(pub_pts, no_xyz, "point cloud input", "frames_malformed", 2, "cloud_without_xyz")
+    send_and_wait(pub_pts, no_xyz, cloud, "frames_malformed", "cloud_without_xyz")
     padded, finite = cloud_f64_padded(xyzi)
-    processed = count(p.diag, "point cloud input", "frames_processed")
-    send_and_wait(pub_pts, padded, "point cloud input", "frames_processed", processed + 1, "f64_padded_cloud")
+    send_and_wait(pub_pts, padded, cloud, "frames_processed", "f64_padded_cloud")
     result["f64_padded_cloud"]["expected_points"] = finite
 
-    send_and_wait(pub_img, image_msg(64, 48, "bgr8", 3), "image input", "frames_processed", 1, "bgr8_image")
-    send_and_wait(pub_img, image_msg(64, 48, "yuv422_yuy2", 2), "image input", "frames_malformed", 1, "unknown_encoding")
-    processed = count(p.diag, "image input", "frames_processed")
-    send_and_wait(pub_img, image_msg(32, 16, "mono16", 2), "image input", "frames_processed", processed + 1, "mono16_image")
-    send_and_wait(pub_info, camera_info_msg(), "camera info input", "frames_processed", 1, "camera_info")
+    send_and_wait(pub_img, image_msg(64, 48, "bgr8", 3), image, "frames_processed", "bgr8_image")
+    send_and_wait(pub_img, image_msg(64, 48, "yuv422_yuy2", 2), image, "frames_malformed", "unknown_encoding")
+    send_and_wait(pub_img, image_msg(32, 16, "mono16", 2), image, "frames_processed", "mono16_image")
+    send_and_wait(pub_info, camera_info_msg(), info, "frames_processed", "camera_info")
     bad_info = camera_info_msg()
     bad_info.k = [0.0] * 9
     bad_info.p = [0.0] * 12
-    send_and_wait(pub_info, bad_info, "camera info input", "frames_malformed", 1, "uncalibrated_camera_info")
+    send_and_wait(pub_info, bad_info, info, "frames_malformed", "uncalibrated_camera_info")
     print(json.dumps(result))
     p.close()
 
 
-def listen(ns, seconds):
-    p = Peer(ns)
+def listen(topic, n, timeout):
+    """Receive `n` PointCloud2 on `topic` (reliable QoS)."""
+    p = Peer("/")
     got = []
-    p.node.create_subscription(
-        PointCloud2, f"{ns}/points",
-        lambda m: got.append({"width": m.width, "point_step": m.point_step, "bytes": len(m.data),
-                              "stamp": m.header.stamp.sec * 10**9 + m.header.stamp.nanosec,
-                              "sum_x": float(np.frombuffer(bytes(m.data), "<f4").reshape(-1, 4)[:, 0].sum())}),
-        10)
-    print("ready", file=sys.stderr, flush=True)
-    end = time.monotonic() + float(seconds)
-    while time.monotonic() < end:
-        rclpy.spin_once(p.node, timeout_sec=0.05)
-    print(json.dumps({"clouds": got, "diagnostics": p.diag}))
+
+    def on_cloud(m):
+        xyzi = np.frombuffer(bytes(m.data), "<f4").reshape(-1, 4)
+        got.append({"width": m.width, "point_step": m.point_step, "frame_id": m.header.frame_id,
+                    "stamp_ns": m.header.stamp.sec * 10**9 + m.header.stamp.nanosec,
+                    "sum_x": float(xyzi[:, 0].astype("f8").sum())})
+
+    p.node.create_subscription(PointCloud2, topic, on_cloud, 10)
+    p.spin_until(lambda: len(got) >= int(n), float(timeout), f"{n} clouds on {topic}")
+    print(json.dumps({"clouds": got}))
     p.close()
 
 
