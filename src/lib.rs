@@ -16,6 +16,7 @@ pub mod bag;
 pub mod camera;
 pub mod cloud;
 pub mod frame_slot;
+pub mod geometry;
 pub mod image;
 pub mod stats;
 

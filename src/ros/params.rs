@@ -70,7 +70,7 @@ impl NodeParams {
         if !(self.cloud.min_range_m.is_finite() && self.cloud.min_range_m >= 0.0) {
             return bad("cloud.min_range_m", self.cloud.min_range_m, "must be >= 0");
         }
-        if !(self.cloud.max_range_m > self.cloud.min_range_m) {
+        if self.cloud.max_range_m.partial_cmp(&self.cloud.min_range_m) != Some(std::cmp::Ordering::Greater) {
             return bad("cloud.max_range_m", self.cloud.max_range_m, "must be > cloud.min_range_m");
         }
         Ok(())
