@@ -88,6 +88,16 @@ fn node_decodes_real_and_malformed_input_over_dds() {
     assert!(truncated["last_error"].as_str().unwrap().contains("bytes but its layout needs"), "{truncated}");
     let no_xyz = exchange(&r, "cloud_without_xyz", false);
     assert!(no_xyz["last_error"].as_str().unwrap().contains('x'), "{no_xyz}");
+    // run-time parameters: max range 10 m applies to the next frame; an
+    // invalid value (-1 m) is accepted by ROS but refused by the node, which keeps 10 m
+    let pts = eloss_perception::cloud::kitti_bin::read(kitti.join("000008.bin")).unwrap();
+    let within_10m =
+        (0..pts.len()).filter(|&i| (pts.x[i].powi(2) + pts.y[i].powi(2) + pts.z[i].powi(2)).sqrt() <= 10.0).count() as u64;
+    assert!(within_10m > 100 && within_10m < 17_238, "{within_10m}");
+    assert_eq!(r["set_max_range_10"], true);
+    assert_eq!(counter(exchange(&r, "cloud_within_10m", true), "last_elements"), within_10m);
+    assert_eq!(counter(exchange(&r, "cloud_after_bad_param", true), "last_elements"), within_10m);
+    assert_eq!(r["set_max_range_200"], true);
     // float64 xyz + uint8 intensity in padded 32-byte points, NaN rows dropped
     let padded = exchange(&r, "f64_padded_cloud", true);
     assert_eq!(counter(padded, "last_elements"), r["f64_padded_cloud"]["expected_points"].as_u64().unwrap());

@@ -224,14 +224,39 @@ async fn wait_for_shutdown() {
     }
 }
 
+/// Parameters may be changed at run time through the ROS parameter services;
+/// a change that fails validation is logged once and ignored.
+struct ValidParams {
+    valid: NodeParams,
+    rejected: Option<NodeParams>,
+}
+
+impl ValidParams {
+    fn current(&mut self, sh: &Shared) -> &NodeParams {
+        let p = lock(&sh.params).clone();
+        if p != self.valid && self.rejected.as_ref() != Some(&p) {
+            match p.validate() {
+                Ok(()) => {
+                    self.valid = p;
+                    self.rejected = None;
+                }
+                Err(e) => {
+                    tracing::error!("ignoring parameter change: {e}; keeping the previous values");
+                    self.rejected = Some(p);
+                }
+            }
+        }
+        &self.valid
+    }
+}
+
 fn cloud_worker(sh: &Shared) {
+    let mut params = ValidParams { valid: lock(&sh.params).clone(), rejected: None };
     while !sh.stop.load(Ordering::Relaxed) {
         let Some(msg) = sh.clouds.take_timeout(Duration::from_millis(100)) else { continue };
         let t = Instant::now();
-        let (min_r, max_r) = {
-            let p = lock(&sh.params);
-            (p.cloud.min_range_m as f32, p.cloud.max_range_m as f32)
-        };
+        let p = params.current(sh);
+        let (min_r, max_r) = (p.cloud.min_range_m as f32, p.cloud.max_range_m as f32);
         match convert::decode_cloud(&msg) {
             Ok((mut points, report)) => {
                 points.retain_range(min_r, max_r);

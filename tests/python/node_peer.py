@@ -17,6 +17,8 @@ import numpy as np
 import rclpy
 from rclpy.qos import qos_profile_sensor_data
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 
@@ -144,6 +146,26 @@ def drive(ns, kitti_bin):
     no_xyz = cloud_msg(xyzi[:10])
     no_xyz.fields = no_xyz.fields[3:]
     send_and_wait(pub_pts, no_xyz, cloud, "frames_malformed", "cloud_without_xyz")
+
+    # run-time parameter changes: a valid range limit applies to the next
+    # frame, an invalid one is refused and the previous value kept
+    client = p.node.create_client(SetParameters, f"{ns}/eloss_perception_node/set_parameters")
+    p.spin_until(lambda: client.service_is_ready(), 30, "the set_parameters service")
+
+    def set_max_range(v):
+        req = SetParameters.Request()
+        req.parameters = [Parameter(name="cloud.max_range_m",
+                                    value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v))]
+        fut = client.call_async(req)
+        p.spin_until(fut.done, 10, "set_parameters response")
+        return fut.result().results[0].successful
+
+    result["set_max_range_10"] = set_max_range(10.0)
+    send_and_wait(pub_pts, cloud_msg(xyzi), cloud, "frames_processed", "cloud_within_10m")
+    result["set_max_range_negative"] = set_max_range(-1.0)
+    send_and_wait(pub_pts, cloud_msg(xyzi), cloud, "frames_processed", "cloud_after_bad_param")
+    result["set_max_range_200"] = set_max_range(200.0)
+
     padded, finite = cloud_f64_padded(xyzi)
     send_and_wait(pub_pts, padded, cloud, "frames_processed", "f64_padded_cloud")
     result["f64_padded_cloud"]["expected_points"] = finite
