@@ -54,7 +54,8 @@ _ld="$_ld:$_py_site/torch/lib"
 export LD_LIBRARY_PATH="$_ld${ELOSS_BASE_LD_LIBRARY_PATH:+:$ELOSS_BASE_LD_LIBRARY_PATH}"
 export PYTHONPATH="$ELOSS_MSGS_PREFIX/lib/python3.11/site-packages${ELOSS_BASE_PYTHONPATH:+:$ELOSS_BASE_PYTHONPATH}"
 export ELOSS_PYTHON="$ELOSS_VENV/bin/python"
-export LIBTORCH_USE_PYTORCH=1
+# tch builds against the venv's torch package (its lib/ and include/): no Python needed at build time
+export LIBTORCH="$ELOSS_VENV/lib/python3.11/site-packages/torch"
 export ROS_HOME="${ROS_HOME:-$ELOSS_CACHE/ros_home}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ELOSS_CACHE/target}"
 # libgomp spin-waits under contention; the node shares the CPU with DDS threads

@@ -8,7 +8,7 @@ source scripts/env.sh
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 t0=$(date +%s)
 # the core library must build and pass without any ROS installation
-cargo test --no-default-features --lib
+cargo test --no-default-features --features torch --lib
 # everything: core + ROS adapter, node and bag tests over loopback DDS
 cargo test
 echo "[test] all tests passed in $(( $(date +%s) - t0 )) s"

@@ -15,10 +15,14 @@
 pub mod bag;
 pub mod camera;
 pub mod cloud;
+pub mod dataset;
 pub mod frame_slot;
+pub mod gdc;
 pub mod geometry;
 pub mod image;
 pub mod stats;
+#[cfg(feature = "torch")]
+pub mod weights;
 
 #[cfg(feature = "ros")]
 pub mod ros;

@@ -1,0 +1,30 @@
+//! Image backbones that turn a crop into an embedding for the Gaussian bank.
+//!
+//! - [`dinov2`]: DINOv2 ViT (S/B/L/g, with or without registers) in the
+//!   Hugging Face `Dinov2Model` safetensors layout.
+
+pub mod dinov2;
+
+/// How an embedding is read off a ViT's final hidden states; stored in the
+/// bank file so a bank is never queried with another recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingRecipe {
+    /// The CLS token after the final layer norm (HF `pooler_output`).
+    Cls,
+    /// CLS concatenated with the mean of the patch tokens (registers
+    /// excluded), as in DINOv2's linear-probe recipe; twice the width.
+    ClsMeanPatch,
+}
+
+impl EmbeddingRecipe {
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::Cls => "cls",
+            Self::ClsMeanPatch => "cls+meanpatch",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Self> {
+        [Self::Cls, Self::ClsMeanPatch].into_iter().find(|r| r.id() == id)
+    }
+}
