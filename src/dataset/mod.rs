@@ -1,6 +1,8 @@
 //! Datasets on disk and the synthetic world that makes them.
 //!
 //! [`kitti`] reads and writes the KITTI object-detection layout (real KITTI
-//! data and simulator output alike).
+//! data and simulator output alike); [`sim`] is the synthetic driving world
+//! (scenes, LiDAR ray casting, anomaly injection).
 
 pub mod kitti;
+pub mod sim;
