@@ -5,7 +5,12 @@
 //!
 //! - [`bank`]: the Gaussian class bank (fit, classify, incremental update, file format).
 //! - [`backbone`]: image encoders producing the embeddings (feature `torch`).
+//! - [`crops`]: camera crops of 3D boxes, image ↔ cloud stamp matching.
+//! - [`preprocess`]: image → normalised input tensor, as the reference processors.
 
 #[cfg(feature = "torch")]
 pub mod backbone;
+#[cfg(feature = "torch")]
+pub mod preprocess;
 pub mod bank;
+pub mod crops;

@@ -64,6 +64,21 @@ const KEYS: [(&str, &[&str]); 7] = [
 ];
 
 impl Calibration {
+    /// A single camera given by its projection matrix `p` (a rectified
+    /// CameraInfo's P, 3x4 row-major) and the LiDAR → camera-optical-frame
+    /// extrinsic `lidar_to_cam` (3x4 row-major): R0_rect is the identity.
+    pub fn from_camera(p: [f64; 12], lidar_to_cam: [f64; 12]) -> Self {
+        Self {
+            p0: None,
+            p1: None,
+            p2: p,
+            p3: None,
+            r0_rect: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            tr_velo_to_cam: lidar_to_cam,
+            tr_imu_to_velo: None,
+        }
+    }
+
     /// Reads a calibration file; errors name the file and line.
     pub fn read(path: impl AsRef<Path>) -> Result<Self, KittiError> {
         let path = path.as_ref();
