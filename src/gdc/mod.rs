@@ -5,11 +5,16 @@
 //!
 //! - [`bank`]: the Gaussian class bank (fit, classify, incremental update, file format).
 //! - [`backbone`]: image encoders producing the embeddings (feature `torch`).
+//! - [`encoder`], [`bank_builder`]: backbones behind one interface; banks from image folders.
 //! - [`crops`]: camera crops of 3D boxes, image ↔ cloud stamp matching.
 //! - [`preprocess`]: image → normalised input tensor, as the reference processors.
 
 #[cfg(feature = "torch")]
 pub mod backbone;
+#[cfg(feature = "torch")]
+pub mod bank_builder;
+#[cfg(feature = "torch")]
+pub mod encoder;
 #[cfg(feature = "torch")]
 pub mod preprocess;
 pub mod bank;

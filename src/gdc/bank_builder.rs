@@ -1,0 +1,87 @@
+//! Builds a Gaussian class bank from image folders: `ROOT/<class>/*.png|jpg`
+//! (few-shot and one-shot GDC from real images; generated images use the same
+//! path once a generator writes them). Classes are the sub-folder names in
+//! sorted order, images are read in sorted order, so a bank is reproducible.
+
+use super::bank::{BankError, EmbeddingSpec, FitOptions, GaussianBank, Samples};
+use super::encoder::{EncoderError, ImageEncoder};
+use crate::image::RgbImage;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{path}: {reason}")]
+    Folder { path: PathBuf, reason: String },
+    #[error("{path}: not a readable image: {reason}")]
+    Image { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    #[error(transparent)]
+    Bank(#[from] BankError),
+}
+
+const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "ppm"];
+
+/// The classes under `root` and their image files, both sorted by name.
+pub fn images_by_class(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, BuildError> {
+    let folder = |path: &Path, e: std::io::Error| BuildError::Folder { path: path.to_owned(), reason: e.to_string() };
+    let mut classes = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(|e| folder(root, e))? {
+        let dir = entry.map_err(|e| folder(root, e))?.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut images: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| folder(&dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
+            .collect();
+        images.sort();
+        if images.is_empty() {
+            return Err(BuildError::Folder { path: dir, reason: "class folder has no .png/.jpg images".into() });
+        }
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        classes.push((name, images));
+    }
+    classes.sort();
+    if classes.is_empty() {
+        return Err(BuildError::Folder { path: root.to_owned(), reason: "no class sub-folders".into() });
+    }
+    Ok(classes)
+}
+
+pub fn read_rgb(path: &Path) -> Result<RgbImage, BuildError> {
+    let img = ::image::open(path).map_err(|e| BuildError::Image { path: path.to_owned(), reason: e.to_string() })?.to_rgb8();
+    Ok(RgbImage { width: img.width(), height: img.height(), data: img.into_raw() })
+}
+
+/// Embeds every image under `root` and fits one Gaussian per class.
+/// `progress(done, total)` is called after each batch.
+pub fn build_bank(
+    root: &Path,
+    encoder: &dyn ImageEncoder,
+    options: FitOptions,
+    batch: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<GaussianBank, BuildError> {
+    let classes = images_by_class(root)?;
+    let total: usize = classes.iter().map(|(_, v)| v.len()).sum();
+    let mut done = 0;
+    let mut embeddings = Vec::with_capacity(classes.len());
+    for (_, paths) in &classes {
+        let mut rows = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(batch.max(1)) {
+            let images = chunk.iter().map(|p| read_rgb(p)).collect::<Result<Vec<_>, _>>()?;
+            rows.extend(encoder.embed_images(&images, batch)?);
+            done += chunk.len();
+            progress(done, total);
+        }
+        embeddings.push(rows);
+    }
+    let samples: Vec<(&str, Samples)> =
+        classes.iter().zip(&embeddings).map(|((name, _), rows)| (name.as_str(), Samples::from(rows.as_slice()))).collect();
+    let spec = EmbeddingSpec::new(encoder.backbone_id(), encoder.recipe().id());
+    Ok(GaussianBank::fit(spec, &samples, options)?)
+}

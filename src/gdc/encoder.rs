@@ -1,0 +1,91 @@
+//! The interface between image backbones and the Gaussian bank: a backbone
+//! names itself (the id stored in bank files, so a bank is never queried with
+//! another backbone), says how it wants images preprocessed, and embeds
+//! batches.
+
+use super::backbone::dinov2::{Dinov2, Dinov2Error};
+use super::backbone::EmbeddingRecipe;
+use super::preprocess::{Preprocess, PreprocessError};
+use crate::image::RgbImage;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error(transparent)]
+    Dinov2(#[from] Dinov2Error),
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("backbone {backbone} has no embedding recipe {recipe:?}")]
+    Recipe { backbone: String, recipe: String },
+}
+
+pub trait ImageEncoder {
+    /// Identity of the weights: architecture, checkpoint name and content hash.
+    fn backbone_id(&self) -> &str;
+    fn preprocess(&self) -> &Preprocess;
+    fn recipe(&self) -> EmbeddingRecipe;
+    /// [n, 3, H, W] preprocessed pixels → [n, dim] embeddings (CPU, f32).
+    fn embed_pixels(&self, pixels: &Tensor) -> Result<Tensor, EncoderError>;
+
+    /// Preprocesses and embeds images in batches of `batch`; one row per image.
+    fn embed_images(&self, images: &[RgbImage], batch: usize) -> Result<Vec<Vec<f32>>, EncoderError> {
+        let mut rows = Vec::with_capacity(images.len());
+        for chunk in images.chunks(batch.max(1)) {
+            let e = self.embed_pixels(&self.preprocess().batch(chunk)?)?.to_kind(Kind::Float).to_device(Device::Cpu);
+            let (n, d) = e.size2().unwrap_or((0, 0));
+            let flat: Vec<f32> = Vec::try_from(e.flatten(0, -1)).unwrap_or_default();
+            rows.extend(flat.chunks(d.max(1) as usize).take(n as usize).map(|r| r.to_vec()));
+        }
+        Ok(rows)
+    }
+}
+
+/// First 12 hex digits of the SHA-256 of a file: ties a bank to exact weights.
+pub fn file_digest(path: &Path) -> Result<String, EncoderError> {
+    let bytes = std::fs::read(path).map_err(|source| EncoderError::Io { path: path.display().to_string(), source })?;
+    Ok(Sha256::digest(&bytes).iter().take(6).map(|b| format!("{b:02x}")).collect())
+}
+
+/// DINOv2 from a Hugging Face folder, with the reference preprocessing.
+pub struct Dinov2Encoder {
+    model: Dinov2,
+    preprocess: Preprocess,
+    recipe: EmbeddingRecipe,
+    id: String,
+}
+
+impl Dinov2Encoder {
+    pub fn load(dir: &Path, recipe: EmbeddingRecipe, device: Device) -> Result<Self, EncoderError> {
+        let model = Dinov2::load(dir, device)?;
+        let c = &model.config;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let id = format!(
+            "dinov2[{name}; d={} L={} p={} reg={}; {}]",
+            c.hidden_size,
+            c.num_hidden_layers,
+            c.patch_size,
+            c.num_register_tokens,
+            file_digest(&dir.join("model.safetensors"))?
+        );
+        Ok(Self { model, preprocess: Preprocess::dinov2(), recipe, id })
+    }
+}
+
+impl ImageEncoder for Dinov2Encoder {
+    fn backbone_id(&self) -> &str {
+        &self.id
+    }
+    fn preprocess(&self) -> &Preprocess {
+        &self.preprocess
+    }
+    fn recipe(&self) -> EmbeddingRecipe {
+        self.recipe
+    }
+    fn embed_pixels(&self, pixels: &Tensor) -> Result<Tensor, EncoderError> {
+        Ok(self.model.embed(pixels, self.recipe)?.to_device(Device::Cpu))
+    }
+}
