@@ -8,21 +8,7 @@ use eloss_perception::gdc::backbone::EmbeddingRecipe;
 use eloss_perception::gdc::bank::{FitOptions, GaussianBank};
 use eloss_perception::gdc::bank_builder::{build_bank, images_by_class, read_rgb};
 use eloss_perception::gdc::encoder::{Dinov2Encoder, ImageEncoder};
-use std::path::Path;
 use std::process::Command;
-
-/// A noisy image around `rgb`, with a deterministic xorshift texture.
-fn write_image(path: &Path, rgb: [u8; 3], w: u32, h: u32, seed: u64) {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let img = ::image::RgbImage::from_fn(w, h, |_, _| {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        let n = (s % 61) as i32 - 30;
-        ::image::Rgb(rgb.map(|c| (c as i32 + n).clamp(0, 255) as u8))
-    });
-    img.save(path).unwrap();
-}
 
 #[test]
 fn bank_from_folders_classifies_held_out_images() {
@@ -33,14 +19,9 @@ fn bank_from_folders_classifies_held_out_images() {
     let encoder = Dinov2Encoder::load(&dir.path().join("registers"), EmbeddingRecipe::ClsMeanPatch, tch::Device::Cpu).unwrap();
     assert!(encoder.backbone_id().starts_with("dinov2[registers; d=32 L=2 p=14 reg=4; "), "{}", encoder.backbone_id());
 
-    let classes = [("brick", [170u8, 60, 40]), ("grass", [60, 150, 50]), ("sky", [120, 160, 230])];
+    let classes = common::COLOUR_CLASSES;
     let images = dir.path().join("images");
-    for (c, (name, rgb)) in classes.iter().enumerate() {
-        std::fs::create_dir_all(images.join(name)).unwrap();
-        for i in 0..8u32 {
-            write_image(&images.join(name).join(format!("{i:03}.png")), *rgb, 40 + 7 * i, 30 + 5 * i, (c * 100 + i as usize) as u64);
-        }
-    }
+    common::write_colour_classes(&images, 8);
     let listed = images_by_class(&images).unwrap();
     assert_eq!(listed.iter().map(|(n, v)| (n.as_str(), v.len())).collect::<Vec<_>>(), [("brick", 8), ("grass", 8), ("sky", 8)]);
 
@@ -56,7 +37,7 @@ fn bank_from_folders_classifies_held_out_images() {
 
     for (c, (_, rgb)) in classes.iter().enumerate() {
         let held_out = dir.path().join(format!("query{c}.png"));
-        write_image(&held_out, *rgb, 77, 51, 10_000 + c as u64);
+        common::noisy_image(*rgb, 77, 51, 10_000 + c as u64).save(&held_out).unwrap();
         let e = encoder.embed_images(&[read_rgb(&held_out).unwrap()], 1).unwrap();
         let p = bank.posterior(&e[0], None, 1.0).unwrap();
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{p:?}");

@@ -4,50 +4,9 @@
 #![cfg(feature = "ros")]
 mod common;
 
+use common::NodeProcess;
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// The node as a child process in its own namespace; SIGINT on drop.
-pub struct NodeProcess {
-    child: Child,
-}
-
-impl NodeProcess {
-    pub fn start(ns: &str) -> Self {
-        let repo = common::repo();
-        let child = Command::new(env!("CARGO_BIN_EXE_eloss_perception_node"))
-            .args(["--ros-args", "--params-file"])
-            .arg(repo.join("config/eloss_perception.yaml"))
-            .args(["-p", "diagnostics.period_s:=0.2", "-r", &format!("__ns:={ns}")])
-            .args(["-r", &format!("/diagnostics:={ns}/diagnostics")])
-            .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start eloss_perception_node");
-        NodeProcess { child }
-    }
-
-    /// SIGINT, then wait for a clean exit.
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = self.child.try_wait().expect("wait node") {
-                return s;
-            }
-            assert!(Instant::now() < end, "node did not exit within 10 s of SIGINT");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::Command;
 
 fn counter(v: &Value, key: &str) -> u64 {
     v[key].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{key} missing in {v}"))
@@ -71,7 +30,7 @@ fn exchange<'a>(r: &'a Value, what: &str, good: bool) -> &'a Value {
 fn node_decodes_real_and_malformed_input_over_dds() {
     let (Some(py), Some(kitti)) = (common::python(), common::kitti_dir()) else { return };
     let ns = format!("/eloss_test_{}", std::process::id());
-    let node = NodeProcess::start(&ns);
+    let node = NodeProcess::start(&ns, &[]);
     let out = Command::new(py)
         .arg(common::repo().join("tests/python/node_peer.py"))
         .args(["drive", &ns])

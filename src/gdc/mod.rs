@@ -6,6 +6,7 @@
 //! - [`bank`]: the Gaussian class bank (fit, classify, incremental update, file format).
 //! - [`backbone`]: image encoders producing the embeddings (feature `torch`).
 //! - [`encoder`], [`bank_builder`]: backbones behind one interface; banks from image folders.
+//! - [`classifier`]: encoder + bank → per-crop class probabilities (what the node serves).
 //! - [`crops`]: camera crops of 3D boxes, image ↔ cloud stamp matching.
 //! - [`preprocess`]: image → normalised input tensor, as the reference processors.
 
@@ -13,6 +14,8 @@
 pub mod backbone;
 #[cfg(feature = "torch")]
 pub mod bank_builder;
+#[cfg(feature = "torch")]
+pub mod classifier;
 #[cfg(feature = "torch")]
 pub mod encoder;
 #[cfg(feature = "torch")]

@@ -4,4 +4,5 @@
 pub mod convert;
 pub mod node;
 pub mod params;
+pub mod relabel;
 pub mod replay;

@@ -8,7 +8,8 @@
 //!
 //! Topics (relative names, so namespaces and `-r from:=to` remaps apply):
 //! inputs `points` (PointCloud2), `image` (Image), `camera_info` (CameraInfo),
-//! all with sensor-data QoS; output `/diagnostics` (DiagnosticArray).
+//! all with sensor-data QoS; output `/diagnostics` (DiagnosticArray);
+//! service `~/relabel` (RelabelObjects, GDC labels for image crops).
 
 use super::convert;
 use super::params::NodeParams;
@@ -20,6 +21,7 @@ use crate::stats::InputStats;
 use anyhow::Context as _;
 use futures::StreamExt;
 use r2r::diagnostic_msgs::msg::DiagnosticArray;
+use r2r::eloss_perception_msgs::srv::RelabelObjects;
 use r2r::sensor_msgs::msg::{CameraInfo, Image, PointCloud2};
 use r2r::QosProfile;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +33,7 @@ pub const TOPIC_POINTS: &str = "points";
 pub const TOPIC_IMAGE: &str = "image";
 pub const TOPIC_CAMERA_INFO: &str = "camera_info";
 pub const TOPIC_DIAGNOSTICS: &str = "/diagnostics";
+pub const SERVICE_RELABEL: &str = "~/relabel";
 
 /// The newest decoded data of each sensor, for the perception stages.
 #[derive(Default)]
@@ -89,6 +92,8 @@ pub async fn run() -> anyhow::Result<()> {
     let mut images = node.subscribe::<Image>(TOPIC_IMAGE, qos.clone())?;
     let mut infos = node.subscribe::<CameraInfo>(TOPIC_CAMERA_INFO, qos)?;
     let diag_pub = node.create_publisher::<DiagnosticArray>(TOPIC_DIAGNOSTICS, QosProfile::default())?;
+    let mut relabel_requests =
+        node.create_service::<RelabelObjects::Service>(SERVICE_RELABEL, QosProfile::services_default())?;
     let clock = node.get_ros_clock();
     tracing::info!(node = %node.fully_qualified_name()?, "started; params: {:?}", lock(&params));
 
@@ -122,6 +127,34 @@ pub async fn run() -> anyhow::Result<()> {
                     tracing::warn!("malformed CameraInfo: {e}");
                     stats.camera_info.record_malformed(e);
                 }
+            }
+        }
+    });
+    // GDC loads off the async threads (weights can take seconds); requests
+    // arriving before it finished wait for it, a failed load answers every
+    // request with the reason
+    let gdc_params = lock(&params).gdc.clone();
+    let gdc = tokio::task::spawn_blocking(move || {
+        let g = super::relabel::load(&gdc_params);
+        match &g {
+            Ok((c, _)) => tracing::info!("GDC ready: {} classes, backbone {}", c.bank().len(), c.bank().spec().backbone),
+            Err(e) => tracing::warn!("{e}"),
+        }
+        Arc::new(Mutex::new(g))
+    });
+    tokio::spawn(async move {
+        let gdc = match gdc.await {
+            Ok(g) => g,
+            Err(e) => Arc::new(Mutex::new(Err(format!("GDC loader failed: {e}")))),
+        };
+        while let Some(req) = relabel_requests.next().await {
+            let gdc = gdc.clone();
+            let message = req.message.clone();
+            let response = tokio::task::spawn_blocking(move || super::relabel::handle(&lock(&gdc), &message))
+                .await
+                .unwrap_or_else(|e| RelabelObjects::Response { success: false, error: format!("internal error: {e}"), labels: vec![] });
+            if let Err(e) = req.respond(response) {
+                tracing::warn!("relabel response not delivered: {e}");
             }
         }
     });

@@ -16,6 +16,7 @@ pub struct NodeParams {
     pub hardware_id: String,
     pub diagnostics: DiagnosticsParams,
     pub cloud: CloudParams,
+    pub gdc: GdcParams,
 }
 
 #[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -32,6 +33,21 @@ pub struct CloudParams {
     pub min_range_m: f64,
     /// Points farther than this 3D range are dropped [m], > min_range_m
     pub max_range_m: f64,
+}
+
+#[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GdcParams {
+    /// Gaussian class bank file (safetensors, from `eloss gdc bank`); empty = GDC off, ~/relabel answers with an error
+    pub bank_path: String,
+    /// Backbone the bank was built with: a Hugging Face DINOv2 folder (config.json + model.safetensors)
+    pub backbone_path: String,
+    /// Divides the class log-likelihoods before Bayes' rule (1 = plain Bayes), > 0
+    pub temperature: f64,
+    /// Crops embedded per forward pass, >= 1
+    pub batch_size: i64,
+    /// Boxes smaller than this on their shorter image side get no label [px], >= 1
+    pub min_crop_px: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +88,15 @@ impl NodeParams {
         }
         if self.cloud.max_range_m.partial_cmp(&self.cloud.min_range_m) != Some(std::cmp::Ordering::Greater) {
             return bad("cloud.max_range_m", self.cloud.max_range_m, "must be > cloud.min_range_m");
+        }
+        if !(self.gdc.temperature.is_finite() && self.gdc.temperature > 0.0) {
+            return bad("gdc.temperature", self.gdc.temperature, "must be > 0");
+        }
+        if self.gdc.batch_size < 1 {
+            return bad("gdc.batch_size", self.gdc.batch_size as f64, "must be >= 1");
+        }
+        if !(self.gdc.min_crop_px >= 1.0) {
+            return bad("gdc.min_crop_px", self.gdc.min_crop_px, "must be >= 1");
         }
         Ok(())
     }
@@ -133,19 +158,36 @@ mod tests {
         let p = NodeParams::defaults().expect("config/eloss_perception.yaml parses");
         p.validate().expect("shipped defaults are valid");
         let names: Vec<String> = p.declared().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["hardware_id", "diagnostics.period_s", "cloud.min_range_m", "cloud.max_range_m"]);
+        assert_eq!(
+            names,
+            [
+                "hardware_id",
+                "diagnostics.period_s",
+                "cloud.min_range_m",
+                "cloud.max_range_m",
+                "gdc.bank_path",
+                "gdc.backbone_path",
+                "gdc.temperature",
+                "gdc.batch_size",
+                "gdc.min_crop_px"
+            ]
+        );
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_rejected() {
-        let unknown = "/**:\n  ros__parameters:\n    hardware_id: x\n    diagnostics: {period_s: 1.0, typo: 2}\n    cloud: {min_range_m: 0.0, max_range_m: 1.0}\n";
-        assert!(NodeParams::from_params_yaml(unknown).is_err());
+        let unknown = DEFAULT_PARAMS_YAML.replace("period_s: 1.0", "period_s: 1.0\n      typo: 2");
+        assert!(NodeParams::from_params_yaml(DEFAULT_PARAMS_YAML).is_ok());
+        assert!(NodeParams::from_params_yaml(&unknown).is_err());
         let mut p = NodeParams::defaults().unwrap();
         p.cloud.max_range_m = p.cloud.min_range_m;
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "cloud.max_range_m", .. })));
         p = NodeParams::defaults().unwrap();
         p.diagnostics.period_s = 0.0;
         assert!(p.validate().is_err());
+        p = NodeParams::defaults().unwrap();
+        p.gdc.temperature = 0.0;
+        assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "gdc.temperature", .. })));
         assert!(matches!(NodeParams::from_params_yaml("a: 1"), Err(ParamsError::NoSection)));
     }
 }

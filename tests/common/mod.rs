@@ -2,7 +2,9 @@
 //! real data, with the CI rule that missing prerequisites fail loudly.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some()
@@ -35,5 +37,73 @@ pub fn kitti_dir() -> Option<PathBuf> {
     } else {
         eprintln!("note: {} missing; skipping", d.display());
         None
+    }
+}
+
+/// The node as a child process in its own namespace; SIGINT on drop.
+pub struct NodeProcess {
+    child: Child,
+}
+
+impl NodeProcess {
+    pub fn start(ns: &str, params: &[String]) -> Self {
+        let repo = repo();
+        let child = Command::new(env!("CARGO_BIN_EXE_eloss_perception_node"))
+            .args(["--ros-args", "--params-file"])
+            .arg(repo.join("config/eloss_perception.yaml"))
+            .args(["-p", "diagnostics.period_s:=0.2", "-r", &format!("__ns:={ns}")])
+            .args(["-r", &format!("/diagnostics:={ns}/diagnostics")])
+            .args(params.iter().flat_map(|p| ["-p", p.as_str()]))
+            .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start eloss_perception_node");
+        NodeProcess { child }
+    }
+
+    /// SIGINT, then wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait node") {
+                return s;
+            }
+            assert!(Instant::now() < end, "node did not exit within 10 s of SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A noisy image around `rgb` with a deterministic xorshift texture.
+pub fn noisy_image(rgb: [u8; 3], w: u32, h: u32, seed: u64) -> ::image::RgbImage {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    ::image::RgbImage::from_fn(w, h, |_, _| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let n = (s % 61) as i32 - 30;
+        ::image::Rgb(rgb.map(|c| (c as i32 + n).clamp(0, 255) as u8))
+    })
+}
+
+/// Class folders of noisy colour images for few-shot bank tests.
+pub const COLOUR_CLASSES: [(&str, [u8; 3]); 3] = [("brick", [170, 60, 40]), ("grass", [60, 150, 50]), ("sky", [120, 160, 230])];
+
+pub fn write_colour_classes(root: &Path, per_class: u32) {
+    for (c, (name, rgb)) in COLOUR_CLASSES.iter().enumerate() {
+        std::fs::create_dir_all(root.join(name)).unwrap();
+        for i in 0..per_class {
+            noisy_image(*rgb, 40 + 7 * i, 30 + 5 * i, (c * 100 + i as usize) as u64)
+                .save(root.join(name).join(format!("{i:03}.png")))
+                .unwrap();
+        }
     }
 }

@@ -5,6 +5,8 @@ eloss_perception_node over loopback DDS, for tests/node_dds.rs.
                        wait for diagnostics that account for all of them
   listen TOPIC N T     receive N clouds on TOPIC within T seconds (e.g. while a
                        bag is replayed) and report what arrived
+  relabel NS IMG BOXES call NS/eloss_perception_node/relabel with the PNG IMG and
+                       2D boxes "x0,y0,x1,y1;..." (plus error cases), report responses
 
 Prints one JSON object on stdout; exits 1 with a message when a wait times out.
 Waits are on matched peers and message content, never fixed sleeps.
@@ -199,5 +201,50 @@ def listen(topic, n, timeout):
     p.close()
 
 
+def relabel(ns, image_png, boxes):
+    from eloss_perception_msgs.msg import BoundingBox2D
+    from eloss_perception_msgs.srv import RelabelObjects
+    from PIL import Image as PILImage
+
+    p = Peer(ns)
+    client = p.node.create_client(RelabelObjects, f"{ns}/eloss_perception_node/relabel")
+    p.spin_until(client.service_is_ready, 30, "the relabel service")
+    rgb = np.asarray(PILImage.open(image_png).convert("RGB"))
+
+    def image(encoding="rgb8"):
+        m = Image()
+        m.height, m.width = rgb.shape[:2]
+        m.encoding, m.step = encoding, 3 * rgb.shape[1]
+        m.data = rgb.tobytes()
+        return m
+
+    def call(req):
+        fut = client.call_async(req)
+        p.spin_until(fut.done, 60, "a relabel response")
+        r = fut.result()
+        return {"success": r.success, "error": r.error,
+                "labels": [{"object_id": l.object_id, "valid": l.valid, "error": l.error, "label": l.label,
+                            "probabilities": {c.class_name: c.probability for c in l.probabilities}}
+                           for l in r.labels]}
+
+    def explicit(candidates=(), encoding="rgb8"):
+        req = RelabelObjects.Request()
+        req.source = RelabelObjects.Request.SOURCE_EXPLICIT_IMAGE
+        req.image = image(encoding)
+        req.boxes_2d = [BoundingBox2D(x_min=float(a), y_min=float(b), x_max=float(c), y_max=float(d))
+                        for a, b, c, d in (map(float, bx.split(",")) for bx in boxes.split(";"))]
+        req.candidate_classes = list(candidates)
+        return req
+
+    out = {"all": call(explicit()), "subset": call(explicit(["sky", "grass"])),
+           "unknown_class": call(explicit(["grass", "unicorn"])),
+           "bad_encoding": call(explicit(encoding="yuv422_yuy2"))}
+    by_id = RelabelObjects.Request()
+    by_id.source = RelabelObjects.Request.SOURCE_RECENT_FRAME
+    out["by_id"] = call(by_id)
+    print(json.dumps(out))
+    p.close()
+
+
 if __name__ == "__main__":
-    {"drive": drive, "listen": listen}[sys.argv[1]](*sys.argv[2:])
+    {"drive": drive, "listen": listen, "relabel": relabel}[sys.argv[1]](*sys.argv[2:])

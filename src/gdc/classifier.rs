@@ -1,0 +1,69 @@
+//! The GDC classifier the node serves: an image encoder plus a Gaussian bank
+//! built with that same encoder. Crops are embedded in batches and scored by
+//! Bayes' rule over the bank's classes (or a requested subset).
+
+use super::bank::{BankError, GaussianBank};
+use super::encoder::{EncoderError, ImageEncoder};
+use crate::image::RgbImage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifierError {
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    #[error(transparent)]
+    Bank(#[from] BankError),
+    #[error("the bank was built with backbone {bank:?} / recipe {bank_recipe:?}, but the encoder is {encoder:?} / {encoder_recipe:?}")]
+    Mismatch { bank: String, bank_recipe: String, encoder: String, encoder_recipe: String },
+}
+
+/// Posterior over class names, most probable first.
+pub type Distribution = Vec<(String, f64)>;
+
+pub struct GdcClassifier {
+    encoder: Box<dyn ImageEncoder + Send>,
+    bank: GaussianBank,
+    /// Divides the log-likelihoods before normalising (1 = plain Bayes).
+    pub temperature: f64,
+    pub batch: usize,
+}
+
+impl GdcClassifier {
+    /// Refuses a bank made with another backbone or embedding recipe.
+    pub fn new(encoder: Box<dyn ImageEncoder + Send>, bank: GaussianBank) -> Result<Self, ClassifierError> {
+        let spec = bank.spec();
+        if spec.backbone != encoder.backbone_id() || spec.recipe != encoder.recipe().id() {
+            return Err(ClassifierError::Mismatch {
+                bank: spec.backbone.clone(),
+                bank_recipe: spec.recipe.clone(),
+                encoder: encoder.backbone_id().to_string(),
+                encoder_recipe: encoder.recipe().id().to_string(),
+            });
+        }
+        Ok(Self { encoder, bank, temperature: 1.0, batch: 16 })
+    }
+
+    pub fn bank(&self) -> &GaussianBank {
+        &self.bank
+    }
+
+    /// One distribution per crop, over `candidates` (all bank classes when empty).
+    /// Unknown candidate names fail the whole call, naming them.
+    pub fn classify(&self, crops: &[RgbImage], candidates: &[String]) -> Result<Vec<Distribution>, ClassifierError> {
+        let names: Vec<&str> = if candidates.is_empty() {
+            self.bank.class_names()
+        } else {
+            candidates.iter().map(String::as_str).collect()
+        };
+        self.bank.class_indices(&names)?;
+        let embeddings = self.encoder.embed_images(crops, self.batch)?;
+        embeddings
+            .iter()
+            .map(|e| {
+                let p = self.bank.posterior_among(e, &names, None, self.temperature)?;
+                let mut d: Distribution = names.iter().map(|n| n.to_string()).zip(p).collect();
+                d.sort_by(|a, b| b.1.total_cmp(&a.1));
+                Ok(d)
+            })
+            .collect()
+    }
+}
