@@ -94,6 +94,25 @@ impl RosMessage for Header {
     }
 }
 
+/// `std_msgs/msg/String`: free text, e.g. the simulator's ground truth as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StdString {
+    pub data: String,
+}
+
+impl RosMessage for StdString {
+    const TYPE_NAME: &'static str = "std_msgs/msg/String";
+    fn write_fields(&self, w: &mut CdrWriter) {
+        w.string(&self.data);
+    }
+    fn read_fields(r: &mut CdrReader<'_>) -> Result<Self, BagError> {
+        Ok(Self { data: r.string()? })
+    }
+    fn size_hint(&self) -> usize {
+        16 + self.data.len()
+    }
+}
+
 /// `sensor_msgs/msg/PointField`: the cloud decoder's own field type, so a
 /// decoded bag message feeds [`crate::cloud::pointcloud2::decode`] directly.
 pub use crate::cloud::pointcloud2::PointField;

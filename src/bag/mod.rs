@@ -27,7 +27,7 @@ pub mod messages;
 pub mod schema;
 
 pub use mcap_io::{BagMessage, BagReader, BagWriter, TopicInfo};
-pub use messages::{CameraInfo, Header, Image, PointCloud2, PointField, RegionOfInterest, RosMessage, Time};
+pub use messages::{CameraInfo, Header, Image, PointCloud2, PointField, RegionOfInterest, RosMessage, StdString, Time};
 pub use schema::{schema_text, SchemaResolver};
 
 use std::path::PathBuf;

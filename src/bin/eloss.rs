@@ -17,6 +17,10 @@ enum Cmd {
     /// Inspect and create rosbag2 MCAP files
     #[command(subcommand)]
     Bag(BagCmd),
+    /// Generate a simulated KITTI-format dataset (and/or a rosbag2 drive)
+    Simulate(SimulateArgs),
+    /// Draw a KITTI-format frame: bird's-eye view and camera image with boxes
+    Render(RenderArgs),
     /// Publish a bag's messages through ROS 2 with their recorded timing
     #[cfg(feature = "ros")]
     Replay {
@@ -68,6 +72,130 @@ enum BagCmd {
     },
 }
 
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Number of frames (dataset frames, and drive frames with --bag)
+    #[arg(long)]
+    frames: usize,
+    /// ImageSets list the new frames join: train or val
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// KITTI object folder to create or extend
+    #[arg(long, required_unless_present = "bag")]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// kind:severity list, e.g. fog:0.5,noise:high,blur:low (severity low|medium|high|0..1)
+    #[arg(long, default_value = "")]
+    anomalies: String,
+    /// Fraction of frames that get one of the anomalies (default 0.5 when --anomalies is given)
+    #[arg(long)]
+    anomaly_fraction: Option<f64>,
+    /// LiDAR preset: hdl64e or vlp32
+    #[arg(long, default_value = "hdl64e")]
+    preset: String,
+    /// Also write a drive (ego motion, moving objects) as a rosbag2 MCAP
+    #[arg(long)]
+    bag: Option<PathBuf>,
+    /// Drive frame rate
+    #[arg(long, default_value_t = 10.0)]
+    hz: f64,
+}
+
+#[derive(clap::Args)]
+struct RenderArgs {
+    /// KITTI object folder (with --id)
+    #[arg(long, requires = "id", conflicts_with = "bin")]
+    data: Option<PathBuf>,
+    /// Frame id, e.g. 000123
+    #[arg(long)]
+    id: Option<String>,
+    /// Explicit files instead of --data/--id: velodyne .bin ...
+    #[arg(long, requires = "calib")]
+    bin: Option<PathBuf>,
+    /// ... left colour image (optional) ...
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// ... KITTI calib file ...
+    #[arg(long)]
+    calib: Option<PathBuf>,
+    /// ... and label_2 file (optional)
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Output folder for <id>_bev.png and <id>_camera.png
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
+    use eloss_perception::dataset::sim::dataset_writer as dw;
+    let anomalies = dw::parse_anomaly_list(&a.anomalies)?;
+    let mut opts = dw::SimulateOptions::new(a.frames, PathBuf::new());
+    opts.out = a.out;
+    opts.split = a.split.parse()?;
+    opts.seed = a.seed;
+    opts.anomaly_fraction = a.anomaly_fraction.unwrap_or(if anomalies.is_empty() { 0.0 } else { 0.5 });
+    opts.anomalies = anomalies;
+    opts.preset = a.preset.parse()?;
+    opts.bag = a.bag.map(|path| dw::BagOptions { path, hz: a.hz });
+    let bar = indicatif::ProgressBar::new(a.frames as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:8} [{bar:40}] {pos}/{len} frames, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let report = dw::simulate(&opts, |stage, done, total| {
+        let msg = match stage {
+            dw::Stage::Dataset => "dataset",
+            dw::Stage::Bag => "bag",
+        };
+        if bar.message() != msg {
+            bar.set_message(msg);
+            bar.set_length(total as u64);
+            bar.reset();
+        }
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "{} frames in {:.1} s ({:.2} frames/s): {} labels ({} DontCare), {} anomalous frames, {} bag messages",
+        report.frames, report.seconds, report.frames_per_s, report.labels, report.dont_care, report.anomalous_frames, report.bag_messages
+    );
+    if let (Some(first), Some(last)) = (report.ids.first(), report.ids.last()) {
+        println!("dataset ids {first}..={last}");
+    }
+    Ok(())
+}
+
+fn render(a: RenderArgs) -> anyhow::Result<()> {
+    use eloss_perception::dataset::kitti::{read_labels, Calibration, KittiDataset, Split};
+    use eloss_perception::dataset::render::{render_files, BevOptions};
+    let opts = BevOptions::default();
+    let rendered = match (a.data, a.id, a.bin, a.calib) {
+        (Some(data), Some(id), _, _) => {
+            let ds = KittiDataset::open(&data, Split::Training)?;
+            let frame = ds.frame(&id)?;
+            render_files(&frame.points, &frame.calib, &frame.labels, frame.image_path.as_deref(), &a.out, &id, &opts)?
+        }
+        (None, _, Some(bin), Some(calib_path)) => {
+            let points = eloss_perception::cloud::kitti_bin::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+            let calib = Calibration::read(&calib_path)?;
+            let labels = match &a.labels {
+                Some(p) => read_labels(p)?,
+                None => Vec::new(),
+            };
+            let name = bin.file_stem().and_then(|s| s.to_str()).unwrap_or("frame").to_owned();
+            render_files(&points, &calib, &labels, a.image.as_deref(), &a.out, &name, &opts)?
+        }
+        _ => anyhow::bail!("give --data DIR --id ID, or --bin FILE --calib FILE [--image FILE] [--labels FILE]"),
+    };
+    println!("wrote {}", rendered.bev.display());
+    if let Some(c) = rendered.camera {
+        println!("wrote {}", c.display());
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
@@ -87,6 +215,8 @@ fn main() -> anyhow::Result<()> {
             println!("wrote {n} messages to {}", out.display());
             Ok(())
         }
+        Cmd::Simulate(a) => simulate(a),
+        Cmd::Render(a) => render(a),
         #[cfg(feature = "ros")]
         Cmd::Replay { bag, rate, fast, topics, wait_subscribers, loops } => {
             if !(wait_subscribers.is_finite() && wait_subscribers >= 0.0) {

@@ -5,4 +5,5 @@
 //! (scenes, LiDAR ray casting, anomaly injection).
 
 pub mod kitti;
+pub mod render;
 pub mod sim;

@@ -29,6 +29,10 @@
 //! [`anomalies`] (injected faults with severities).
 
 pub mod anomalies;
+pub mod camera;
+pub mod camera_anomalies;
+pub mod dataset_writer;
+pub mod labels;
 pub mod lidar;
 pub mod objects;
 pub mod raycast;
