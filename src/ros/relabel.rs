@@ -15,7 +15,7 @@ use crate::gdc::backbone::EmbeddingRecipe;
 use crate::gdc::bank::GaussianBank;
 use crate::gdc::classifier::GdcClassifier;
 use crate::gdc::crops::{crop_box, crop_pixels, CropConfig};
-use crate::gdc::encoder::Dinov2Encoder;
+use crate::gdc::encoder::load_encoder;
 use crate::geometry::Box3D;
 use crate::image::RgbImage;
 use r2r::eloss_perception_msgs::msg::{ClassProbability, ObjectLabel};
@@ -34,8 +34,8 @@ pub fn load(p: &GdcParams) -> Gdc {
     let recipe = EmbeddingRecipe::from_id(&bank.spec().recipe)
         .ok_or_else(|| format!("GDC bank {}: unknown embedding recipe {:?}", p.bank_path, bank.spec().recipe))?;
     let device = tch::Device::cuda_if_available();
-    let encoder = Dinov2Encoder::load(Path::new(&p.backbone_path), recipe, device).map_err(|e| format!("GDC backbone: {e}"))?;
-    let mut classifier = GdcClassifier::new(Box::new(encoder), bank).map_err(|e| e.to_string())?;
+    let encoder = load_encoder(Path::new(&p.backbone_path), recipe, device).map_err(|e| format!("GDC backbone: {e}"))?;
+    let mut classifier = GdcClassifier::new(encoder, bank).map_err(|e| e.to_string())?;
     classifier.temperature = p.temperature;
     classifier.batch = p.batch_size.max(1) as usize;
     Ok((classifier, CropConfig { min_size_px: p.min_crop_px, ..Default::default() }))

@@ -35,6 +35,8 @@ pub enum Dinov2Error {
     Input { channels: i64, patch: i64, shape: Vec<i64> },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error("a ViT has no {0:?} embedding (use cls or cls+meanpatch)")]
+    Recipe(&'static str),
 }
 
 /// The fields of a Hugging Face DINOv2 `config.json` that shape the model.
@@ -451,6 +453,9 @@ impl Dinov2 {
 
     /// One embedding per image: [batch, hidden] for `Cls`, [batch, 2·hidden] for `ClsMeanPatch`.
     pub fn embed(&self, pixels: &Tensor, recipe: EmbeddingRecipe) -> Result<Tensor, Dinov2Error> {
+        if recipe == EmbeddingRecipe::Pooled {
+            return Err(Dinov2Error::Recipe(recipe.id()));
+        }
         let h = self.forward(pixels)?;
         let cls = h.select(1, 0);
         Ok(match recipe {
@@ -460,13 +465,14 @@ impl Dinov2 {
                 let patches = h.narrow(1, first_patch, h.size()[1] - first_patch);
                 Tensor::cat(&[cls, patches.mean_dim(1, false, None)], 1)
             }
+            EmbeddingRecipe::Pooled => unreachable!("rejected above"),
         })
     }
 
     /// Output width of [`Self::embed`].
     pub fn embedding_dim(&self, recipe: EmbeddingRecipe) -> i64 {
         match recipe {
-            EmbeddingRecipe::Cls => self.config.hidden_size,
+            EmbeddingRecipe::Cls | EmbeddingRecipe::Pooled => self.config.hidden_size,
             EmbeddingRecipe::ClsMeanPatch => 2 * self.config.hidden_size,
         }
     }

@@ -2,8 +2,11 @@
 //!
 //! - [`dinov2`]: DINOv2 ViT (S/B/L/g, with or without registers) in the
 //!   Hugging Face `Dinov2Model` safetensors layout.
+//! - [`efficientnet_lite`]: EfficientNet-Lite0 with ImageNet weights that
+//!   ship offline (the default backbone; converted by scripts/setup.sh).
 
 pub mod dinov2;
+pub mod efficientnet_lite;
 
 /// How an embedding is read off a ViT's final hidden states; stored in the
 /// bank file so a bank is never queried with another recipe.
@@ -14,6 +17,8 @@ pub enum EmbeddingRecipe {
     /// CLS concatenated with the mean of the patch tokens (registers
     /// excluded), as in DINOv2's linear-probe recipe; twice the width.
     ClsMeanPatch,
+    /// A CNN's globally average-pooled last feature map (EfficientNet-Lite0: 1280-d).
+    Pooled,
 }
 
 impl EmbeddingRecipe {
@@ -21,10 +26,11 @@ impl EmbeddingRecipe {
         match self {
             Self::Cls => "cls",
             Self::ClsMeanPatch => "cls+meanpatch",
+            Self::Pooled => "pooled",
         }
     }
 
     pub fn from_id(id: &str) -> Option<Self> {
-        [Self::Cls, Self::ClsMeanPatch].into_iter().find(|r| r.id() == id)
+        [Self::Cls, Self::ClsMeanPatch, Self::Pooled].into_iter().find(|r| r.id() == id)
     }
 }
