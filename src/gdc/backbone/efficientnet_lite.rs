@@ -343,6 +343,7 @@ impl EfficientNetLite0 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Kind;
 
     #[test]
     fn same_padding_is_tensorflows() {
