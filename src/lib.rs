@@ -16,6 +16,7 @@ pub mod bag;
 pub mod camera;
 pub mod cloud;
 pub mod dataset;
+pub mod detect;
 pub mod frame_slot;
 pub mod gdc;
 pub mod geometry;

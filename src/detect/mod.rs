@@ -1,0 +1,14 @@
+//! 3D detection: the box pipeline geometry (pure, CPU-tested).
+//!
+//! - [`anchors`]: the anchor grid over the BEV feature map;
+//! - [`box_coder`]: OpenPCDet's residual box coding and the direction bins;
+//! - [`iou`]: exact rotated BEV / 3D IoU;
+//! - [`nms`]: rotated BEV NMS with score threshold, class-wise and top-k.
+//!
+//! All boxes are [`crate::geometry::Box3D`]; conventions and formulas are
+//! collected in `docs/box_pipeline.md`.
+
+pub mod anchors;
+pub mod box_coder;
+pub mod iou;
+pub mod nms;
