@@ -3,7 +3,8 @@
 //! - [`anchors`]: the anchor grid over the BEV feature map;
 //! - [`box_coder`]: OpenPCDet's residual box coding and the direction bins;
 //! - [`iou`]: exact rotated BEV / 3D IoU;
-//! - [`nms`]: rotated BEV NMS with score threshold, class-wise and top-k.
+//! - [`nms`]: rotated BEV NMS with score threshold, class-wise and top-k;
+//! - [`pillars`]: deterministic pillarization with PointPillars point features.
 //!
 //! All boxes are [`crate::geometry::Box3D`]; conventions and formulas are
 //! collected in `docs/box_pipeline.md`.
@@ -12,3 +13,4 @@ pub mod anchors;
 pub mod box_coder;
 pub mod iou;
 pub mod nms;
+pub mod pillars;
