@@ -4,7 +4,8 @@
 //! - [`box_coder`]: OpenPCDet's residual box coding and the direction bins;
 //! - [`iou`]: exact rotated BEV / 3D IoU;
 //! - [`nms`]: rotated BEV NMS with score threshold, class-wise and top-k;
-//! - [`pillars`]: deterministic pillarization with PointPillars point features.
+//! - [`pillars`]: deterministic pillarization with PointPillars point features;
+//! - [`model`]: the network in tch (pillar encoder, compression backbone; feature `torch`).
 //!
 //! All boxes are [`crate::geometry::Box3D`]; conventions and formulas are
 //! collected in `docs/box_pipeline.md`.
@@ -14,3 +15,5 @@ pub mod box_coder;
 pub mod iou;
 pub mod nms;
 pub mod pillars;
+#[cfg(feature = "torch")]
+pub mod model;

@@ -1,0 +1,148 @@
+//! The SECOND-style 2D backbone over the BEV pseudo-image — the
+//! "feature-compression network" whose layer-by-layer entropy the Entropy
+//! Loss regularises and the Eloss monitor watches. Each block is a strided
+//! 3x3 Conv-BN-ReLU followed by `layer_nums[i]` stride-1 Conv-BN-ReLU layers;
+//! the forward pass returns every layer's output, grouped by block, next to
+//! the block outputs the neck consumes.
+//!
+//! Paths follow OpenPCDet's `BaseBEVBackbone` (`blocks.I.K` in an
+//! nn.Sequential of ZeroPad2d, Conv, BN, ReLU, Conv, BN, ReLU, ...): the k-th
+//! Conv-BN pair of a block sits at indices 3k+1 and 3k+2.
+
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackboneConfig {
+    pub in_channels: i64,
+    /// Extra stride-1 layers after each block's strided layer (OpenPCDet KITTI PointPillars: [3, 5, 5]).
+    pub layer_nums: Vec<usize>,
+    pub layer_strides: Vec<i64>,
+    pub num_filters: Vec<i64>,
+}
+
+impl BackboneConfig {
+    /// OpenPCDet's KITTI PointPillars backbone.
+    pub fn pointpillars() -> Self {
+        Self { in_channels: 64, layer_nums: vec![3, 5, 5], layer_strides: vec![2, 2, 2], num_filters: vec![64, 128, 256] }
+    }
+}
+
+/// Every Conv-BN-ReLU output of the forward pass, in order, grouped by block.
+#[derive(Debug)]
+pub struct LayerOutputs {
+    pub blocks: Vec<Vec<Tensor>>,
+}
+
+impl LayerOutputs {
+    pub fn num_layers(&self) -> usize {
+        self.blocks.iter().map(Vec::len).sum()
+    }
+}
+
+#[derive(Debug)]
+struct ConvBnRelu {
+    conv: nn::Conv2D,
+    bn: nn::BatchNorm,
+}
+
+#[derive(Debug)]
+pub struct Backbone {
+    blocks: Vec<Vec<ConvBnRelu>>,
+}
+
+impl Backbone {
+    /// `p` is the model root; variables live under `backbone_2d.blocks`.
+    pub fn new(p: &nn::Path, cfg: &BackboneConfig) -> Self {
+        let root = p / "backbone_2d" / "blocks";
+        let mut c_in = cfg.in_channels;
+        let blocks = cfg
+            .num_filters
+            .iter()
+            .zip(&cfg.layer_strides)
+            .zip(&cfg.layer_nums)
+            .enumerate()
+            .map(|(i, ((&c, &stride), &n))| {
+                let block = &root / i;
+                let layers = (0..=n)
+                    .map(|k| {
+                        let conv_cfg = nn::ConvConfig { stride: if k == 0 { stride } else { 1 }, padding: 1, bias: false, ..Default::default() };
+                        let bn_cfg = nn::BatchNormConfig { eps: 1e-3, momentum: 0.01, ..Default::default() };
+                        let input = if k == 0 { c_in } else { c };
+                        ConvBnRelu {
+                            conv: nn::conv2d(&block / (3 * k + 1), input, c, 3, conv_cfg),
+                            bn: nn::batch_norm2d(&block / (3 * k + 2), c, bn_cfg),
+                        }
+                    })
+                    .collect();
+                c_in = c;
+                layers
+            })
+            .collect();
+        Self { blocks }
+    }
+
+    /// Block outputs (for the neck) and every layer's output (for the entropy terms).
+    pub fn forward(&self, bev: &Tensor, train: bool) -> (Vec<Tensor>, LayerOutputs) {
+        let mut x = bev.shallow_clone();
+        let mut block_outputs = Vec::with_capacity(self.blocks.len());
+        let mut layers = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let mut outs = Vec::with_capacity(block.len());
+            for l in block {
+                x = l.bn.forward_t(&x.apply(&l.conv), train).relu();
+                outs.push(x.shallow_clone());
+            }
+            block_outputs.push(x.shallow_clone());
+            layers.push(outs);
+        }
+        (block_outputs, LayerOutputs { blocks: layers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::model::pillar_encoder::PillarEncoder;
+    use crate::detect::pillars::{pillarize, PillarConfig};
+    use tch::{Device, Kind};
+
+    #[test]
+    fn pillars_to_layer_outputs_shapes_and_scatter_positions() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let enc = PillarEncoder::new(&vs.root(), 16);
+        let cfg = BackboneConfig { in_channels: 16, layer_nums: vec![1, 2], layer_strides: vec![2, 2], num_filters: vec![16, 32] };
+        let backbone = Backbone::new(&vs.root(), &cfg);
+        let mut points = crate::cloud::Points::default();
+        for (x, y) in [(0.5f32, -3.5f32), (5.5, 2.5), (5.6, 2.6)] {
+            points.x.push(x);
+            points.y.push(y);
+            points.z.push(-1.0);
+            points.intensity.push(0.5);
+        }
+        let pc = PillarConfig { range: [0.0, -4.0, -3.0, 8.0, 4.0, 1.0], pillar_size: [0.5, 0.5], max_points_per_pillar: 4, max_pillars: 100 };
+        let pillars = pillarize(&points, &pc).unwrap();
+        let feats = enc.encode(&pillars, Device::Cpu, false);
+        assert_eq!(feats.size(), [2, 16]);
+        let bev = enc.scatter(&feats, &pillars);
+        assert_eq!(bev.size(), [1, 16, 16, 16]);
+        // each pillar's vector sits at its (row, col); every other cell is zero
+        for (p, &(row, col)) in pillars.coords.iter().enumerate() {
+            assert!(bev.get(0).select(1, row as i64).select(1, col as i64).equal(&feats.get(p as i64)));
+        }
+        let mask_sum = bev.abs().sum(Kind::Float).double_value(&[]);
+        let feat_sum = feats.abs().sum(Kind::Float).double_value(&[]);
+        assert!((mask_sum - feat_sum).abs() < 1e-4 * feat_sum.max(1.0), "nothing else is written");
+        let (blocks, layers) = backbone.forward(&bev, false);
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0].size(), [1, 16, 8, 8]);
+        assert_eq!(blocks[1].size(), [1, 32, 4, 4]);
+        assert_eq!(layers.num_layers(), 2 + 3);
+        assert_eq!(layers.blocks[1][2].size(), [1, 32, 4, 4]);
+        // the names load OpenPCDet checkpoints: spot-check the key layout
+        let names: std::collections::BTreeSet<String> = vs.variables().into_keys().collect();
+        for k in ["vfe.pfn_layers.0.linear.weight", "vfe.pfn_layers.0.norm.running_var", "backbone_2d.blocks.0.1.weight", "backbone_2d.blocks.1.8.running_mean"] {
+            assert!(names.contains(k), "{k} missing from {names:?}");
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The detector network in tch, one concept per file; variable paths follow
+//! OpenPCDet's PointPillars checkpoint keys (`vfe.pfn_layers.0.linear`,
+//! `backbone_2d.blocks.I.K`), so converted OpenPCDet weights load by name.
+//!
+//! - [`pillar_encoder`]: PointNet over each pillar's points + scatter to the BEV map;
+//! - [`backbone`]: the SECOND-style 2D backbone, the "feature-compression
+//!   network" of the Entropy Loss papers, returning every layer's output.
+
+pub mod backbone;
+pub mod pillar_encoder;
