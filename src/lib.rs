@@ -17,6 +17,8 @@ pub mod camera;
 pub mod cloud;
 pub mod dataset;
 pub mod detect;
+#[cfg(feature = "torch")]
+pub mod eloss;
 pub mod frame_slot;
 pub mod gdc;
 pub mod geometry;
