@@ -16,6 +16,7 @@ pub mod bag;
 pub mod camera;
 pub mod cloud;
 pub mod dataset;
+pub mod eval;
 pub mod detect;
 #[cfg(feature = "torch")]
 pub mod eloss;
