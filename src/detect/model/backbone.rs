@@ -103,12 +103,15 @@ impl Backbone {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::anchors::{AnchorClass, AnchorConfig, AnchorGrid};
+    use crate::detect::model::head::AnchorHead;
+    use crate::detect::model::neck::{Neck, NeckConfig};
     use crate::detect::model::pillar_encoder::PillarEncoder;
     use crate::detect::pillars::{pillarize, PillarConfig};
     use tch::{Device, Kind};
 
     #[test]
-    fn pillars_to_layer_outputs_shapes_and_scatter_positions() {
+    fn pillars_through_encoder_backbone_neck_and_head() {
         let vs = nn::VarStore::new(Device::Cpu);
         let enc = PillarEncoder::new(&vs.root(), 16);
         let cfg = BackboneConfig { in_channels: 16, layer_nums: vec![1, 2], layer_strides: vec![2, 2], num_filters: vec![16, 32] };
@@ -139,9 +142,30 @@ mod tests {
         assert_eq!(blocks[1].size(), [1, 32, 4, 4]);
         assert_eq!(layers.num_layers(), 2 + 3);
         assert_eq!(layers.blocks[1][2].size(), [1, 32, 4, 4]);
+        // neck + head on top: every anchor of the grid gets one row of predictions
+        let neck_cfg = NeckConfig { in_channels: vec![16, 32], upsample_strides: vec![1, 2], upsample_filters: vec![8, 8] };
+        let neck = Neck::new(&vs.root(), &neck_cfg);
+        let fused = neck.forward(&blocks, false);
+        assert_eq!(fused.size(), [1, 16, 8, 8]);
+        let head = AnchorHead::new(&vs.root(), neck_cfg.out_channels(), 6, 3, 2);
+        let out = head.forward(&fused);
+        let grid = AnchorGrid::new(&AnchorConfig::new([0.0, -4.0, -3.0, 8.0, 4.0, 1.0], (8, 8), AnchorClass::kitti())).unwrap();
+        assert_eq!(out.cls.size(), [1, grid.len() as i64, 3]);
+        assert_eq!(out.boxes.size(), [1, grid.len() as i64, 7]);
+        assert_eq!(out.dir.size(), [1, grid.len() as i64, 2]);
+        // row order is (y, x, anchor): the first 6 rows are the cell (0, 0) predictions
+        let direct = fused.apply(head.conv_box_for_test()).get(0).select(1, 0).select(1, 0).view([6, 7]);
+        assert!(out.boxes.get(0).narrow(0, 0, 6).allclose(&direct, 1e-6, 1e-6, false));
         // the names load OpenPCDet checkpoints: spot-check the key layout
         let names: std::collections::BTreeSet<String> = vs.variables().into_keys().collect();
-        for k in ["vfe.pfn_layers.0.linear.weight", "vfe.pfn_layers.0.norm.running_var", "backbone_2d.blocks.0.1.weight", "backbone_2d.blocks.1.8.running_mean"] {
+        for k in [
+            "vfe.pfn_layers.0.linear.weight",
+            "vfe.pfn_layers.0.norm.running_var",
+            "backbone_2d.blocks.0.1.weight",
+            "backbone_2d.blocks.1.8.running_mean",
+            "backbone_2d.deblocks.1.0.weight",
+            "dense_head.conv_dir_cls.bias",
+        ] {
             assert!(names.contains(k), "{k} missing from {names:?}");
         }
     }

@@ -4,7 +4,11 @@
 //!
 //! - [`pillar_encoder`]: PointNet over each pillar's points + scatter to the BEV map;
 //! - [`backbone`]: the SECOND-style 2D backbone, the "feature-compression
-//!   network" of the Entropy Loss papers, returning every layer's output.
+//!   network" of the Entropy Loss papers, returning every layer's output;
+//! - [`neck`]: upsampling and concatenation of the block outputs;
+//! - [`head`]: the anchor head (class, box residual, direction per anchor).
 
 pub mod backbone;
+pub mod head;
+pub mod neck;
 pub mod pillar_encoder;
