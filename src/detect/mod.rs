@@ -4,6 +4,7 @@
 //! - [`box_coder`]: OpenPCDet's residual box coding and the direction bins;
 //! - [`iou`]: exact rotated BEV / 3D IoU;
 //! - [`nms`]: rotated BEV NMS with score threshold, class-wise and top-k;
+//! - [`targets`]: anchor ↔ ground-truth assignment for training;
 //! - [`pillars`]: deterministic pillarization with PointPillars point features;
 //! - [`model`]: the network in tch (pillar encoder, compression backbone; feature `torch`).
 //!
@@ -15,5 +16,6 @@ pub mod box_coder;
 pub mod iou;
 pub mod nms;
 pub mod pillars;
+pub mod targets;
 #[cfg(feature = "torch")]
 pub mod model;
