@@ -4,6 +4,7 @@
 //! - [`box_coder`]: OpenPCDet's residual box coding and the direction bins;
 //! - [`iou`]: exact rotated BEV / 3D IoU;
 //! - [`nms`]: rotated BEV NMS with score threshold, class-wise and top-k;
+//! - [`postprocess`]: head outputs → scored, decoded, NMS-filtered detections (feature `torch`);
 //! - [`targets`]: anchor ↔ ground-truth assignment for training;
 //! - [`pillars`]: deterministic pillarization with PointPillars point features;
 //! - [`model`]: the network in tch (pillar encoder, compression backbone; feature `torch`).
@@ -17,5 +18,7 @@ pub mod iou;
 pub mod nms;
 pub mod pillars;
 pub mod targets;
+#[cfg(feature = "torch")]
+pub mod postprocess;
 #[cfg(feature = "torch")]
 pub mod model;
