@@ -4,6 +4,7 @@
 //! - [`box_coder`]: OpenPCDet's residual box coding and the direction bins;
 //! - [`iou`]: exact rotated BEV / 3D IoU;
 //! - [`nms`]: rotated BEV NMS with score threshold, class-wise and top-k;
+//! - [`detector`]: points → detections + layer outputs + stage timings (feature `torch`);
 //! - [`postprocess`]: head outputs → scored, decoded, NMS-filtered detections (feature `torch`);
 //! - [`targets`]: anchor ↔ ground-truth assignment for training;
 //! - [`pillars`]: deterministic pillarization with PointPillars point features;
@@ -20,5 +21,7 @@ pub mod pillars;
 pub mod targets;
 #[cfg(feature = "torch")]
 pub mod postprocess;
+#[cfg(feature = "torch")]
+pub mod detector;
 #[cfg(feature = "torch")]
 pub mod model;

@@ -1,0 +1,153 @@
+//! Points → detections, with the compression network's layer outputs (for
+//! Eloss, from the same forward pass) and per-stage timings. The whole
+//! PointPillars-style network lives in one `VarStore` with OpenPCDet key names.
+
+use super::anchors::{AnchorClass, AnchorConfig, AnchorError, AnchorGrid};
+use super::box_coder::DirectionBins;
+use super::model::backbone::{Backbone, BackboneConfig, LayerOutputs};
+use super::model::head::{AnchorHead, HeadOutput};
+use super::model::neck::{Neck, NeckConfig};
+use super::model::pillar_encoder::PillarEncoder;
+use super::nms::{NmsConfig, NmsError};
+use super::pillars::{pillarize, PillarConfig, PillarError};
+use super::postprocess::{detections, Detection, PostprocessError};
+use crate::cloud::Points;
+use std::time::{Duration, Instant};
+use tch::{nn, Device};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorConfig {
+    pub pillars: PillarConfig,
+    pub encoder_channels: i64,
+    pub backbone: BackboneConfig,
+    pub neck: NeckConfig,
+    pub classes: Vec<AnchorClass>,
+    pub score_threshold: f32,
+    pub nms_iou: f64,
+    pub max_detections: usize,
+}
+
+impl DetectorConfig {
+    /// The compact CPU model (docs: ../shared/ENVIRONMENT.md compute budget):
+    /// 0.32 m pillars over KITTI's range (216 x 248), 32/64/128 channels.
+    pub fn compact() -> Self {
+        Self {
+            pillars: PillarConfig {
+                range: [0.0, -39.68, -3.0, 69.12, 39.68, 1.0],
+                pillar_size: [0.32, 0.32],
+                max_points_per_pillar: 32,
+                max_pillars: 12_000,
+            },
+            encoder_channels: 32,
+            backbone: BackboneConfig { in_channels: 32, layer_nums: vec![3, 5, 5], layer_strides: vec![2, 2, 2], num_filters: vec![32, 64, 128] },
+            neck: NeckConfig { in_channels: vec![32, 64, 128], upsample_strides: vec![1, 2, 4], upsample_filters: vec![64, 64, 64] },
+            classes: AnchorClass::kitti(),
+            score_threshold: 0.3,
+            nms_iou: 0.01,
+            max_detections: 100,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    #[error(transparent)]
+    Pillars(#[from] PillarError),
+    #[error(transparent)]
+    Anchors(#[from] AnchorError),
+    #[error(transparent)]
+    Postprocess(#[from] PostprocessError),
+    #[error(transparent)]
+    Nms(#[from] NmsError),
+    #[error("the feature map of the first backbone block must be a whole number of cells")]
+    Grid,
+}
+
+/// Wall time of each stage of one frame.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimings {
+    pub pillarize: Duration,
+    pub network: Duration,
+    pub postprocess: Duration,
+}
+
+pub struct Detector {
+    pub config: DetectorConfig,
+    pub vs: nn::VarStore,
+    encoder: PillarEncoder,
+    backbone: Backbone,
+    neck: Neck,
+    head: AnchorHead,
+    grid: AnchorGrid,
+    bins: DirectionBins,
+    nms: NmsConfig,
+}
+
+pub struct FrameOutput {
+    pub detections: Vec<Detection>,
+    pub layers: LayerOutputs,
+    pub head: HeadOutput,
+    pub timings: StageTimings,
+}
+
+impl Detector {
+    pub fn new(config: DetectorConfig, device: Device) -> Result<Self, DetectorError> {
+        let (w, h) = config.pillars.grid()?;
+        let stride = config.backbone.layer_strides.first().copied().unwrap_or(1).max(1) as usize;
+        if w % stride != 0 || h % stride != 0 {
+            return Err(DetectorError::Grid);
+        }
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let encoder = PillarEncoder::new(&root, config.encoder_channels);
+        let backbone = Backbone::new(&root, &config.backbone);
+        let neck = Neck::new(&root, &config.neck);
+        let grid = AnchorGrid::new(&AnchorConfig::new(config.pillars.range, (h / stride, w / stride), config.classes.clone()))?;
+        let bins = DirectionBins::kitti();
+        let head = AnchorHead::new(&root, config.neck.out_channels(), grid.anchors_per_location() as i64, grid.num_classes() as i64, bins.num_bins() as i64);
+        let nms = NmsConfig::new(config.score_threshold as f64, config.nms_iou, Some(4096), Some(config.max_detections))?;
+        Ok(Self { config, vs, encoder, backbone, neck, head, grid, bins, nms })
+    }
+
+    pub fn anchors(&self) -> &AnchorGrid {
+        &self.grid
+    }
+
+    /// One frame, inference mode (batch size 1, no gradients).
+    pub fn detect(&self, points: &Points) -> Result<FrameOutput, DetectorError> {
+        let t0 = Instant::now();
+        let pillars = pillarize(points, &self.config.pillars)?;
+        let t1 = Instant::now();
+        let (layers, head) = tch::no_grad(|| {
+            let feats = self.encoder.encode(&pillars, self.vs.device(), false);
+            let bev = self.encoder.scatter(&feats, &pillars);
+            let (blocks, layers) = self.backbone.forward(&bev, false);
+            (layers, self.head.forward(&self.neck.forward(&blocks, false)))
+        });
+        let t2 = Instant::now();
+        let mut dets = detections(&head.cls.get(0), &head.boxes.get(0), &head.dir.get(0), &self.grid, &self.bins, self.config.score_threshold, &self.nms)?;
+        // class-wise NMS caps each class; the frame as a whole is capped too (best first)
+        dets.truncate(self.config.max_detections);
+        let t3 = Instant::now();
+        Ok(FrameOutput { detections: dets, layers, head, timings: StageTimings { pillarize: t1 - t0, network: t2 - t1, postprocess: t3 - t2 } })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_model_runs_on_the_real_frame() {
+        let Some(dir) = crate::cloud::test_data::kitti_dir() else { return };
+        let pts = crate::cloud::kitti_bin::read(dir.join("000008.bin")).unwrap();
+        let det = Detector::new(DetectorConfig::compact(), Device::Cpu).unwrap();
+        assert_eq!(det.anchors().feature_map_size(), (124, 108));
+        let out = det.detect(&pts).unwrap();
+        assert_eq!(out.layers.blocks.iter().map(Vec::len).collect::<Vec<_>>(), [4, 6, 6]);
+        assert_eq!(out.head.cls.size(), [1, det.anchors().len() as i64, 3]);
+        assert!(out.detections.len() <= 100);
+        assert!(out.detections.iter().all(|d| d.score >= 0.3 && d.class < 3));
+        eprintln!("compact detector on 000008: {:?}", out.timings);
+    }
+}
