@@ -26,6 +26,8 @@ pub mod geometry;
 pub mod image;
 pub mod stats;
 #[cfg(feature = "torch")]
+pub mod train;
+#[cfg(feature = "torch")]
 pub mod weights;
 
 #[cfg(feature = "ros")]

@@ -1,0 +1,3 @@
+//! Training the detector: losses (and, next, the trainer and augmentation).
+
+pub mod losses;
