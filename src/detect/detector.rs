@@ -113,6 +113,16 @@ impl Detector {
         &self.grid
     }
 
+    /// One frame in training mode (batch-norm statistics update, gradients
+    /// kept): head outputs and the layer outputs for the Entropy Loss.
+    pub fn forward_train(&self, points: &Points) -> Result<(HeadOutput, LayerOutputs), DetectorError> {
+        let pillars = pillarize(points, &self.config.pillars)?;
+        let feats = self.encoder.encode(&pillars, self.vs.device(), true);
+        let bev = self.encoder.scatter(&feats, &pillars);
+        let (blocks, layers) = self.backbone.forward(&bev, true);
+        Ok((self.head.forward(&self.neck.forward(&blocks, true)), layers))
+    }
+
     /// One frame, inference mode (batch size 1, no gradients).
     pub fn detect(&self, points: &Points) -> Result<FrameOutput, DetectorError> {
         let t0 = Instant::now();

@@ -1,3 +1,5 @@
-//! Training the detector: losses (and, next, the trainer and augmentation).
+//! Training the detector: losses and the optimisation step with the
+//! Entropy Loss term (next: the trainer command and augmentation).
 
 pub mod losses;
+pub mod step;

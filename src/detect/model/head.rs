@@ -31,8 +31,12 @@ impl AnchorHead {
     pub fn new(p: &nn::Path, in_channels: i64, anchors_per_location: i64, num_classes: i64, num_dir_bins: i64) -> Self {
         let h = p / "dense_head";
         let a = anchors_per_location;
+        // class bias starts at the logit of a 1% prior (focal-loss practice, as OpenPCDet):
+        // otherwise the ~10^5 background anchors swamp the first steps
+        let prior = 0.01f64;
+        let cls_cfg = nn::ConvConfig { bs_init: nn::Init::Const(-((1.0 - prior) / prior).ln()), ..Default::default() };
         Self {
-            conv_cls: nn::conv2d(&h / "conv_cls", in_channels, a * num_classes, 1, Default::default()),
+            conv_cls: nn::conv2d(&h / "conv_cls", in_channels, a * num_classes, 1, cls_cfg),
             conv_box: nn::conv2d(&h / "conv_box", in_channels, a * 7, 1, Default::default()),
             conv_dir: nn::conv2d(&h / "conv_dir_cls", in_channels, a * num_dir_bins, 1, Default::default()),
             num_classes,
