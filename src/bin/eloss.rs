@@ -21,6 +21,19 @@ enum Cmd {
     Simulate(SimulateArgs),
     /// Draw a KITTI-format frame: bird's-eye view and camera image with boxes
     Render(RenderArgs),
+    /// KITTI object evaluation (AP R11/R40; 2D, BEV, 3D; Easy/Moderate/Hard) of
+    /// label_2-format detections against label_2 ground truth
+    Eval {
+        /// Ground-truth label_2 folder
+        #[arg(long)]
+        gt: PathBuf,
+        /// Detection folder: one label_2-format file per frame, with the score column
+        #[arg(long)]
+        dt: PathBuf,
+        /// Print one markdown table instead of OpenPCDet's layout
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Zero-shot GDC: build Gaussian class banks and classify images
     #[cfg(feature = "torch")]
     #[command(subcommand)]
@@ -304,6 +317,17 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Simulate(a) => simulate(a),
         Cmd::Render(a) => render(a),
+        Cmd::Eval { gt, dt, markdown } => {
+            use eloss_perception::eval::{evaluate_folders, ids_in_dir, EvalConfig};
+            let ids = ids_in_dir(&gt)?;
+            let report = evaluate_folders(&gt, &dt, &ids, &EvalConfig::default())?;
+            if markdown {
+                print!("{}", report.markdown_table());
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
         #[cfg(feature = "torch")]
         Cmd::Gdc(c) => gdc(c),
         #[cfg(feature = "ros")]
