@@ -51,9 +51,50 @@ impl Box3D {
     }
 }
 
+/// Determinant of a row-major 3x3 matrix.
+pub fn mat3_det(m: &[f64; 9]) -> f64 {
+    m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) + m[2] * (m[3] * m[7] - m[4] * m[6])
+}
+
+/// Inverse of a row-major 3x3 matrix by the adjugate; `None` when singular
+/// (|det| ≤ 1e-12) or not finite. Calibration rotations are inverted in full
+/// rather than transposed: published ones, rounded, are not orthonormal.
+pub fn mat3_inverse(m: &[f64; 9]) -> Option<[f64; 9]> {
+    let det = mat3_det(m);
+    if !(det.is_finite() && det.abs() > 1e-12) {
+        return None;
+    }
+    let adj = [
+        m[4] * m[8] - m[5] * m[7],
+        m[2] * m[7] - m[1] * m[8],
+        m[1] * m[5] - m[2] * m[4],
+        m[5] * m[6] - m[3] * m[8],
+        m[0] * m[8] - m[2] * m[6],
+        m[2] * m[3] - m[0] * m[5],
+        m[3] * m[7] - m[4] * m[6],
+        m[1] * m[6] - m[0] * m[7],
+        m[0] * m[4] - m[1] * m[3],
+    ];
+    Some(adj.map(|a| a / det))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mat3_inverse_inverts_and_refuses_singular() {
+        let m = [2.0, 1.0, 0.0, 0.0, 1.0, 3.0, 1.0, 0.0, 1.0];
+        let inv = mat3_inverse(&m).unwrap();
+        for r in 0..3 {
+            for c in 0..3 {
+                let v: f64 = (0..3).map(|k| m[r * 3 + k] * inv[k * 3 + c]).sum();
+                assert!((v - if r == c { 1.0 } else { 0.0 }).abs() < 1e-12);
+            }
+        }
+        assert_eq!(mat3_inverse(&[1.0, 2.0, 3.0, 2.0, 4.0, 6.0, 0.0, 0.0, 1.0]), None);
+        assert_eq!(mat3_inverse(&[f64::NAN; 9]), None);
+    }
 
     #[test]
     fn wrap_is_half_open() {

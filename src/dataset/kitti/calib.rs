@@ -24,6 +24,7 @@ use std::path::Path;
 
 use super::{parse_numbers, KittiError, ParseError};
 use crate::camera::{CameraError, PinholeCamera};
+use crate::geometry::{mat3_det, mat3_inverse};
 
 /// Image size of KITTI's colour cameras (after rectification; a few drives
 /// differ by a pixel or two).
@@ -138,7 +139,7 @@ impl Calibration {
         };
         // A singular LiDAR→camera map cannot be inverted (cam_to_lidar would
         // return NaN); that is a broken file, so say so here.
-        if det3(&calib.lidar_to_cam_affine().0).abs() < 1e-9 {
+        if mat3_det(&calib.lidar_to_cam_affine().0).abs() < 1e-9 {
             return Err(ParseError::whole_file("R0_rect · Tr_velo_to_cam is singular".to_owned()));
         }
         Ok(calib)
@@ -309,7 +310,9 @@ impl Calibration {
     /// digits, are not exactly orthonormal.
     pub fn cam_to_lidar(&self, p: [f64; 3]) -> [f64; 3] {
         let (m, v) = self.lidar_to_cam_affine();
-        mat3_mul(&inverse3(&m), [p[0] - v[0], p[1] - v[1], p[2] - v[2]])
+        // parse rejects singular rotations; one built by hand maps to NaN, which every range check drops
+        let inv = mat3_inverse(&m).unwrap_or([f64::NAN; 9]);
+        mat3_mul(&inv, [p[0] - v[0], p[1] - v[1], p[2] - v[2]])
     }
 
     /// Pixel `(u, v)` of a rectified-camera point in the left colour image
@@ -374,27 +377,6 @@ fn to9(v: Vec<f64>) -> [f64; 9] {
 
 fn mat3_mul(m: &[f64; 9], p: [f64; 3]) -> [f64; 3] {
     [0, 1, 2].map(|i| m[3 * i] * p[0] + m[3 * i + 1] * p[1] + m[3 * i + 2] * p[2])
-}
-
-fn det3(m: &[f64; 9]) -> f64 {
-    m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) + m[2] * (m[3] * m[7] - m[4] * m[6])
-}
-
-/// Inverse by the adjugate; `parse` has rejected singular matrices.
-fn inverse3(m: &[f64; 9]) -> [f64; 9] {
-    let d = det3(m);
-    let adj = [
-        m[4] * m[8] - m[5] * m[7],
-        m[2] * m[7] - m[1] * m[8],
-        m[1] * m[5] - m[2] * m[4],
-        m[5] * m[6] - m[3] * m[8],
-        m[0] * m[8] - m[2] * m[6],
-        m[2] * m[3] - m[0] * m[5],
-        m[3] * m[7] - m[4] * m[6],
-        m[1] * m[6] - m[0] * m[7],
-        m[0] * m[4] - m[1] * m[3],
-    ];
-    adj.map(|a| a / d)
 }
 
 #[cfg(test)]

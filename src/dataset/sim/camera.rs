@@ -111,7 +111,7 @@ impl CameraModel {
         ensure(lidar_height_m.is_finite(), "lidar_height_m", || format!("{lidar_height_m} is not finite"))?;
         let p = calib.p2;
         let m = [p[0], p[1], p[2], p[4], p[5], p[6], p[8], p[9], p[10]];
-        let inv = inverse3(&m).ok_or_else(|| SimError::InvalidConfig {
+        let inv = crate::geometry::mat3_inverse(&m).ok_or_else(|| SimError::InvalidConfig {
             what: "calibration P2",
             why: "its left 3x3 block is singular".into(),
         })?;
@@ -350,24 +350,6 @@ fn mat3_mul(m: &[f64; 9], p: Vec3) -> Vec3 {
     [0, 1, 2].map(|i| m[3 * i] * p[0] + m[3 * i + 1] * p[1] + m[3 * i + 2] * p[2])
 }
 
-fn inverse3(m: &[f64; 9]) -> Option<[f64; 9]> {
-    let det = m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) + m[2] * (m[3] * m[7] - m[4] * m[6]);
-    if !(det.is_finite() && det.abs() > 1e-12) {
-        return None;
-    }
-    let adj = [
-        m[4] * m[8] - m[5] * m[7],
-        m[2] * m[7] - m[1] * m[8],
-        m[1] * m[5] - m[2] * m[4],
-        m[5] * m[6] - m[3] * m[8],
-        m[0] * m[8] - m[2] * m[6],
-        m[2] * m[3] - m[0] * m[5],
-        m[3] * m[7] - m[4] * m[6],
-        m[1] * m[6] - m[0] * m[7],
-        m[0] * m[4] - m[1] * m[3],
-    ];
-    Some(adj.map(|a| a / det))
-}
 
 #[cfg(test)]
 mod tests {
