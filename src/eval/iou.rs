@@ -9,10 +9,13 @@
 //! * 3D: BEV intersection times the overlap along camera y, where a box spans
 //!   `[y - h, y]` (y is the bottom and points down).
 //!
-//! This is a private copy, independent of `detect::iou` (which works on
-//! LiDAR-frame [`crate::geometry::Box3D`]s); the two may be merged later.
+//! The rotated-rectangle geometry is `detect::iou`'s: a camera-frame label
+//! maps exactly onto a [`Box3D`] in the (x, z) plane with yaw −rotation_y,
+//! and height along −y.
 
 use crate::dataset::kitti::ObjectLabel;
+use crate::detect::iou as box_iou;
+use crate::geometry::Box3D;
 
 /// Overlap of two image boxes `[x1, y1, x2, y2]`: IoU, or with
 /// `of_first_area` the intersection over the first box's area (the devkit's
@@ -68,83 +71,17 @@ impl Rect {
         }
     }
 
-    fn area(&self) -> f64 {
-        self.l * self.w
+    /// The same rectangle as a box whose corners `(cx + c·u - s'·v, cy + s'·u + c·v)`
+    /// with s' = sin(−angle) are the devkit's `(cx + c·u + s·v, cy − s·u + c·v)`;
+    /// `vertical` is [centre, height] along the up axis (0-height for BEV use).
+    fn to_box(self, vertical: [f64; 2]) -> Box3D {
+        Box3D { center: [self.cx, self.cy, vertical[0]], size: [self.l, self.w, vertical[1]], yaw: -self.angle }
     }
-
-    fn valid(&self) -> bool {
-        self.l > 0.0
-            && self.w > 0.0
-            && [self.cx, self.cy, self.l, self.w, self.angle]
-                .iter()
-                .all(|v| v.is_finite())
-    }
-
-    /// Corners counter-clockwise (positive signed area): the rotation has
-    /// determinant 1, so it keeps the local order's orientation.
-    fn corners(&self) -> [[f64; 2]; 4] {
-        let (s, c) = self.angle.sin_cos();
-        let (hl, hw) = (self.l / 2.0, self.w / 2.0);
-        [(hl, hw), (-hl, hw), (-hl, -hw), (hl, -hw)]
-            .map(|(u, v)| [self.cx + c * u + s * v, self.cy - s * u + c * v])
-    }
-}
-
-fn cross(o: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
-    (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-}
-
-/// Area of the intersection of two rotated rectangles (Sutherland–Hodgman
-/// clipping of one convex polygon by the other), 0 for degenerate input.
-pub(crate) fn rect_intersection(a: &Rect, b: &Rect) -> f64 {
-    if !(a.valid() && b.valid()) {
-        return 0.0;
-    }
-    let clip = b.corners();
-    let mut poly: Vec<[f64; 2]> = a.corners().to_vec();
-    for k in 0..4 {
-        if poly.is_empty() {
-            return 0.0;
-        }
-        let (e0, e1) = (clip[k], clip[(k + 1) % 4]);
-        let input = std::mem::take(&mut poly);
-        for (idx, &cur) in input.iter().enumerate() {
-            let prev = input[(idx + input.len() - 1) % input.len()];
-            let (dc, dp) = (cross(e0, e1, cur), cross(e0, e1, prev));
-            if dc >= 0.0 {
-                if dp < 0.0 {
-                    poly.push(intersect(prev, cur, dp, dc));
-                }
-                poly.push(cur);
-            } else if dp >= 0.0 {
-                poly.push(intersect(prev, cur, dp, dc));
-            }
-        }
-    }
-    // shoelace; the clipped polygon keeps the counter-clockwise order
-    let n = poly.len();
-    if n < 3 {
-        return 0.0;
-    }
-    let twice: f64 = (0..n)
-        .map(|i| {
-            let (p, q) = (poly[i], poly[(i + 1) % n]);
-            p[0] * q[1] - q[0] * p[1]
-        })
-        .sum();
-    (twice / 2.0).abs().min(a.area()).min(b.area())
-}
-
-/// The point on segment p→q where the signed distance (dp at p, dq at q) is 0.
-fn intersect(p: [f64; 2], q: [f64; 2], dp: f64, dq: f64) -> [f64; 2] {
-    let t = dp / (dp - dq);
-    [p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1])]
 }
 
 /// IoU of two rotated rectangles.
 pub(crate) fn rect_iou(a: &Rect, b: &Rect) -> f64 {
-    let inter = rect_intersection(a, b);
-    ratio(inter, a.area() + b.area() - inter)
+    box_iou::iou_bev(&a.to_box([0.0, 1.0]), &b.to_box([0.0, 1.0]))
 }
 
 /// Bird's-eye-view IoU of two KITTI labels (camera x/z plane, rotation_y).
@@ -152,18 +89,9 @@ pub(crate) fn bev_iou(a: &ObjectLabel, b: &ObjectLabel) -> f64 {
     rect_iou(&Rect::bev_of(a), &Rect::bev_of(b))
 }
 
-/// 3D IoU of two KITTI labels: BEV intersection × overlap of `[y - h, y]`.
+/// 3D IoU of two KITTI labels: BEV intersection × overlap of `[y - h, y]`
+/// (camera y points down: the box spans `[-y, -y + h]` upwards).
 pub(crate) fn iou_3d(a: &ObjectLabel, b: &ObjectLabel) -> f64 {
-    let (ha, hb) = (a.dimensions[0], b.dimensions[0]);
-    if !(ha > 0.0 && hb > 0.0) {
-        return 0.0;
-    }
-    let (ya, yb) = (a.location[1], b.location[1]);
-    let dy = ya.min(yb) - (ya - ha).max(yb - hb);
-    if !(dy > 0.0) {
-        return 0.0;
-    }
-    let (ra, rb) = (Rect::bev_of(a), Rect::bev_of(b));
-    let inter = rect_intersection(&ra, &rb) * dy;
-    ratio(inter, ra.area() * ha + rb.area() * hb - inter)
+    let up = |l: &ObjectLabel| [-l.location[1] + l.dimensions[0] / 2.0, l.dimensions[0]];
+    box_iou::iou_3d(&Rect::bev_of(a).to_box(up(a)), &Rect::bev_of(b).to_box(up(b)))
 }

@@ -474,7 +474,6 @@ fn azimuth_bins(targets: &[Target], sensor: &Pose) -> Vec<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::sim::scene::{CountRange, GroundKind, SceneConfig};
 
     #[test]
     fn presets_validate_and_bad_configs_fail() {
@@ -497,19 +496,7 @@ mod tests {
 
     #[test]
     fn flat_empty_world_gives_ground_rings_at_the_right_ranges() {
-        let cfg = SceneConfig {
-            ground: GroundKind::Flat,
-            cars: CountRange::new(0, 0),
-            vans: CountRange::new(0, 0),
-            trucks: CountRange::new(0, 0),
-            pedestrians: CountRange::new(0, 0),
-            cyclists: CountRange::new(0, 0),
-            buildings: false,
-            vegetation_density: 0.0,
-            pole_spacing_m: 1000.0,
-            ..Default::default()
-        };
-        let scene = cfg.generate(1).unwrap();
+        let scene = crate::dataset::sim::tests::empty_config().generate(1).unwrap();
         let mut lc = LidarConfig::hdl64e();
         lc.range_noise_m = 0.0;
         let lidar = Lidar::new(lc).unwrap();

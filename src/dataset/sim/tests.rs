@@ -16,7 +16,7 @@ fn hdl64e() -> Lidar {
 }
 
 /// A flat street with no objects and no clutter.
-fn empty_config() -> SceneConfig {
+pub(super) fn empty_config() -> SceneConfig {
     SceneConfig {
         ground: GroundKind::Flat,
         cars: CountRange::new(0, 0),
