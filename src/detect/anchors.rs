@@ -35,7 +35,7 @@ use crate::geometry::{wrap_angle, Box3D};
 use std::f64::consts::FRAC_PI_2;
 
 /// One class's anchor: size `[l, w, h]` (m) and bottom height `z_b` (m).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AnchorClass {
     pub name: String,
     pub size: [f64; 3],

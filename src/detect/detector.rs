@@ -15,7 +15,7 @@ use crate::cloud::Points;
 use std::time::{Duration, Instant};
 use tch::{nn, Device};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DetectorConfig {
     pub pillars: PillarConfig,
     pub encoder_channels: i64,
@@ -46,6 +46,36 @@ impl DetectorConfig {
             nms_iou: 0.01,
             max_detections: 100,
         }
+    }
+
+    /// OpenPCDet's KITTI PointPillars (for GPUs): 0.16 m pillars (432 x 496),
+    /// 64/128/256 channels, three 128-channel upsampling branches.
+    pub fn full() -> Self {
+        Self {
+            pillars: PillarConfig {
+                range: [0.0, -39.68, -3.0, 69.12, 39.68, 1.0],
+                pillar_size: [0.16, 0.16],
+                max_points_per_pillar: 32,
+                max_pillars: 16_000,
+            },
+            encoder_channels: 64,
+            backbone: BackboneConfig::pointpillars(),
+            neck: NeckConfig { in_channels: vec![64, 128, 256], upsample_strides: vec![1, 2, 4], upsample_filters: vec![128, 128, 128] },
+            ..Self::compact()
+        }
+    }
+
+    /// `compact` or `full`.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "compact" => Some(Self::compact()),
+            "full" => Some(Self::full()),
+            _ => None,
+        }
+    }
+
+    pub fn class_names(&self) -> Vec<String> {
+        self.classes.iter().map(|c| c.name.clone()).collect()
     }
 }
 

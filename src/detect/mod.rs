@@ -24,4 +24,6 @@ pub mod postprocess;
 #[cfg(feature = "torch")]
 pub mod detector;
 #[cfg(feature = "torch")]
+pub mod checkpoint;
+#[cfg(feature = "torch")]
 pub mod model;

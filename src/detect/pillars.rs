@@ -16,7 +16,7 @@ use std::collections::HashMap;
 /// Number of features per point in [`Pillars::features`].
 pub const POINT_FEATURES: usize = 10;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PillarConfig {
     /// [x_min, y_min, z_min, x_max, y_max, z_max] in the LiDAR frame [m].
     pub range: [f64; 6],

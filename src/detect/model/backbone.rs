@@ -12,7 +12,7 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BackboneConfig {
     pub in_channels: i64,
     /// Extra stride-1 layers after each block's strided layer (OpenPCDet KITTI PointPillars: [3, 5, 5]).

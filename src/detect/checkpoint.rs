@@ -1,0 +1,229 @@
+//! Detector checkpoints: one safetensors file holding the network's variables
+//! (OpenPCDet key names), optionally the optimizer state (keys under
+//! `optimizer/`, for resuming), and JSON metadata — the [`DetectorConfig`],
+//! the class names, a content id of the weights and the training state — so a
+//! checkpoint alone rebuilds the model that wrote it.
+//!
+//! Files are written to a temporary name and renamed, so a run killed while
+//! saving never leaves a truncated checkpoint behind.
+
+use super::detector::{Detector, DetectorConfig, DetectorError};
+use crate::weights::{load_tensors, Leniency, WeightsError};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+pub const FORMAT: &str = "eloss_perception.detector.v1";
+const OPTIMIZER_PREFIX: &str = "optimizer/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a detector checkpoint: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Detector(#[from] DetectorError),
+}
+
+/// What the metadata says about a checkpoint.
+#[derive(Debug, Clone)]
+pub struct CheckpointInfo {
+    pub config: DetectorConfig,
+    /// First 12 hex digits of the SHA-256 of the network's variables (names,
+    /// shapes and values): equal weights give equal ids, whatever the file.
+    pub model_id: String,
+    /// Free-form training state written by the trainer (epoch, step, losses…).
+    pub training: serde_json::Value,
+}
+
+/// Saves `det`'s variables, `optimizer` tensors (stored under `optimizer/`)
+/// and metadata. Returns the model id.
+pub fn save(path: &Path, det: &Detector, training: &serde_json::Value, optimizer: &[(String, Tensor)]) -> Result<String, CheckpointError> {
+    let model = sorted_vars(det);
+    let mut flat: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in &model {
+        flat.push((name.clone(), shape(t), f32_bytes(t)));
+    }
+    let model_id = digest(&flat);
+    for (name, t) in optimizer {
+        flat.push((format!("{OPTIMIZER_PREFIX}{name}"), shape(t), f32_bytes(t)));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    meta.insert("config".to_string(), serde_json::to_string(&det.config).expect("config serialises"));
+    meta.insert("classes".to_string(), serde_json::to_string(&det.config.class_names()).expect("names serialise"));
+    meta.insert("model_id".to_string(), model_id.clone());
+    meta.insert("training".to_string(), training.to_string());
+    let format_err = |reason: String| CheckpointError::Format { path: path.to_path_buf(), reason };
+    let views = flat
+        .iter()
+        .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format_err(e.to_string()))?;
+    let tmp = path.with_extension("safetensors.partial");
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), source })?;
+    }
+    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| format_err(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    Ok(model_id)
+}
+
+/// Rebuilds the detector a checkpoint was written from, on `device`, and
+/// loads its weights strictly (every variable present, nothing unknown).
+pub fn load(path: &Path, device: Device) -> Result<(Detector, CheckpointInfo), CheckpointError> {
+    let (info, tensors) = read(path)?;
+    let mut det = Detector::new(info.config.clone(), device)?;
+    let model: Vec<(String, Tensor)> = tensors.into_iter().filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX)).collect();
+    load_tensors(&mut det.vs, &path.display().to_string(), model, &Leniency::default())?;
+    Ok((det, info))
+}
+
+/// The optimizer tensors of a checkpoint (names without the prefix).
+pub fn optimizer_state(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
+    let (_, tensors) = read(path)?;
+    Ok(tensors.into_iter().filter_map(|(k, t)| k.strip_prefix(OPTIMIZER_PREFIX).map(|k| (k.to_string(), t))).collect())
+}
+
+/// Metadata and every tensor of a checkpoint (on the CPU).
+pub fn read(path: &Path) -> Result<(CheckpointInfo, Vec<(String, Tensor)>), CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    let format_err = |reason: String| CheckpointError::Format { path: path.to_path_buf(), reason };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| format_err(e.to_string()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    match meta.get("format") {
+        Some(f) if f == FORMAT => {}
+        other => return Err(format_err(format!("format {other:?}, expected {FORMAT:?}"))),
+    }
+    let field = |k: &str| meta.get(k).ok_or_else(|| format_err(format!("metadata has no {k:?}")));
+    let config: DetectorConfig = serde_json::from_str(field("config")?).map_err(|e| format_err(format!("config: {e}")))?;
+    let training = serde_json::from_str(field("training")?).map_err(|e| format_err(format!("training: {e}")))?;
+    let model_id = field("model_id")?.clone();
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| format_err(e.to_string()))?;
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(format_err(format!("tensor {name} is {:?}, expected F32", view.dtype())));
+        }
+        let size: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        tensors.push((name, Tensor::from_data_size(view.data(), &size, Kind::Float)));
+    }
+    Ok((CheckpointInfo { config, model_id, training }, tensors))
+}
+
+/// The model id of a detector's current weights (as [`save`] would record it).
+pub fn model_id(det: &Detector) -> String {
+    let flat: Vec<_> = sorted_vars(det).iter().map(|(n, t)| (n.clone(), shape(t), f32_bytes(t))).collect();
+    digest(&flat)
+}
+
+fn sorted_vars(det: &Detector) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = det.vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn shape(t: &Tensor) -> Vec<usize> {
+    t.size().iter().map(|&d| d as usize).collect()
+}
+
+fn f32_bytes(t: &Tensor) -> Vec<u8> {
+    let flat = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view(-1);
+    let values = Vec::<f32>::try_from(&flat).expect("a contiguous f32 CPU tensor converts");
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn digest(flat: &[(String, Vec<usize>, Vec<u8>)]) -> String {
+    let mut h = Sha256::new();
+    for (name, shape, bytes) in flat {
+        h.update(name.as_bytes());
+        h.update(format!("{shape:?}").as_bytes());
+        h.update(bytes);
+    }
+    h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::model::backbone::BackboneConfig;
+    use crate::detect::model::neck::NeckConfig;
+    use crate::detect::pillars::PillarConfig;
+
+    pub(crate) fn tiny_config() -> DetectorConfig {
+        DetectorConfig {
+            pillars: PillarConfig { range: [0.0, -10.24, -3.0, 20.48, 10.24, 1.0], pillar_size: [0.32, 0.32], max_points_per_pillar: 8, max_pillars: 2000 },
+            encoder_channels: 8,
+            backbone: BackboneConfig { in_channels: 8, layer_nums: vec![2, 2], layer_strides: vec![2, 2], num_filters: vec![8, 16] },
+            neck: NeckConfig { in_channels: vec![8, 16], upsample_strides: vec![1, 2], upsample_filters: vec![8, 8] },
+            ..DetectorConfig::compact()
+        }
+    }
+
+    fn grid_cloud() -> crate::cloud::Points {
+        let mut pts = crate::cloud::Points::with_capacity(500, false, false);
+        for i in 0..500 {
+            let (x, y) = ((i % 50) as f32 * 0.4, (i / 50) as f32 * 0.8 - 4.0);
+            pts.push(crate::cloud::Point { x, y, z: -1.0 + 0.01 * (i % 7) as f32, intensity: 0.5, ring: 0, time: 0.0 });
+        }
+        pts
+    }
+
+    #[test]
+    fn save_load_round_trip_is_exact() {
+        tch::manual_seed(3);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ck.safetensors");
+        let det = Detector::new(tiny_config(), Device::Cpu).unwrap();
+        // make the BN running statistics non-default so they are checked too
+        let pts = grid_cloud();
+        let _ = det.forward_train(&pts).unwrap();
+        let opt = vec![("exp_avg/x".to_string(), Tensor::from_slice(&[1.0f32, 2.0, 3.0]))];
+        let training = serde_json::json!({"epoch": 2, "step": 17});
+        let id = save(&path, &det, &training, &opt).unwrap();
+        assert_eq!(id, model_id(&det));
+        let (back, info) = load(&path, Device::Cpu).unwrap();
+        assert_eq!(info.config, det.config);
+        assert_eq!(info.model_id, id);
+        assert_eq!(info.training["step"], 17);
+        assert_eq!(model_id(&back), id, "the reloaded weights hash the same");
+        let (a, b) = (det.vs.variables(), back.vs.variables());
+        assert_eq!(a.len(), b.len());
+        for (k, t) in &a {
+            assert!(t.equal(&b[k]), "{k} differs");
+        }
+        let st = optimizer_state(&path).unwrap();
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].0, "exp_avg/x");
+        assert!(st[0].1.equal(&opt[0].1));
+        // same input, same output
+        let (x, y) = (det.detect(&pts).unwrap(), back.detect(&pts).unwrap());
+        assert!(x.head.cls.equal(&y.head.cls));
+    }
+
+    #[test]
+    fn corrupt_or_foreign_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.safetensors");
+        std::fs::write(&junk, b"not a safetensors file").unwrap();
+        assert!(matches!(load(&junk, Device::Cpu), Err(CheckpointError::Format { .. })));
+        assert!(matches!(load(&dir.path().join("missing.safetensors"), Device::Cpu), Err(CheckpointError::Io { .. })));
+        let plain = dir.path().join("plain.safetensors");
+        Tensor::write_safetensors(&[("a", Tensor::from_slice(&[1.0f32]))], &plain).unwrap();
+        let err = load(&plain, Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("format"), "{err}");
+        // truncated checkpoint
+        let det = Detector::new(tiny_config(), Device::Cpu).unwrap();
+        let good = dir.path().join("good.safetensors");
+        save(&good, &det, &serde_json::json!({}), &[]).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        let cut = dir.path().join("cut.safetensors");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(matches!(load(&cut, Device::Cpu), Err(CheckpointError::Format { .. })));
+    }
+}
