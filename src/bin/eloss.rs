@@ -5,6 +5,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
+#[cfg(feature = "torch")]
+#[path = "eloss/detector_cmds.rs"]
+mod detector_cmds;
+
 #[derive(Parser)]
 #[command(name = "eloss", version, about = "eloss_perception command-line tool")]
 struct Cli {
@@ -21,6 +25,13 @@ enum Cmd {
     Simulate(SimulateArgs),
     /// Draw a KITTI-format frame: bird's-eye view and camera image with boxes
     Render(RenderArgs),
+    /// Calibrate the Eloss anomaly monitor of a detector on normal frames (docs/eloss_monitor.md)
+    #[cfg(feature = "torch")]
+    Calibrate(CalibrateArgs),
+    /// Evaluate a calibrated Eloss monitor on frames with injected anomalies: table + PNG plots
+    #[cfg(feature = "torch")]
+    #[command(name = "eloss-eval")]
+    ElossEval(ElossEvalArgs),
     /// KITTI object evaluation (AP R11/R40; 2D, BEV, 3D; Easy/Moderate/Hard) of
     /// label_2-format detections against label_2 ground truth
     Eval {
@@ -34,6 +45,12 @@ enum Cmd {
         #[arg(long)]
         markdown: bool,
     },
+    /// Train the 3D detector (detection loss + Entropy Loss) on a KITTI-format folder; resumable
+    #[cfg(feature = "torch")]
+    Train(detector_cmds::TrainArgs),
+    /// Run a detector checkpoint over KITTI-format frames: label_2 files, timings, AP
+    #[cfg(feature = "torch")]
+    Detect(detector_cmds::DetectArgs),
     /// Zero-shot GDC: build Gaussian class banks and classify images
     #[cfg(feature = "torch")]
     #[command(subcommand)]
@@ -216,10 +233,40 @@ fn render(a: RenderArgs) -> anyhow::Result<()> {
 #[cfg(feature = "torch")]
 #[derive(Subcommand)]
 enum GdcCmd {
-    /// Fit a Gaussian class bank from image folders IMAGES/<class>/*.png|jpg
+    /// Fit a Gaussian class bank from image folders IMAGES/<class>/*.png|jpg, or
+    /// zero-shot from class names with a text-to-image generator (--classes --generator)
     Bank {
+        #[arg(long, required_unless_present = "generator", conflicts_with = "generator")]
+        images: Option<PathBuf>,
+        /// Comma-separated class names to generate images for (with --generator)
+        #[arg(long, requires = "generator", value_delimiter = ',')]
+        classes: Vec<String>,
+        /// diffusers folder of SD / SD-Turbo / SDXL / SDXL-Turbo (docs/generators.md)
+        #[arg(long, requires = "classes")]
+        generator: Option<PathBuf>,
+        /// Generated images per class
+        #[arg(long, default_value_t = 240)]
+        per_class: usize,
+        /// Prompt templates: `default` (8 built in) or a file, one template with {} per line
+        #[arg(long, default_value = "default")]
+        templates: String,
+        /// Sampling steps (turbo models: 1-4; SD 1.x/2.x: ~25 with --guidance 7.5)
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+        /// Classifier-free guidance scale; off at <= 1 (turbo models are trained without)
+        #[arg(long, default_value_t = 0.0)]
+        guidance: f64,
+        /// Image side in pixels (default: the model's native size)
         #[arg(long)]
-        images: PathBuf,
+        size: Option<i64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Images per generator call
+        #[arg(long, default_value_t = 4)]
+        gen_batch: usize,
+        /// Cache of generated images and contact sheets (default: <out>.images/ next to the bank)
+        #[arg(long)]
+        cache: Option<PathBuf>,
         /// Hugging Face DINOv2 folder, or EfficientNet-Lite0 .safetensors
         /// (set-up converts one to $ELOSS_CACHE/weights/efficientnet_lite0.safetensors)
         #[arg(long)]
@@ -257,7 +304,7 @@ fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
     use eloss_perception::gdc::{bank_builder, classifier::GdcClassifier, encoder};
     let device = tch::Device::cuda_if_available();
     match cmd {
-        GdcCmd::Bank { images, backbone, recipe, covariance, ridge, batch, out } => {
+        GdcCmd::Bank { images, classes, generator, per_class, templates, steps, guidance, size, seed, gen_batch, cache, backbone, recipe, covariance, ridge, batch, out } => {
             let recipe = EmbeddingRecipe::from_id(&recipe).with_context(|| format!("unknown recipe {recipe:?}"))?;
             let kind = match covariance.as_str() {
                 "full" => CovarianceKind::Full { ridge_rel: ridge },
@@ -265,16 +312,36 @@ fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
                 "shared" => CovarianceKind::Shared { ridge_rel: ridge },
                 other => anyhow::bail!("unknown covariance {other:?} (full, diagonal, shared)"),
             };
+            // generate first (and free the generator) so both models never share the GPU
+            let generated = match &generator {
+                Some(dir) => {
+                    let g = GenerationArgs { classes: &classes, per_class, templates: &templates, steps, guidance, size, seed, gen_batch, cache: cache.as_deref() };
+                    Some(generate_classes(dir, &g, &out, device)?)
+                }
+                None => None,
+            };
             let enc = encoder::load_encoder(&backbone, recipe, device)?;
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("embedding [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta}")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let bank = bank_builder::build_bank(&images, enc.as_ref(), kind.into(), batch, |done, total| {
+            let progress = |done: usize, total: usize| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
-            })?;
+            };
+            let bank = match (&generated, &images) {
+                (Some(sets), _) => {
+                    let lists: Vec<(String, Vec<PathBuf>)> = sets.iter().map(|s| (s.class.clone(), s.paths.clone())).collect();
+                    let mut bank = bank_builder::fit_bank(&lists, enc.as_ref(), kind.into(), batch, progress)?;
+                    for s in sets {
+                        bank.set_prompts(&s.class, s.prompts.clone())?;
+                    }
+                    bank
+                }
+                (None, Some(images)) => bank_builder::build_bank(images, enc.as_ref(), kind.into(), batch, progress)?,
+                (None, None) => anyhow::bail!("give --images DIR, or --classes and --generator"),
+            };
             bar.finish();
             bank.save(&out)?;
             println!("bank of {} classes ({}-d, {}) written to {}", bank.len(), bank.dim(), bank.spec().backbone, out.display());
@@ -294,6 +361,71 @@ fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+#[cfg(feature = "torch")]
+struct GenerationArgs<'a> {
+    classes: &'a [String],
+    per_class: usize,
+    templates: &'a str,
+    steps: usize,
+    guidance: f64,
+    size: Option<i64>,
+    seed: u64,
+    gen_batch: usize,
+    cache: Option<&'a std::path::Path>,
+}
+
+/// `gdc bank --generator`: images per class (cached, resumable) and a contact sheet each.
+#[cfg(feature = "torch")]
+fn generate_classes(
+    dir: &std::path::Path,
+    a: &GenerationArgs,
+    out: &std::path::Path,
+    device: tch::Device,
+) -> anyhow::Result<Vec<eloss_perception::gdc::generator::class_images::ClassImages>> {
+    use eloss_perception::gdc::generator::class_images::{check_class_name, contact_sheet, generate_class, ClassImageOptions, ImageCache};
+    use eloss_perception::gdc::generator::pipeline::{GenerateOptions, Pipeline};
+    use eloss_perception::gdc::generator::prompts::Templates;
+    if a.classes.is_empty() || a.per_class < 2 {
+        anyhow::bail!("need at least one class and --per-class >= 2");
+    }
+    for (i, c) in a.classes.iter().enumerate() {
+        check_class_name(c)?;
+        if a.classes[..i].contains(c) {
+            anyhow::bail!("class {c:?} is listed twice");
+        }
+    }
+    let templates = Templates::from_arg(a.templates)?;
+    let pipe = Pipeline::load(dir, device).with_context(|| format!("loading generator {}", dir.display()))?;
+    let mut generate = GenerateOptions::turbo(&pipe);
+    generate.steps = a.steps;
+    generate.guidance_scale = a.guidance;
+    if let Some(s) = a.size {
+        (generate.height, generate.width) = (s, s);
+    }
+    let opts = ClassImageOptions { per_class: a.per_class, batch: a.gen_batch, seed: a.seed, generate, templates };
+    let root = match a.cache {
+        Some(c) => c.to_owned(),
+        None => PathBuf::from(format!("{}.images", out.display())),
+    };
+    let cache = ImageCache::open(&root, dir, &opts)?;
+    let bar = indicatif::ProgressBar::new((a.classes.len() * a.per_class) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:12} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut sets = Vec::new();
+    for (k, class) in a.classes.iter().enumerate() {
+        bar.set_message(class.clone());
+        let set = generate_class(&pipe, &cache, class, &opts, |done| bar.set_position((k * a.per_class + done) as u64))?;
+        contact_sheet(&set.paths, &cache.sheet_path(class), 128)?;
+        sets.push(set);
+    }
+    bar.finish_and_clear();
+    let new: usize = sets.iter().map(|s| s.generated).sum();
+    println!("{} images ({new} new) and contact sheets in {}", a.classes.len() * a.per_class, cache.dir.display());
+    Ok(sets)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -317,6 +449,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Simulate(a) => simulate(a),
         Cmd::Render(a) => render(a),
+        #[cfg(feature = "torch")]
+        Cmd::Calibrate(a) => calibrate(a),
+        #[cfg(feature = "torch")]
+        Cmd::ElossEval(a) => eloss_eval(a),
         Cmd::Eval { gt, dt, markdown } => {
             use eloss_perception::eval::{evaluate_folders, ids_in_dir, EvalConfig};
             let ids = ids_in_dir(&gt)?;
@@ -328,6 +464,10 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        #[cfg(feature = "torch")]
+        Cmd::Train(a) => detector_cmds::train(a),
+        #[cfg(feature = "torch")]
+        Cmd::Detect(a) => detector_cmds::detect(a),
         #[cfg(feature = "torch")]
         Cmd::Gdc(c) => gdc(c),
         #[cfg(feature = "ros")]
@@ -346,4 +486,196 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+// ---------------------------------------------------------------- Eloss monitor: calibrate, eloss-eval
+
+#[cfg(feature = "torch")]
+#[derive(clap::Args)]
+struct CalibrateArgs {
+    /// Detector checkpoint (.safetensors)
+    #[arg(long)]
+    model: PathBuf,
+    /// KITTI-format folder of normal frames (frames listed in its anomalies.json as anomalous are skipped)
+    #[arg(long)]
+    data: PathBuf,
+    /// Frames to use: train, val, trainval (ImageSets lists) or all
+    #[arg(long, default_value = "val")]
+    split: String,
+    /// Use at most this many frames, in list order
+    #[arg(long)]
+    frames: Option<usize>,
+    /// Target false-alarm rate per frame (before hysteresis)
+    #[arg(long, default_value_t = 0.01)]
+    false_alarm: f64,
+    /// Entropy estimator: gaussian, gaussian:RIDGE_REL or knn
+    #[arg(long, default_value = "gaussian")]
+    estimator: String,
+    /// Score the threshold applies to: combined, eloss or mahalanobis
+    #[arg(long, default_value = "combined")]
+    score: String,
+    /// Fraction of the frames (the last ones) held out to set the threshold
+    #[arg(long, default_value_t = 0.3)]
+    held_out: f64,
+    /// Ridge of the entropy covariance, relative to each layer's variance
+    #[arg(long, default_value_t = 0.01)]
+    ridge: f64,
+    /// Simulated KITTI folder with injected anomalies: one type signature per anomaly kind
+    #[arg(long)]
+    anomalies_data: Option<PathBuf>,
+    /// Use at most this many anomalous frames of --anomalies-data
+    #[arg(long)]
+    signature_frames: Option<usize>,
+    /// Output file (default: <model stem>.calibration.json beside the model)
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[cfg(feature = "torch")]
+#[derive(clap::Args)]
+struct ElossEvalArgs {
+    /// Detector checkpoint (.safetensors)
+    #[arg(long)]
+    model: PathBuf,
+    /// Calibration file (default: <model stem>.calibration.json beside the model)
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Simulated KITTI folder with anomalies.json (clean and anomalous frames)
+    #[arg(long)]
+    data: PathBuf,
+    /// Frames to use: train, val, trainval (ImageSets lists) or all
+    #[arg(long, default_value = "all")]
+    split: String,
+    /// Use at most this many frames, in list order
+    #[arg(long)]
+    frames: Option<usize>,
+    /// Output folder for eloss_eval.md, frames.csv and the PNG plots
+    #[arg(long, default_value = "eloss_eval")]
+    out: PathBuf,
+}
+
+#[cfg(feature = "torch")]
+fn open_frames(root: &std::path::Path, split: &str) -> anyhow::Result<eloss_perception::dataset::kitti::KittiDataset> {
+    use eloss_perception::dataset::kitti::{ImageSet, KittiDataset, Split};
+    let set = match split {
+        "all" => return Ok(KittiDataset::open(root, Split::Training)?),
+        "train" => ImageSet::Train,
+        "val" => ImageSet::Val,
+        "trainval" => ImageSet::TrainVal,
+        other => anyhow::bail!("unknown split {other:?} (train, val, trainval, all)"),
+    };
+    Ok(KittiDataset::open_image_set(root, set)?)
+}
+
+#[cfg(feature = "torch")]
+fn frame_bar(len: usize, msg: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:10} [{bar:40}] {pos}/{len} frames, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(msg);
+    bar
+}
+
+#[cfg(feature = "torch")]
+fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
+    use eloss_perception::eloss::calibration::{default_path, CalibrationOptions, EntropyCalibration};
+    use eloss_perception::eloss::dataset_run::{kind_name, read_anomalies, run_frames};
+    use eloss_perception::eloss::{entropy::Estimator, score::ScoreKind};
+    let estimator: Estimator = a.estimator.parse()?;
+    let score: ScoreKind = a.score.parse().map_err(anyhow::Error::msg)?;
+    let (det, info) = eloss_perception::detect::checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
+    let ds = open_frames(&a.data, &a.split)?;
+    let tags = read_anomalies(&a.data)?;
+    let clean = |id: &String| tags.get(id).is_none_or(Option::is_none);
+    let ids: Vec<String> = ds.ids().iter().filter(|id| clean(id)).take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
+    let bar = frame_bar(ids.len(), "normal");
+    let records = run_frames(&det, &ds, &ids, estimator, false, |d, _| bar.set_position(d as u64))?;
+    bar.finish_and_clear();
+    let profiles: Vec<_> = records.iter().map(|r| r.profile.clone()).collect();
+    let source = serde_json::json!({
+        "data": a.data.display().to_string(), "split": a.split, "frames": ids.len(),
+        "model": a.model.display().to_string(), "anomalies_data": a.anomalies_data.as_ref().map(|p| p.display().to_string()),
+    });
+    let opts = CalibrationOptions { false_alarm: a.false_alarm, held_out_fraction: a.held_out, ridge_rel: a.ridge, score };
+    let mut cal = EntropyCalibration::fit(&info.model_id, &profiles, &opts, source)?;
+    if let Some(dir) = &a.anomalies_data {
+        let sig_ds = open_frames(dir, "all")?;
+        let sig_tags = read_anomalies(dir)?;
+        let lidar = |id: &String| sig_tags.get(id).and_then(Option::as_ref).is_some_and(|t| t.lidar.is_some());
+        let sig_ids: Vec<String> = sig_ds.ids().iter().filter(|id| lidar(id)).take(a.signature_frames.unwrap_or(usize::MAX)).cloned().collect();
+        let bar = frame_bar(sig_ids.len(), "anomalous");
+        let recs = run_frames(&det, &sig_ds, &sig_ids, estimator, false, |d, _| bar.set_position(d as u64))?;
+        bar.finish_and_clear();
+        let mut groups: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+        for r in recs {
+            if let Some((kind, _)) = r.lidar_anomaly {
+                groups.entry(kind_name(kind)).or_default().push(r.profile);
+            }
+        }
+        cal.set_signatures(&groups.into_iter().collect::<Vec<_>>())?;
+    }
+    let out = a.out.unwrap_or_else(|| default_path(&a.model));
+    cal.save(&out)?;
+    let ms = |f: &dyn Fn(&eloss_perception::eloss::dataset_run::FrameRecord) -> std::time::Duration| {
+        records.iter().map(|r| f(r).as_secs_f64() * 1e3).sum::<f64>() / records.len().max(1) as f64
+    };
+    let (detect_ms, profile_ms) = (ms(&|r| r.detect_time), ms(&|r| r.profile.compute_time));
+    println!(
+        "calibration {} for model {} ({} estimator): {} fit + {} held-out frames, median Eloss {:.4e}",
+        cal.calibration_id, cal.model_id, estimator.name(), cal.fit_frames, cal.held_out_frames, cal.normal.eloss_median
+    );
+    println!(
+        "threshold {:.3} ({:?} score) for false-alarm rate {} (certifiable {:.4}; held-out rate {:.4})",
+        cal.threshold, cal.score, cal.target_false_alarm, cal.achievable_false_alarm, cal.held_out_false_alarm
+    );
+    for s in &cal.signatures {
+        println!("signature {:<22} {:>4} frames, median deviation factor {:.2}", s.name, s.frames, s.median_deviation_factor);
+    }
+    println!("per frame: detector {detect_ms:.1} ms, Eloss profile {profile_ms:.2} ms ({:.1} %)", 100.0 * profile_ms / detect_ms.max(1e-9));
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+#[cfg(feature = "torch")]
+fn eloss_eval(a: ElossEvalArgs) -> anyhow::Result<()> {
+    use eloss_perception::eloss::calibration::{default_path, EntropyCalibration};
+    use eloss_perception::eloss::dataset_run::{kind_name, run_frames};
+    use eloss_perception::eloss::evaluation::{markdown, plots, score_frames, summarize};
+    use std::fmt::Write as _;
+    let (det, info) = eloss_perception::detect::checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
+    let cal_path = a.calibration.unwrap_or_else(|| default_path(&a.model));
+    let cal = EntropyCalibration::load(&cal_path)?;
+    cal.check_model(&info.model_id)?;
+    let ds = open_frames(&a.data, &a.split)?;
+    let ids: Vec<String> = ds.ids().iter().take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
+    let bar = frame_bar(ids.len(), "frames");
+    let records = run_frames(&det, &ds, &ids, cal.estimator, true, |d, _| bar.set_position(d as u64))?;
+    bar.finish_and_clear();
+    let scores = score_frames(&cal, &records)?;
+    let summary = summarize(&cal, &records, &scores)?;
+    let table = markdown(&summary);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let md = a.out.join("eloss_eval.md");
+    std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
+    let mut csv = String::from("id,kind,severity,eloss,deviation_factor,mahalanobis,z_eloss,z_mahalanobis,score,detect_ms,profile_ms\n");
+    for (r, s) in records.iter().zip(&scores) {
+        let (kind, sev) = r.lidar_anomaly.map_or((if r.camera_anomaly { "camera".into() } else { String::new() }, 0.0), |(k, v)| (kind_name(k), v));
+        let _ = writeln!(
+            csv,
+            "{},{kind},{sev},{:e},{:e},{:e},{:e},{:e},{:e},{:.3},{:.3}",
+            r.id, r.profile.eloss, s.deviation_factor, s.mahalanobis, s.z_eloss, s.z_mahalanobis, s.score,
+            r.detect_time.as_secs_f64() * 1e3, r.profile.compute_time.as_secs_f64() * 1e3
+        );
+    }
+    let csv_path = a.out.join("frames.csv");
+    std::fs::write(&csv_path, csv).with_context(|| format!("writing {}", csv_path.display()))?;
+    print!("{table}");
+    println!("\nwrote {} and {}", md.display(), csv_path.display());
+    for p in plots(&a.out, &cal, &records, &scores)? {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
 }

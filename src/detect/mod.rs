@@ -26,4 +26,6 @@ pub mod detector;
 #[cfg(feature = "torch")]
 pub mod checkpoint;
 #[cfg(feature = "torch")]
+pub mod kitti_output;
+#[cfg(feature = "torch")]
 pub mod model;

@@ -9,7 +9,7 @@ use crate::detect::targets::{assign, MatchThresholds, TargetError};
 use crate::eloss::entropy::Estimator;
 use crate::eloss::loss::entropy_loss;
 use crate::geometry::Box3D;
-use tch::nn::Optimizer;
+use super::adamw::AdamW;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -35,11 +35,14 @@ pub struct StepConfig {
     pub estimator: Estimator,
     /// Gradient-norm clip (the reference repo uses 35).
     pub clip_norm: f64,
+    /// Entropy-decrease term weight inside the Entropy Loss (0 = the paper's code).
+    pub decrease_weight: f64,
 }
 
 pub fn train_step(
     det: &Detector,
-    opt: &mut Optimizer,
+    opt: &mut AdamW,
+    (lr, beta1): (f64, f64),
     points: &Points,
     gts: &[(Box3D, usize)],
     cfg: &StepConfig,
@@ -47,12 +50,12 @@ pub fn train_step(
     let (head, layers) = det.forward_train(points)?;
     let targets = assign(det.anchors(), gts, &cfg.thresholds, &DirectionBins::kitti())?;
     let d = detection_loss(&head.cls.get(0), &head.boxes.get(0), &head.dir.get(0), &targets, &cfg.weights);
-    let e = entropy_loss(&layers.blocks, cfg.estimator, 0.0);
+    let e = entropy_loss(&layers.blocks, cfg.estimator, cfg.decrease_weight);
     let total = if cfg.eloss_weight > 0.0 { &d.total + &e.loss * cfg.eloss_weight } else { d.total.shallow_clone() };
     opt.zero_grad();
     total.backward();
     opt.clip_grad_norm(cfg.clip_norm);
-    opt.step();
+    opt.step(lr, beta1);
     Ok(StepReport {
         total: total.double_value(&[]),
         detection: d.total.double_value(&[]),
@@ -70,7 +73,6 @@ mod tests {
     use crate::detect::model::backbone::BackboneConfig;
     use crate::detect::model::neck::NeckConfig;
     use crate::detect::pillars::PillarConfig;
-    use tch::nn::OptimizerConfig;
     use tch::Device;
 
     /// A tiny detector overfits one simulated frame: the loss falls and a car
@@ -98,15 +100,16 @@ mod tests {
             ..DetectorConfig::compact()
         };
         let det = Detector::new(cfg, Device::Cpu).unwrap();
-        let mut opt = tch::nn::AdamW::default().build(&det.vs, 3e-3).unwrap();
+        let mut opt = AdamW::new(&det.vs, Default::default());
         let step = StepConfig {
             weights: LossWeights::default(),
             thresholds: MatchThresholds::kitti().to_vec(),
             eloss_weight: 0.1,
             estimator: Estimator::Gaussian { ridge_rel: 1e-3 },
             clip_norm: 35.0,
+            decrease_weight: 0.0,
         };
-        let reports: Vec<StepReport> = (0..60).map(|_| train_step(&det, &mut opt, &scan.points, &gts, &step).unwrap()).collect();
+        let reports: Vec<StepReport> = (0..60).map(|_| train_step(&det, &mut opt, (3e-3, 0.9), &scan.points, &gts, &step).unwrap()).collect();
         let (first, last) = (reports[0].detection, reports[reports.len() - 1].detection);
         eprintln!("detection loss {first:.3} -> {last:.3}, eloss {:.4} -> {:.4}, {} positives", reports[0].eloss, reports[59].eloss, reports[0].positives);
         assert!(reports[0].positives >= gts.len());

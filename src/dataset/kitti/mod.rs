@@ -23,6 +23,7 @@
 //! camera-0 frame, x right, y down, z forward (see [`calib`]).
 
 pub mod calib;
+pub mod fov;
 pub mod label;
 pub mod project;
 #[cfg(test)]

@@ -1,0 +1,147 @@
+//! `eloss train` and `eloss detect`: the detector's commands.
+
+use anyhow::Context as _;
+use eloss_perception::dataset::kitti::{ImageSet, KittiDataset};
+use eloss_perception::detect::checkpoint;
+use eloss_perception::eval::EvalConfig;
+use eloss_perception::train::trainer::{TrainConfig, Trainer};
+use eloss_perception::train::validate::predict;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Training configuration (YAML; see config/train_compact.yaml). Defaults when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// KITTI-format folder (ImageSets/train.txt and val.txt when present)
+    #[arg(long)]
+    data: PathBuf,
+    /// Run folder: checkpoints, logs, curves. An existing run is resumed.
+    #[arg(long)]
+    run: PathBuf,
+    /// Override the config's Entropy Loss weight (0 = plain detection training)
+    #[arg(long)]
+    eloss_weight: Option<f64>,
+    /// Override the config's number of epochs
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// libtorch intra-op threads (default: libtorch's choice)
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Stop (with a checkpoint) after this many minutes; run again to resume
+    #[arg(long)]
+    minutes: Option<f64>,
+}
+
+pub fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let mut cfg = match &a.config {
+        Some(p) => TrainConfig::from_yaml(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(w) = a.eloss_weight {
+        cfg.eloss_weight = w;
+    }
+    if let Some(e) = a.epochs {
+        cfg.epochs = e;
+    }
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let device = tch::Device::cuda_if_available();
+    let mut trainer = Trainer::open(cfg, &a.data, &a.run, device)?;
+    tracing::info!(device = ?device, run = %a.run.display(), position = ?trainer.position, steps = trainer.total_steps(), "training");
+    let bar = indicatif::ProgressBar::new(trainer.total_steps() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(trainer.position.global_step as u64);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let deadline = a.minutes.map(|m| std::time::Instant::now() + std::time::Duration::from_secs_f64(m * 60.0));
+    let (mut det_avg, mut el_avg) = (None::<f64>, None::<f64>);
+    let ema = |avg: &mut Option<f64>, v: f64| *avg = Some(avg.map_or(v, |a| 0.98 * a + 0.02 * v));
+    trainer.run(
+        |e| {
+            ema(&mut det_avg, e.detection);
+            ema(&mut el_avg, e.eloss);
+            bar.set_prefix(format!("{}", e.position.epoch));
+            bar.set_position(e.position.global_step as u64);
+            bar.set_message(format!("det {:.3} eloss {:.4} lr {:.1e}", det_avg.unwrap_or(0.0), el_avg.unwrap_or(0.0), e.lr));
+        },
+        |s| {
+            let fmt = |v: &[(String, f64)]| v.iter().map(|(n, ap)| format!("{n} {ap:.1}")).collect::<Vec<_>>().join(", ");
+            bar.println(format!("epoch {}: moderate AP_R40 BEV [{}] 3D [{}]", s.epoch, fmt(&s.bev), fmt(&s.ap3d)));
+        },
+        || interrupted.load(Ordering::Relaxed) || deadline.is_some_and(|d| std::time::Instant::now() >= d),
+    )?;
+    bar.finish();
+    println!("run {} at epoch {} step {}", a.run.display(), trainer.position.epoch, trainer.position.global_step);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct DetectArgs {
+    /// Detector checkpoint (safetensors written by `eloss train`)
+    #[arg(long)]
+    model: PathBuf,
+    /// KITTI-format folder
+    #[arg(long)]
+    data: PathBuf,
+    /// ImageSets list to run on: train, val or all (every training frame)
+    #[arg(long, default_value = "val")]
+    set: String,
+    /// At most this many frames (0 = all)
+    #[arg(long, default_value_t = 0)]
+    frames: usize,
+    /// Write one label_2-format file per frame here
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the KITTI AP table against the folder's labels
+    #[arg(long)]
+    eval: bool,
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+pub fn detect(a: DetectArgs) -> anyhow::Result<()> {
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let (det, info) = checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
+    let ds = match a.set.as_str() {
+        "train" => KittiDataset::open_image_set(&a.data, ImageSet::Train)?,
+        "val" => KittiDataset::open_image_set(&a.data, ImageSet::Val)?,
+        "all" => KittiDataset::open(&a.data, eloss_perception::dataset::kitti::Split::Training)?,
+        other => anyhow::bail!("--set must be train, val or all, not {other}"),
+    };
+    let mut ids = ds.ids().to_vec();
+    if a.frames > 0 {
+        ids.truncate(a.frames);
+    }
+    let bar = indicatif::ProgressBar::new(ids.len() as u64);
+    let preds = predict(&det, &ds, &ids, |i| bar.set_position(i as u64))?;
+    bar.finish_and_clear();
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out)?;
+        for (id, labels) in preds.ids.iter().zip(&preds.detections) {
+            let text: String = labels.iter().map(|l| format!("{}\n", l.to_kitti_line())).collect();
+            std::fs::write(out.join(format!("{id}.txt")), text)?;
+        }
+    }
+    let n = preds.timings.len().max(1) as f64;
+    let ms = |f: fn(&eloss_perception::detect::detector::StageTimings) -> std::time::Duration| preds.timings.iter().map(|t| f(t).as_secs_f64() * 1e3).sum::<f64>() / n;
+    println!(
+        "model {} on {} frames: mean pillarize {:.1} ms, network {:.1} ms, postprocess {:.1} ms",
+        info.model_id,
+        preds.timings.len(),
+        ms(|t| t.pillarize),
+        ms(|t| t.network),
+        ms(|t| t.postprocess)
+    );
+    if a.eval {
+        print!("{}", preds.evaluate(&EvalConfig::default())?.markdown_table());
+    }
+    Ok(())
+}
