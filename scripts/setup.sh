@@ -16,7 +16,7 @@ mkdir -p "$ELOSS_CACHE" "$ROS_HOME"
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # --- 1. Debian packages -------------------------------------------------------
-apt_pkgs=(build-essential cmake pkg-config libclang-dev python3.11 python3.11-venv python3.11-dev libpython3.11-dev git)
+apt_pkgs=(build-essential cmake pkg-config libclang-dev python3.11 python3.11-venv python3.11-dev libpython3.11-dev git fonts-dejavu-core)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

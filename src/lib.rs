@@ -24,6 +24,9 @@ pub mod frame_slot;
 pub mod gdc;
 pub mod geometry;
 pub mod image;
+#[cfg(feature = "torch")]
+pub mod perception;
+pub mod plot;
 pub mod stats;
 #[cfg(feature = "torch")]
 pub mod train;

@@ -108,12 +108,121 @@ impl InputStats {
     }
 }
 
+/// The detector stage: which model, how it went, how long each stage takes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DetectorStats {
+    pub model_id: String,
+    /// Why no model is loaded (then every frame goes undetected).
+    pub load_error: Option<String>,
+    pub frames: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    pub last_detections: u64,
+    pub pillarize: Timing,
+    pub network: Timing,
+    pub postprocess: Timing,
+    /// Cloud decoded → messages published.
+    pub total: Timing,
+}
+
+impl DetectorStats {
+    pub fn status(&self, name: &str, hardware_id: &str, previous: &DetectorStats) -> DiagnosticStatus {
+        let (level, message) = if let Some(e) = &self.load_error {
+            (Level::Error, format!("no detector: {e}"))
+        } else if self.failures > previous.failures {
+            (Level::Warn, format!("{} frames failed: {}", self.failures - previous.failures, self.last_error.as_deref().unwrap_or("")))
+        } else if self.frames == previous.frames {
+            (Level::Stale, "no frames since the last report".to_string())
+        } else {
+            (Level::Ok, "ok".to_string())
+        };
+        let mut values = vec![
+            ("model_id".into(), self.model_id.clone()),
+            ("frames".into(), self.frames.to_string()),
+            ("failures".into(), self.failures.to_string()),
+            ("last_detections".into(), self.last_detections.to_string()),
+        ];
+        for (stage, t) in [("pillarize", &self.pillarize), ("network", &self.network), ("postprocess", &self.postprocess), ("total", &self.total)] {
+            values.push((format!("{stage}_last_ms"), format!("{:.2}", t.last_ms)));
+            values.push((format!("{stage}_mean_ms"), format!("{:.2}", t.mean_ms())));
+            values.push((format!("{stage}_max_ms"), format!("{:.2}", t.max_ms)));
+        }
+        DiagnosticStatus { level, name: name.to_string(), message, hardware_id: hardware_id.to_string(), values }
+    }
+}
+
+/// The Eloss monitor: calibrated or not, the last frame's numbers, alarms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ElossStats {
+    /// Why anomalies are not scored (no calibration); `None` when calibrated.
+    pub uncalibrated: Option<String>,
+    pub frames: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    pub last_eloss: f64,
+    pub last_score: f64,
+    pub threshold: f64,
+    pub alarm: bool,
+    pub alarm_type: String,
+    /// Frames that raised the alarm (rising edges).
+    pub alarms_raised: u64,
+    /// Profile + scoring per frame.
+    pub compute: Timing,
+}
+
+impl ElossStats {
+    pub fn status(&self, name: &str, hardware_id: &str) -> DiagnosticStatus {
+        let (level, message) = if self.alarm {
+            let kind = if self.alarm_type.is_empty() { String::new() } else { format!(" (looks like {})", self.alarm_type) };
+            (Level::Warn, format!("input anomaly: Eloss score {:.2} above threshold {:.2}{kind}", self.last_score, self.threshold))
+        } else if let Some(reason) = &self.uncalibrated {
+            (Level::Warn, reason.clone())
+        } else if let Some(e) = self.last_error.as_ref().filter(|_| self.failures > 0) {
+            (Level::Warn, format!("Eloss failed: {e}"))
+        } else {
+            (Level::Ok, "ok".to_string())
+        };
+        let values = vec![
+            ("calibrated".into(), self.uncalibrated.is_none().to_string()),
+            ("frames".into(), self.frames.to_string()),
+            ("alarm".into(), self.alarm.to_string()),
+            ("alarms_raised".into(), self.alarms_raised.to_string()),
+            ("last_eloss".into(), format!("{:.6e}", self.last_eloss)),
+            ("last_score".into(), format!("{:.4}", self.last_score)),
+            ("threshold".into(), format!("{:.4}", self.threshold)),
+            ("compute_mean_ms".into(), format!("{:.2}", self.compute.mean_ms())),
+        ];
+        DiagnosticStatus { level, name: name.to_string(), message, hardware_id: hardware_id.to_string(), values }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn value<'a>(s: &'a DiagnosticStatus, k: &str) -> &'a str {
         s.values.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap()
+    }
+
+    #[test]
+    fn detector_status_reports_load_errors_failures_and_latency() {
+        let mut d = DetectorStats { model_id: "m@1".into(), ..Default::default() };
+        let before = d.clone();
+        assert_eq!(d.status("det", "hw", &before).level, Level::Stale);
+        d.frames = 2;
+        d.total.record(Duration::from_millis(80));
+        d.total.record(Duration::from_millis(120));
+        let st = d.status("det", "hw", &before);
+        assert_eq!(st.level, Level::Ok);
+        assert_eq!(value(&st, "total_mean_ms"), "100.00");
+        assert_eq!(value(&st, "total_max_ms"), "120.00");
+        d.failures = 1;
+        d.last_error = Some("bad".into());
+        assert_eq!(d.status("det", "hw", &before).level, Level::Warn);
+        d.load_error = Some("corrupt file".into());
+        let st = d.status("det", "hw", &before);
+        assert_eq!(st.level, Level::Error);
+        assert!(st.message.contains("corrupt file"));
     }
 
     #[test]

@@ -51,6 +51,12 @@ enum Cmd {
     /// Run a detector checkpoint over KITTI-format frames: label_2 files, timings, AP
     #[cfg(feature = "torch")]
     Detect(detector_cmds::DetectArgs),
+    /// Per-stage CPU latency of the detector on one cloud (+ a dump for the PyTorch comparison)
+    #[cfg(feature = "torch")]
+    BenchDetector(detector_cmds::BenchArgs),
+    /// Strip a training checkpoint to a deployable model (weights + metadata)
+    #[cfg(feature = "torch")]
+    ExportModel(detector_cmds::ExportArgs),
     /// Zero-shot GDC: build Gaussian class banks and classify images
     #[cfg(feature = "torch")]
     #[command(subcommand)]
@@ -232,10 +238,12 @@ fn render(a: RenderArgs) -> anyhow::Result<()> {
 
 #[cfg(feature = "torch")]
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 enum GdcCmd {
     /// Fit a Gaussian class bank from image folders IMAGES/<class>/*.png|jpg, or
     /// zero-shot from class names with a text-to-image generator (--classes --generator)
     Bank {
+        /// Image folders IMAGES/<class>/*.png|jpg (few-shot banks from real images)
         #[arg(long, required_unless_present = "generator", conflicts_with = "generator")]
         images: Option<PathBuf>,
         /// Comma-separated class names to generate images for (with --generator)
@@ -469,6 +477,10 @@ fn main() -> anyhow::Result<()> {
         #[cfg(feature = "torch")]
         Cmd::Detect(a) => detector_cmds::detect(a),
         #[cfg(feature = "torch")]
+        Cmd::BenchDetector(a) => detector_cmds::bench(a),
+        #[cfg(feature = "torch")]
+        Cmd::ExportModel(a) => detector_cmds::export(a),
+        #[cfg(feature = "torch")]
         Cmd::Gdc(c) => gdc(c),
         #[cfg(feature = "ros")]
         Cmd::Replay { bag, rate, fast, topics, wait_subscribers, loops } => {
@@ -582,15 +594,14 @@ fn frame_bar(len: usize, msg: &'static str) -> indicatif::ProgressBar {
 #[cfg(feature = "torch")]
 fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     use eloss_perception::eloss::calibration::{default_path, CalibrationOptions, EntropyCalibration};
-    use eloss_perception::eloss::dataset_run::{kind_name, read_anomalies, run_frames};
+    use eloss_perception::eloss::dataset_run::{is_anomalous, kind_name, read_anomalies, run_frames};
     use eloss_perception::eloss::{entropy::Estimator, score::ScoreKind};
     let estimator: Estimator = a.estimator.parse()?;
     let score: ScoreKind = a.score.parse().map_err(anyhow::Error::msg)?;
     let (det, info) = eloss_perception::detect::checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
     let ds = open_frames(&a.data, &a.split)?;
     let tags = read_anomalies(&a.data)?;
-    let clean = |id: &String| tags.get(id).is_none_or(Option::is_none);
-    let ids: Vec<String> = ds.ids().iter().filter(|id| clean(id)).take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
+    let ids: Vec<String> = ds.ids().iter().filter(|id| !is_anomalous(&tags, id)).take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
     let bar = frame_bar(ids.len(), "normal");
     let records = run_frames(&det, &ds, &ids, estimator, false, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();

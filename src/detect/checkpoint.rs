@@ -77,10 +77,17 @@ pub fn save(path: &Path, det: &Detector, training: &serde_json::Value, optimizer
 /// Rebuilds the detector a checkpoint was written from, on `device`, and
 /// loads its weights strictly (every variable present, nothing unknown).
 pub fn load(path: &Path, device: Device) -> Result<(Detector, CheckpointInfo), CheckpointError> {
-    let (info, tensors) = read(path)?;
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    load_bytes(&bytes, path, device)
+}
+
+/// As [`load`], from the file's bytes (e.g. a model compiled into the
+/// binary); `source` names it in errors.
+pub fn load_bytes(bytes: &[u8], source: &Path, device: Device) -> Result<(Detector, CheckpointInfo), CheckpointError> {
+    let (info, tensors) = parse(bytes, source)?;
     let mut det = Detector::new(info.config.clone(), device)?;
     let model: Vec<(String, Tensor)> = tensors.into_iter().filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX)).collect();
-    load_tensors(&mut det.vs, &path.display().to_string(), model, &Leniency::default())?;
+    load_tensors(&mut det.vs, &source.display().to_string(), model, &Leniency::default())?;
     Ok((det, info))
 }
 
@@ -93,8 +100,12 @@ pub fn optimizer_state(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointE
 /// Metadata and every tensor of a checkpoint (on the CPU).
 pub fn read(path: &Path) -> Result<(CheckpointInfo, Vec<(String, Tensor)>), CheckpointError> {
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    parse(&bytes, path)
+}
+
+fn parse(bytes: &[u8], path: &Path) -> Result<(CheckpointInfo, Vec<(String, Tensor)>), CheckpointError> {
     let format_err = |reason: String| CheckpointError::Format { path: path.to_path_buf(), reason };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| format_err(e.to_string()))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format_err(e.to_string()))?;
     let meta = header.metadata().clone().unwrap_or_default();
     match meta.get("format") {
         Some(f) if f == FORMAT => {}
@@ -104,7 +115,7 @@ pub fn read(path: &Path) -> Result<(CheckpointInfo, Vec<(String, Tensor)>), Chec
     let config: DetectorConfig = serde_json::from_str(field("config")?).map_err(|e| format_err(format!("config: {e}")))?;
     let training = serde_json::from_str(field("training")?).map_err(|e| format_err(format!("training: {e}")))?;
     let model_id = field("model_id")?.clone();
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| format_err(e.to_string()))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format_err(e.to_string()))?;
     let mut tensors = Vec::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {

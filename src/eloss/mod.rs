@@ -5,6 +5,25 @@
 //!   and a Gaussian one), differentiable tch ops;
 //! - [`loss`]: ΔH between consecutive layers of a block, and the loss = Σ
 //!   over blocks of Var(ΔH). Formulas: docs/entropy_loss.md.
+//!
+//! The run-time anomaly monitor (docs/eloss_monitor.md), ROS-free:
+//! - [`profile`]: one frame's entropies, ΔH and Eloss from the detector's layer outputs;
+//! - [`calibration`]: normal statistics, threshold and type signatures, saved beside the model;
+//! - [`score`]: deviation factor, Mahalanobis distance, the combined score, type guess;
+//! - [`hysteresis`]: k-of-n alarm entry, consecutive-clear exit;
+//! - [`monitor`]: profile → score → hysteresis, one [`monitor::MonitorReport`] per frame;
+//! - [`dataset_run`], [`evaluation`]: the `eloss calibrate` / `eloss eloss-eval` pipelines;
+//! - [`numeric`]: small f64 helpers (Cholesky, quantiles, AUROC).
 
+pub mod calibration;
+pub mod dataset_run;
+#[cfg(test)]
+mod end_to_end;
 pub mod entropy;
+pub mod evaluation;
+pub mod hysteresis;
 pub mod loss;
+pub mod monitor;
+pub mod numeric;
+pub mod profile;
+pub mod score;

@@ -64,13 +64,24 @@ pub fn build_bank(
     encoder: &dyn ImageEncoder,
     options: FitOptions,
     batch: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<GaussianBank, BuildError> {
+    fit_bank(&images_by_class(root)?, encoder, options, batch, progress)
+}
+
+/// Embeds the listed images of each class and fits one Gaussian per class
+/// (generated images use this with their cache files).
+pub fn fit_bank(
+    classes: &[(String, Vec<PathBuf>)],
+    encoder: &dyn ImageEncoder,
+    options: FitOptions,
+    batch: usize,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<GaussianBank, BuildError> {
-    let classes = images_by_class(root)?;
     let total: usize = classes.iter().map(|(_, v)| v.len()).sum();
     let mut done = 0;
     let mut embeddings = Vec::with_capacity(classes.len());
-    for (_, paths) in &classes {
+    for (_, paths) in classes {
         let mut rows = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(batch.max(1)) {
             let images = chunk.iter().map(|p| read_rgb(p)).collect::<Result<Vec<_>, _>>()?;

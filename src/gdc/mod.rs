@@ -9,6 +9,7 @@
 //! - [`classifier`]: encoder + bank → per-crop class probabilities (what the node serves).
 //! - [`crops`]: camera crops of 3D boxes, image ↔ cloud stamp matching.
 //! - [`preprocess`]: image → normalised input tensor, as the reference processors.
+//! - [`generator`]: text-to-image diffusion (SD, SDXL, turbo) for banks from class names.
 
 #[cfg(feature = "torch")]
 pub mod backbone;
@@ -18,6 +19,8 @@ pub mod bank_builder;
 pub mod classifier;
 #[cfg(feature = "torch")]
 pub mod encoder;
+#[cfg(feature = "torch")]
+pub mod generator;
 #[cfg(feature = "torch")]
 pub mod preprocess;
 pub mod bank;

@@ -2,6 +2,7 @@
 //! parameters and diagnostics to the ROS-free core and converts messages.
 
 pub mod convert;
+pub mod detections;
 pub mod node;
 pub mod params;
 pub mod relabel;

@@ -8,20 +8,28 @@
 //!
 //! Topics (relative names, so namespaces and `-r from:=to` remaps apply):
 //! inputs `points` (PointCloud2), `image` (Image), `camera_info` (CameraInfo),
-//! all with sensor-data QoS; output `/diagnostics` (DiagnosticArray);
+//! all with sensor-data QoS; outputs `detections` (Detection3DArray) and
+//! `markers` (MarkerArray for RViz) and `eloss` (ElossReport: the Eloss
+//! anomaly report of the same forward pass) per cloud, in the cloud's frame
+//! and with its stamp, and `/diagnostics` (DiagnosticArray, incl. detector
+//! latency and the anomaly alarm);
 //! service `~/relabel` (RelabelObjects, GDC labels for image crops).
 
 use super::convert;
+use super::detections::{detection_array, marker_array};
 use super::params::NodeParams;
+use crate::perception::FramePipeline;
 use crate::camera::PinholeCamera;
 use crate::cloud::Points;
 use crate::frame_slot::LatestSlot;
 use crate::image::RgbImage;
-use crate::stats::InputStats;
+use crate::stats::{DetectorStats, ElossStats, InputStats};
 use anyhow::Context as _;
 use futures::StreamExt;
 use r2r::diagnostic_msgs::msg::DiagnosticArray;
+use r2r::eloss_perception_msgs::msg::{Detection3DArray, ElossReport};
 use r2r::eloss_perception_msgs::srv::RelabelObjects;
+use r2r::visualization_msgs::msg::MarkerArray;
 use r2r::sensor_msgs::msg::{CameraInfo, Image, PointCloud2};
 use r2r::QosProfile;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +41,9 @@ pub const TOPIC_POINTS: &str = "points";
 pub const TOPIC_IMAGE: &str = "image";
 pub const TOPIC_CAMERA_INFO: &str = "camera_info";
 pub const TOPIC_DIAGNOSTICS: &str = "/diagnostics";
+pub const TOPIC_DETECTIONS: &str = "detections";
+pub const TOPIC_MARKERS: &str = "markers";
+pub const TOPIC_ELOSS: &str = "eloss";
 pub const SERVICE_RELABEL: &str = "~/relabel";
 
 /// The newest decoded data of each sensor, for the perception stages.
@@ -48,6 +59,15 @@ struct Stats {
     cloud: InputStats,
     image: InputStats,
     camera_info: InputStats,
+    detector: DetectorStats,
+    eloss: ElossStats,
+}
+
+/// What the cloud worker publishes.
+struct Outputs {
+    detections: r2r::Publisher<Detection3DArray>,
+    markers: r2r::Publisher<MarkerArray>,
+    eloss: r2r::Publisher<ElossReport>,
 }
 
 struct Shared {
@@ -92,6 +112,11 @@ pub async fn run() -> anyhow::Result<()> {
     let mut images = node.subscribe::<Image>(TOPIC_IMAGE, qos.clone())?;
     let mut infos = node.subscribe::<CameraInfo>(TOPIC_CAMERA_INFO, qos)?;
     let diag_pub = node.create_publisher::<DiagnosticArray>(TOPIC_DIAGNOSTICS, QosProfile::default())?;
+    let outputs = Outputs {
+        detections: node.create_publisher::<Detection3DArray>(TOPIC_DETECTIONS, QosProfile::default())?,
+        markers: node.create_publisher::<MarkerArray>(TOPIC_MARKERS, QosProfile::default())?,
+        eloss: node.create_publisher::<ElossReport>(TOPIC_ELOSS, QosProfile::default())?,
+    };
     let mut relabel_requests =
         node.create_service::<RelabelObjects::Service>(SERVICE_RELABEL, QosProfile::services_default())?;
     let clock = node.get_ros_clock();
@@ -167,7 +192,7 @@ pub async fn run() -> anyhow::Result<()> {
     let workers = [
         std::thread::Builder::new().name("cloud-worker".into()).spawn({
             let sh = shared.clone();
-            move || cloud_worker(&sh)
+            move || cloud_worker(&sh, outputs)
         })?,
         std::thread::Builder::new().name("image-worker".into()).spawn({
             let sh = shared.clone();
@@ -195,6 +220,8 @@ pub async fn run() -> anyhow::Result<()> {
                 now.cloud.status(&format!("{NODE_NAME}: point cloud input"), &hw, &previous.cloud),
                 now.image.status(&format!("{NODE_NAME}: image input"), &hw, &previous.image),
                 now.camera_info.status(&format!("{NODE_NAME}: camera info input"), &hw, &previous.camera_info),
+                now.detector.status(&format!("{NODE_NAME}: detector"), &hw, &previous.detector),
+                now.eloss.status(&format!("{NODE_NAME}: eloss monitor"), &hw),
             ];
             previous = now;
             let stamp = lock(&clock)
@@ -283,12 +310,48 @@ impl ValidParams {
     }
 }
 
-fn cloud_worker(sh: &Shared) {
+/// Loads the detector once (a failure is reported in diagnostics and the
+/// node keeps decoding without detections).
+fn load_pipeline(sh: &Shared, p: &NodeParams) -> Option<FramePipeline> {
+    if p.detector.threads > 0 {
+        tch::set_num_threads(p.detector.threads as i32);
+    }
+    let device = match p.detector.device.as_str() {
+        "cpu" => tch::Device::Cpu,
+        "cuda" => tch::Device::Cuda(0),
+        _ => tch::Device::cuda_if_available(),
+    };
+    let loaded = if matches!(device, tch::Device::Cuda(_)) && !tch::Cuda::is_available() {
+        Err("detector.device is cuda but no CUDA device is available".to_string())
+    } else {
+        p.eloss.settings().map_err(|e| e.to_string()).and_then(|eloss| FramePipeline::load(&p.detector.model_path, device, &eloss).map_err(|e| e.to_string()))
+    };
+    let mut stats = lock(&sh.stats);
+    match loaded {
+        Ok(pipe) => {
+            tracing::info!(model = pipe.model_id(), ?device, "detector ready");
+            stats.detector.model_id = pipe.model_id().to_string();
+            stats.eloss.uncalibrated = pipe.uncalibrated_reason();
+            if let Some(r) = &stats.eloss.uncalibrated {
+                tracing::warn!("{r}");
+            }
+            Some(pipe)
+        }
+        Err(e) => {
+            tracing::error!("detector not loaded: {e}");
+            stats.detector.load_error = Some(e);
+            None
+        }
+    }
+}
+
+fn cloud_worker(sh: &Shared, out: Outputs) {
     let mut params = ValidParams { valid: lock(&sh.params).clone(), rejected: None };
+    let mut pipeline = load_pipeline(sh, params.current(sh));
     while !sh.stop.load(Ordering::Relaxed) {
         let Some(msg) = sh.clouds.take_timeout(Duration::from_millis(100)) else { continue };
         let t = Instant::now();
-        let p = params.current(sh);
+        let p = params.current(sh).clone();
         let (min_r, max_r) = (p.cloud.min_range_m as f32, p.cloud.max_range_m as f32);
         match convert::decode_cloud(&msg) {
             Ok((mut points, report)) => {
@@ -296,6 +359,9 @@ fn cloud_worker(sh: &Shared) {
                 let elapsed = t.elapsed();
                 tracing::debug!(points = points.len(), non_finite = report.non_finite, ?elapsed, "cloud decoded");
                 lock(&sh.stats).cloud.record_ok(points.len() as u64, elapsed);
+                if let Some(pipe) = &mut pipeline {
+                    detect_and_publish(sh, pipe, &p, &msg.header, &points, &out);
+                }
                 lock(&sh.latest).cloud = Some((convert::stamp_ns(&msg.header.stamp), msg.header.frame_id, points));
             }
             Err(e) => {
@@ -304,6 +370,60 @@ fn cloud_worker(sh: &Shared) {
             }
         }
     }
+}
+
+fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &NodeParams, header: &r2r::std_msgs::msg::Header, points: &Points, out: &Outputs) {
+    let t = Instant::now();
+    let result = match pipe.process(points, p.detector.score_threshold as f32) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("detector failed on a cloud of {} points: {e}", points.len());
+            let mut stats = lock(&sh.stats);
+            stats.detector.failures += 1;
+            stats.detector.last_error = Some(e.to_string());
+            return;
+        }
+    };
+    let names = pipe.class_names();
+    if let Err(e) = out.detections.publish(&detection_array(header, pipe.model_id(), &result.detections, &names)) {
+        tracing::warn!("publishing detections failed: {e}");
+    }
+    if let Err(e) = out.markers.publish(&marker_array(header, &result.detections, &names, p.detector.marker_lifetime_s)) {
+        tracing::warn!("publishing markers failed: {e}");
+    }
+    match &result.eloss {
+        Ok(report) => {
+            if let Err(e) = out.eloss.publish(&super::detections::eloss_report(header, pipe.model_id(), report)) {
+                tracing::warn!("publishing the Eloss report failed: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("Eloss failed: {e}"),
+    }
+    let mut stats = lock(&sh.stats);
+    let s = &mut stats.eloss;
+    match &result.eloss {
+        Ok(r) => {
+            s.frames += 1;
+            if r.anomaly && !s.alarm {
+                s.alarms_raised += 1;
+                tracing::warn!(score = r.anomaly_score, threshold = r.threshold, kind = %r.anomaly_type, "Eloss anomaly alarm raised");
+            }
+            (s.last_eloss, s.last_score, s.threshold, s.alarm) = (r.eloss, r.anomaly_score, r.threshold, r.anomaly);
+            s.alarm_type = r.anomaly_type.clone();
+            s.compute.record(r.compute_time);
+        }
+        Err(e) => {
+            s.failures += 1;
+            s.last_error = Some(e.clone());
+        }
+    }
+    let d = &mut stats.detector;
+    d.frames += 1;
+    d.last_detections = result.detections.len() as u64;
+    d.pillarize.record(result.timings.pillarize);
+    d.network.record(result.timings.network);
+    d.postprocess.record(result.timings.postprocess);
+    d.total.record(t.elapsed());
 }
 
 fn image_worker(sh: &Shared) {

@@ -16,6 +16,8 @@ pub struct NodeParams {
     pub hardware_id: String,
     pub diagnostics: DiagnosticsParams,
     pub cloud: CloudParams,
+    pub detector: DetectorParams,
+    pub eloss: ElossParams,
     pub gdc: GdcParams,
 }
 
@@ -33,6 +35,56 @@ pub struct CloudParams {
     pub min_range_m: f64,
     /// Points farther than this 3D range are dropped [m], > min_range_m
     pub max_range_m: f64,
+}
+
+#[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorParams {
+    /// Detector checkpoint (safetensors from `eloss train`); empty = the compact model compiled into the node (docs/model_card.md). Read at start-up
+    pub model_path: String,
+    /// Where the network runs: auto (CUDA when present), cpu or cuda. Read at start-up
+    pub device: String,
+    /// libtorch intra-op threads for the detector, 0 = libtorch's default. Read at start-up
+    pub threads: i64,
+    /// Detections below this confidence are not published, in [0, 1]
+    pub score_threshold: f64,
+    /// Lifetime of the RViz markers [s], > 0 (they also vanish when the next frame's arrive)
+    pub marker_lifetime_s: f64,
+}
+
+#[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ElossParams {
+    /// Eloss calibration JSON (`eloss calibrate`); empty = <model stem>.calibration.json beside detector.model_path, or the embedded model's own. Without one the node publishes Eloss but scores no anomalies. Read at start-up
+    pub calibration_path: String,
+    /// Entropy estimator: empty = the calibration's, else knn or gaussian (must match the calibration). Read at start-up
+    pub estimator: String,
+    /// Anomaly score threshold; < 0 = the calibrated one (set for its false-alarm rate). Read at start-up
+    pub threshold: f64,
+    /// Hysteresis: frames in the sliding window, 1..=1000. Read at start-up
+    pub hysteresis_window: i64,
+    /// Hysteresis: anomalous frames within the window that raise the alarm, 1..=window. Read at start-up
+    pub hysteresis_enter: i64,
+    /// Hysteresis: consecutive normal frames that clear the alarm, 1..=1000. Read at start-up
+    pub hysteresis_exit: i64,
+}
+
+impl ElossParams {
+    pub fn settings(&self) -> Result<crate::perception::ElossSettings, ParamsError> {
+        let invalid = |name, value: String, rule| ParamsError::Invalid { name, value, rule };
+        let estimator = match self.estimator.as_str() {
+            "" => None,
+            s => Some(s.parse().map_err(|_| invalid("eloss.estimator", s.to_string(), "must be empty, knn or gaussian"))?),
+        };
+        let count = |v: i64| usize::try_from(v).unwrap_or(0);
+        let hysteresis = crate::eloss::hysteresis::HysteresisConfig::new(count(self.hysteresis_window), count(self.hysteresis_enter), count(self.hysteresis_exit))
+            .map_err(|e| invalid("eloss.hysteresis_*", e.to_string(), "1 <= enter <= window <= 1000, 1 <= exit <= 1000"))?;
+        if !self.threshold.is_finite() {
+            return Err(invalid("eloss.threshold", self.threshold.to_string(), "must be finite"));
+        }
+        let threshold = (self.threshold >= 0.0).then_some(self.threshold);
+        Ok(crate::perception::ElossSettings { calibration_path: self.calibration_path.clone(), estimator, threshold, hysteresis })
+    }
 }
 
 #[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -89,6 +141,19 @@ impl NodeParams {
         if self.cloud.max_range_m.partial_cmp(&self.cloud.min_range_m) != Some(std::cmp::Ordering::Greater) {
             return bad("cloud.max_range_m", self.cloud.max_range_m, "must be > cloud.min_range_m");
         }
+        if !matches!(self.detector.device.as_str(), "auto" | "cpu" | "cuda") {
+            return Err(ParamsError::Invalid { name: "detector.device", value: self.detector.device.clone(), rule: "must be auto, cpu or cuda" });
+        }
+        if self.detector.threads < 0 {
+            return bad("detector.threads", self.detector.threads as f64, "must be >= 0");
+        }
+        if !(0.0..=1.0).contains(&self.detector.score_threshold) {
+            return bad("detector.score_threshold", self.detector.score_threshold, "must be in [0, 1]");
+        }
+        if !(self.detector.marker_lifetime_s.is_finite() && self.detector.marker_lifetime_s > 0.0) {
+            return bad("detector.marker_lifetime_s", self.detector.marker_lifetime_s, "must be > 0");
+        }
+        self.eloss.settings()?;
         if !(self.gdc.temperature.is_finite() && self.gdc.temperature > 0.0) {
             return bad("gdc.temperature", self.gdc.temperature, "must be > 0");
         }
@@ -165,6 +230,17 @@ mod tests {
                 "diagnostics.period_s",
                 "cloud.min_range_m",
                 "cloud.max_range_m",
+                "detector.model_path",
+                "detector.device",
+                "detector.threads",
+                "detector.score_threshold",
+                "detector.marker_lifetime_s",
+                "eloss.calibration_path",
+                "eloss.estimator",
+                "eloss.threshold",
+                "eloss.hysteresis_window",
+                "eloss.hysteresis_enter",
+                "eloss.hysteresis_exit",
                 "gdc.bank_path",
                 "gdc.backbone_path",
                 "gdc.temperature",
@@ -188,6 +264,15 @@ mod tests {
         p = NodeParams::defaults().unwrap();
         p.gdc.temperature = 0.0;
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "gdc.temperature", .. })));
+        p = NodeParams::defaults().unwrap();
+        p.eloss.hysteresis_enter = p.eloss.hysteresis_window + 1;
+        assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.hysteresis_*", .. })));
+        p = NodeParams::defaults().unwrap();
+        p.eloss.estimator = "fourier".into();
+        assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.estimator", .. })));
+        p = NodeParams::defaults().unwrap();
+        p.detector.device = "tpu".into();
+        assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "detector.device", .. })));
         assert!(matches!(NodeParams::from_params_yaml("a: 1"), Err(ParamsError::NoSection)));
     }
 }

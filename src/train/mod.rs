@@ -4,6 +4,7 @@
 
 pub mod adamw;
 pub mod augment;
+pub mod curves;
 pub mod data;
 pub mod losses;
 pub mod schedule;

@@ -268,7 +268,9 @@ impl Trainer {
             }
             self.save(&self.run_dir.join("last.safetensors"))?;
         }
-        self.save(&self.run_dir.join("final.safetensors"))?;
+        // the deliverable: weights and metadata only, without the optimizer state
+        let training = serde_json::json!({ "position": self.position, "config": self.config });
+        checkpoint::save(&self.run_dir.join("final.safetensors"), &self.detector, &training, &[])?;
         Ok(())
     }
 

@@ -7,6 +7,10 @@ eloss_perception_node over loopback DDS, for tests/node_dds.rs.
                        bag is replayed) and report what arrived
   relabel NS IMG BOXES call NS/eloss_perception_node/relabel with the PNG IMG and
                        2D boxes "x0,y0,x1,y1;..." (plus error cases), report responses
+  detect NS CLOUD_BIN ANOMALOUS_BIN
+                       publish the cloud (KITTI .bin layout) with a known stamp until
+                       NS/detections, NS/markers and NS/eloss for that stamp arrive; then
+                       the anomalous cloud 8 times (new stamps), collecting its Eloss reports
 
 Prints one JSON object on stdout; exits 1 with a message when a wait times out.
 Waits are on matched peers and message content, never fixed sleeps.
@@ -246,5 +250,76 @@ def relabel(ns, image_png, boxes):
     p.close()
 
 
+def detect(ns, cloud_bin, anomalous_bin):
+    from eloss_perception_msgs.msg import Detection3DArray, ElossReport
+    from visualization_msgs.msg import MarkerArray
+    xyzi = np.fromfile(cloud_bin, dtype="<f4").reshape(-1, 4)
+    p = Peer(ns)
+    got = {}
+    stamp = (1234, 500_000_000)
+
+    def on_dets(m):
+        if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp:
+            got["detections"] = {
+                "frame_id": m.header.frame_id, "model_id": m.model_id,
+                "boxes": [{"id": d.id, "class_name": d.class_name, "class_id": d.class_id, "score": d.score,
+                           "center": [d.pose.position.x, d.pose.position.y, d.pose.position.z],
+                           "size": [d.size.x, d.size.y, d.size.z], "yaw": d.yaw,
+                           "qz": d.pose.orientation.z, "qw": d.pose.orientation.w} for d in m.detections]}
+
+    def on_markers(m):
+        if m.markers and (m.markers[0].header.stamp.sec, m.markers[0].header.stamp.nanosec) == stamp:
+            got["markers"] = [{"ns": k.ns, "type": k.type, "action": k.action, "text": k.text,
+                               "frame_id": k.header.frame_id} for k in m.markers]
+
+    reports = {}
+
+    def on_eloss(m):
+        reports[(m.header.stamp.sec, m.header.stamp.nanosec)] = {
+            "model_id": m.model_id, "calibration_id": m.calibration_id, "estimator": m.estimator, "eloss": m.eloss,
+            "layers": len(m.layer_entropies), "blocks": list(m.block_layer_counts), "calibrated": m.calibrated,
+            "score": m.anomaly_score, "threshold": m.threshold, "deviation": m.deviation_factor,
+            "anomaly": m.anomaly, "type": m.anomaly_type}
+
+    p.node.create_subscription(ElossReport, f"{ns}/eloss", on_eloss, 50)
+    p.node.create_subscription(Detection3DArray, f"{ns}/detections", on_dets, 10)
+    p.node.create_subscription(MarkerArray, f"{ns}/markers", on_markers, 10)
+    pub = p.node.create_publisher(PointCloud2, f"{ns}/points", qos_profile_sensor_data)
+    p.spin_until(lambda: pub.get_subscription_count() > 0, 30, "the node to subscribe points")
+    msg = cloud_msg(xyzi, frame="lidar_top")
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    end = time.monotonic() + 90
+    while time.monotonic() < end and not ("detections" in got and "markers" in got and stamp in reports):
+        pub.publish(msg)  # best effort: repeat until the results for this stamp arrive
+        wait = time.monotonic() + 3
+        while time.monotonic() < wait and not ("detections" in got and "markers" in got and stamp in reports):
+            rclpy.spin_once(p.node, timeout_sec=0.05)
+    if not ("detections" in got and "markers" in got and stamp in reports):
+        print("no detections/markers/eloss report for the published cloud", file=sys.stderr)
+        sys.exit(1)
+    got["eloss_normal"] = reports[stamp]
+    # the anomalous cloud, frame after frame: each one waits for its own report
+    bad = cloud_msg(np.fromfile(anomalous_bin, dtype="<f4").reshape(-1, 4), frame="lidar_top")
+    got["eloss_anomalous"] = []
+    for i in range(8):
+        st = (2000 + i, 0)
+        bad.header.stamp.sec, bad.header.stamp.nanosec = st
+        deadline = time.monotonic() + 60
+        while st not in reports and time.monotonic() < deadline:
+            pub.publish(bad)
+            wait = time.monotonic() + 3
+            while time.monotonic() < wait and st not in reports:
+                rclpy.spin_once(p.node, timeout_sec=0.05)
+        if st not in reports:
+            print(f"no Eloss report for anomalous frame {i}", file=sys.stderr)
+            sys.exit(1)
+        got["eloss_anomalous"].append(reports[st])
+    p.spin_until(lambda: p.diag is not None and "detector" in p.diag and int(p.diag["detector"]["frames"]) > 0, 30,
+                 "detector diagnostics")
+    got["diagnostics"] = p.diag["detector"]
+    print(json.dumps(got))
+    p.close()
+
+
 if __name__ == "__main__":
-    {"drive": drive, "listen": listen, "relabel": relabel}[sys.argv[1]](*sys.argv[2:])
+    {"drive": drive, "listen": listen, "relabel": relabel, "detect": detect}[sys.argv[1]](*sys.argv[2:])

@@ -60,6 +60,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     bar.set_position(trainer.position.global_step as u64);
     let interrupted = Arc::new(AtomicBool::new(false));
     let deadline = a.minutes.map(|m| std::time::Instant::now() + std::time::Duration::from_secs_f64(m * 60.0));
+    let run_dir = a.run.clone();
     let (mut det_avg, mut el_avg) = (None::<f64>, None::<f64>);
     let ema = |avg: &mut Option<f64>, v: f64| *avg = Some(avg.map_or(v, |a| 0.98 * a + 0.02 * v));
     trainer.run(
@@ -73,10 +74,14 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         |s| {
             let fmt = |v: &[(String, f64)]| v.iter().map(|(n, ap)| format!("{n} {ap:.1}")).collect::<Vec<_>>().join(", ");
             bar.println(format!("epoch {}: moderate AP_R40 BEV [{}] 3D [{}]", s.epoch, fmt(&s.bev), fmt(&s.ap3d)));
+            if let Err(e) = eloss_perception::train::curves::plot_run(&run_dir) {
+                tracing::warn!(error = %e, "could not draw the training curves");
+            }
         },
         || interrupted.load(Ordering::Relaxed) || deadline.is_some_and(|d| std::time::Instant::now() >= d),
     )?;
     bar.finish();
+    eloss_perception::train::curves::plot_run(&a.run).context("drawing the training curves")?;
     println!("run {} at epoch {} step {}", a.run.display(), trainer.position.epoch, trainer.position.global_step);
     Ok(())
 }
@@ -143,5 +148,111 @@ pub fn detect(a: DetectArgs) -> anyhow::Result<()> {
     if a.eval {
         print!("{}", preds.evaluate(&EvalConfig::default())?.markdown_table());
     }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Detector checkpoint (default: the embedded compact model)
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// KITTI .bin cloud to run on
+    #[arg(long)]
+    cloud: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Write the pillar input and the head outputs here (safetensors), for
+    /// scripts/bench_detector_torch.py to check and time the same network
+    #[arg(long)]
+    dump: Option<PathBuf>,
+}
+
+/// Per-stage CPU latency of one frame (median over `iters`), and the dump
+/// that lets PyTorch eager run the identical network on the identical input.
+pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    use eloss_perception::detect::pillars::pillarize;
+    use eloss_perception::eloss::profile::EntropyProfile;
+    use std::time::Instant;
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let model = a.model.as_deref().map(|p| p.to_str().context("model path is not UTF-8")).transpose()?.unwrap_or("");
+    let pipe = eloss_perception::perception::FramePipeline::load(model, tch::Device::Cpu, &Default::default())?;
+    let det = pipe.detector();
+    let points = eloss_perception::cloud::kitti_bin::read(&a.cloud)?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let _ = det.detect(&points)?; // warm-up
+    let (mut pil, mut net, mut post, mut total, mut eloss_knn, mut eloss_gauss) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..a.iters.max(1) {
+        let t = Instant::now();
+        let out = det.detect(&points)?;
+        total.push(t.elapsed().as_secs_f64() * 1e3);
+        pil.push(out.timings.pillarize.as_secs_f64() * 1e3);
+        net.push(out.timings.network.as_secs_f64() * 1e3);
+        post.push(out.timings.postprocess.as_secs_f64() * 1e3);
+        for (est, store) in [("knn", &mut eloss_knn), ("gaussian", &mut eloss_gauss)] {
+            let t = Instant::now();
+            let _ = EntropyProfile::compute(&out.layers, est.parse()?);
+            store.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let pillars = pillarize(&points, &det.config.pillars)?;
+    println!(
+        "{} points, {} pillars, {} threads: pillarize {:.1} ms, network {:.1} ms, postprocess {:.1} ms, total {:.1} ms; Eloss profile knn {:.2} ms, gaussian {:.2} ms (medians of {})",
+        points.len(),
+        pillars.len(),
+        tch::get_num_threads(),
+        median(pil),
+        median(net.clone()),
+        median(post),
+        median(total),
+        median(eloss_knn),
+        median(eloss_gauss),
+        a.iters
+    );
+    if let Some(path) = &a.dump {
+        let (p, m) = (pillars.len() as i64, pillars.max_points_per_pillar as i64);
+        let features = tch::Tensor::from_slice(&pillars.features).view([p, m, 10]);
+        let counts: Vec<i64> = pillars.num_points.iter().map(|&n| n as i64).collect();
+        let coords: Vec<i64> = pillars.coords.iter().flat_map(|&(y, x)| [y as i64, x as i64]).collect();
+        let out = det.detect(&points)?;
+        let grid = [pillars.grid.0 as i64, pillars.grid.1 as i64];
+        tch::Tensor::write_safetensors(
+            &[
+                ("features", features),
+                ("num_points", tch::Tensor::from_slice(&counts)),
+                ("coords", tch::Tensor::from_slice(&coords).view([p, 2])),
+                ("grid_wh", tch::Tensor::from_slice(&grid)),
+                ("cls", out.head.cls.shallow_clone()),
+                ("boxes", out.head.boxes.shallow_clone()),
+                ("dir", out.head.dir.shallow_clone()),
+                ("network_ms_median", tch::Tensor::from_slice(&[median(net)])),
+            ],
+            path,
+        )?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// Training checkpoint (e.g. RUN/last.safetensors)
+    #[arg(long)]
+    model: PathBuf,
+    /// Deployable model: weights + metadata, without the optimizer state
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn export(a: ExportArgs) -> anyhow::Result<()> {
+    let (det, info) = checkpoint::load(&a.model, tch::Device::Cpu)?;
+    let id = checkpoint::save(&a.out, &det, &info.training, &[])?;
+    println!("wrote {} (model id {id})", a.out.display());
     Ok(())
 }

@@ -1,0 +1,235 @@
+//! `eloss eloss-eval`: how well a calibrated monitor separates injected
+//! anomalies from normal frames, per anomaly type and severity.
+//!
+//! Per (type, severity) against the clean frames of the same set:
+//! - deviation factor: median Eloss of the type / the calibrated normal median;
+//! - AUROC of the combined score, and of its two parts (|z_E|: the two-sided
+//!   Eloss deviation; the Mahalanobis distance);
+//! - detection rate: fraction of the type's frames whose score exceeds the
+//!   calibrated threshold (per frame, before hysteresis);
+//! - type accuracy: fraction whose nearest signature is their type (when
+//!   the calibration has signatures);
+//! - AP degradation: KITTI AP (3D, Moderate, R40, mean over the classes with
+//!   ground truth) of the clean frames minus that of the type's frames.
+
+use super::calibration::EntropyCalibration;
+use super::dataset_run::{kind_name, FrameRecord};
+use super::numeric::{auroc, median};
+use super::score::{nearest_type, ScoreError, Scores};
+use crate::dataset::kitti::{Difficulty, ObjectClass, ObjectLabel};
+use crate::eval::{evaluate, EvalConfig, EvalError, Metric};
+use crate::plot::{histograms, line_chart, Histogram, PlotError, Series, VLine};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluationError {
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    #[error(transparent)]
+    Calibration(#[from] super::calibration::CalibrationError),
+    #[error("no clean frames to compare against (the set needs frames without an injected anomaly)")]
+    NoNormalFrames,
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeRow {
+    pub kind: String,
+    pub severity: f64,
+    pub frames: usize,
+    pub deviation_factor: f64,
+    pub auroc_score: f64,
+    pub auroc_eloss: f64,
+    pub auroc_mahalanobis: f64,
+    pub detection_rate: f64,
+    pub type_accuracy: Option<f64>,
+    pub ap: Option<f64>,
+    pub ap_drop: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalSummary {
+    pub model_id: String,
+    pub calibration_id: String,
+    pub estimator: &'static str,
+    /// Which score the threshold applies to (`combined`, `eloss`, `mahalanobis`).
+    pub score_kind: String,
+    pub threshold: f64,
+    pub normal_frames: usize,
+    /// Eloss of the set's clean frames / calibrated median (≈ 1 when the set matches the calibration data).
+    pub normal_deviation_factor: f64,
+    /// Clean frames above the threshold.
+    pub false_alarm_rate: f64,
+    pub normal_ap: Option<f64>,
+    pub rows: Vec<TypeRow>,
+    pub mean_detect_ms: f64,
+    pub mean_profile_ms: f64,
+}
+
+/// The per-frame scores of a run.
+pub fn score_frames(cal: &EntropyCalibration, frames: &[FrameRecord]) -> Result<Vec<Scores>, EvaluationError> {
+    let scorer = cal.scorer()?;
+    Ok(frames.iter().map(|f| scorer.score(&f.profile)).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Mean AP_R40 (3D, Moderate) over the classes with ground truth; None without any.
+fn mean_ap(frames: &[&FrameRecord]) -> Result<Option<f64>, EvaluationError> {
+    let (gt, dt): (Vec<Vec<ObjectLabel>>, Vec<Vec<ObjectLabel>>) = frames.iter().filter_map(|f| f.labels.clone()).unzip();
+    if gt.is_empty() {
+        return Ok(None);
+    }
+    let report = evaluate(&gt, &dt, &EvalConfig::default())?;
+    let aps: Vec<f64> = [ObjectClass::Car, ObjectClass::Pedestrian, ObjectClass::Cyclist]
+        .into_iter()
+        .filter_map(|c| report.ap(c, Metric::ThreeD, Difficulty::Moderate, true))
+        .collect();
+    Ok((!aps.is_empty()).then(|| aps.iter().sum::<f64>() / aps.len() as f64))
+}
+
+pub fn summarize(cal: &EntropyCalibration, frames: &[FrameRecord], scores: &[Scores]) -> Result<EvalSummary, EvaluationError> {
+    let normal: Vec<usize> = (0..frames.len()).filter(|&i| frames[i].is_clean()).collect();
+    if normal.is_empty() {
+        return Err(EvaluationError::NoNormalFrames);
+    }
+    let pick = |idx: &[usize], f: &dyn Fn(&Scores) -> f64| idx.iter().map(|&i| f(&scores[i])).collect::<Vec<f64>>();
+    let score = |s: &Scores| s.score;
+    let ratio = |s: &Scores| s.deviation_factor;
+    // two-sided, as in the score: anomalies move Eloss up or down
+    let eloss_dev = |s: &Scores| s.z_eloss.abs();
+    let mahal = |s: &Scores| s.mahalanobis;
+    let (n_score, n_ratio, n_mahal) = (pick(&normal, &score), pick(&normal, &ratio), pick(&normal, &mahal));
+    let n_dev = pick(&normal, &eloss_dev);
+    let normal_refs: Vec<&FrameRecord> = normal.iter().map(|&i| &frames[i]).collect();
+    let normal_ap = mean_ap(&normal_refs)?;
+    // group anomalous frames by (kind, severity); severities compare by their printed value
+    let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (i, f) in frames.iter().enumerate() {
+        if let Some((kind, sev)) = f.lidar_anomaly {
+            groups.entry((kind_name(kind), format!("{sev:.2}"))).or_default().push(i);
+        }
+    }
+    let sigs: Vec<(&str, &[f64])> = cal.signatures.iter().map(|s| (s.name.as_str(), s.direction.as_slice())).collect();
+    let mut rows = Vec::new();
+    for ((kind, sev), idx) in groups {
+        let refs: Vec<&FrameRecord> = idx.iter().map(|&i| &frames[i]).collect();
+        let ap = mean_ap(&refs)?;
+        let type_accuracy = (!sigs.is_empty()).then(|| {
+            let hits = idx.iter().filter(|&&i| nearest_type(&scores[i].standardized, sigs.iter().copied()).is_some_and(|g| g.name == kind)).count();
+            hits as f64 / idx.len() as f64
+        });
+        let s = pick(&idx, &score);
+        rows.push(TypeRow {
+            severity: sev.parse().unwrap_or(f64::NAN),
+            frames: idx.len(),
+            deviation_factor: median(&pick(&idx, &ratio)),
+            auroc_score: auroc(&n_score, &s),
+            auroc_eloss: auroc(&n_dev, &pick(&idx, &eloss_dev)),
+            auroc_mahalanobis: auroc(&n_mahal, &pick(&idx, &mahal)),
+            detection_rate: s.iter().filter(|v| **v > cal.threshold).count() as f64 / idx.len() as f64,
+            type_accuracy,
+            ap_drop: normal_ap.zip(ap).map(|(n, a)| n - a),
+            ap,
+            kind,
+        });
+    }
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    Ok(EvalSummary {
+        model_id: cal.model_id.clone(),
+        calibration_id: cal.calibration_id.clone(),
+        estimator: cal.estimator.name(),
+        score_kind: format!("{:?}", cal.score).to_lowercase(),
+        threshold: cal.threshold,
+        normal_frames: normal.len(),
+        normal_deviation_factor: median(&n_ratio),
+        false_alarm_rate: n_score.iter().filter(|v| **v > cal.threshold).count() as f64 / n_score.len() as f64,
+        normal_ap,
+        rows,
+        mean_detect_ms: frames.iter().map(|f| ms(f.detect_time)).sum::<f64>() / frames.len() as f64,
+        mean_profile_ms: frames.iter().map(|f| ms(f.profile.compute_time)).sum::<f64>() / frames.len() as f64,
+    })
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The report as markdown: a header with the setting, then one table.
+pub fn markdown(s: &EvalSummary) -> String {
+    let mut out = format!(
+        "Model `{}`, calibration `{}`, estimator `{}`, threshold {:.3} on the {} score.\n\
+         Clean frames: {} (Eloss / calibrated median: {:.2}; false-alarm rate per frame {:.3}; mAP3D mod. R40 {}).\n\
+         Per frame: detector {:.1} ms, Eloss profile {:.2} ms ({:.1} % of the detector).\n\n",
+        s.model_id,
+        s.calibration_id,
+        s.estimator,
+        s.threshold,
+        s.score_kind,
+        s.normal_frames,
+        s.normal_deviation_factor,
+        s.false_alarm_rate,
+        opt(s.normal_ap, 2),
+        s.mean_detect_ms,
+        s.mean_profile_ms,
+        100.0 * s.mean_profile_ms / s.mean_detect_ms.max(1e-9),
+    );
+    out.push_str("| type | severity | frames | deviation factor | AUROC score | AUROC Eloss (2-sided) | AUROC Mahal. | detection rate | type acc. | mAP3D | AP drop |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in &s.rows {
+        out.push_str(&format!(
+            "| {} | {:.2} | {} | {:.2} | {:.3} | {:.3} | {:.3} | {:.2} | {} | {} | {} |\n",
+            r.kind,
+            r.severity,
+            r.frames,
+            r.deviation_factor,
+            r.auroc_score,
+            r.auroc_eloss,
+            r.auroc_mahalanobis,
+            r.detection_rate,
+            opt(r.type_accuracy, 2),
+            opt(r.ap, 2),
+            opt(r.ap_drop, 2),
+        ));
+    }
+    out
+}
+
+/// `eloss_sequence.png` (log10 Eloss / normal median over the frames, anomalous
+/// frames marked by type), `score_sequence.png` (score and threshold) and
+/// `score_hist.png` (score distribution per type, threshold marked); scores
+/// are drawn as asinh(score).
+pub fn plots(dir: &Path, cal: &EntropyCalibration, frames: &[FrameRecord], scores: &[Scores]) -> Result<Vec<PathBuf>, EvaluationError> {
+    std::fs::create_dir_all(dir).map_err(|source| EvaluationError::Io { path: dir.to_path_buf(), source })?;
+    let log_ratio: Vec<(f64, f64)> = scores.iter().enumerate().map(|(i, s)| (i as f64, s.deviation_factor.max(1e-12).log10())).collect();
+    // asinh: linear near the threshold, logarithmic for the scores of strong anomalies (10³ and more)
+    let score: Vec<(f64, f64)> = scores.iter().enumerate().map(|(i, s)| (i as f64, s.score.asinh())).collect();
+    let mut by_kind: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, f) in frames.iter().enumerate() {
+        if let Some((k, _)) = f.lidar_anomaly {
+            by_kind.entry(kind_name(k)).or_default().push(i);
+        }
+    }
+    let marks = |pts: &[(f64, f64)]| by_kind.iter().map(|(k, idx)| Series::new(k.clone(), idx.iter().map(|&i| pts[i]).collect())).collect::<Vec<_>>();
+    let mut written = Vec::new();
+    let p = dir.join("eloss_sequence.png");
+    line_chart(&p, "Eloss over the frames (anomalous frames marked)", "frame", "log10(Eloss / normal median)", &[Series::new("Eloss", log_ratio.clone())], &marks(&log_ratio))?;
+    written.push(p);
+    let p = dir.join("score_sequence.png");
+    let thr = Series::new("threshold", vec![(0.0, cal.threshold.asinh()), ((frames.len().max(1) - 1) as f64, cal.threshold.asinh())]);
+    line_chart(&p, "Anomaly score over the frames", "frame", "asinh(score)", &[Series::new("score", score.clone()), thr], &marks(&score))?;
+    written.push(p);
+    let mut hists = vec![Histogram { name: "normal".into(), values: frames.iter().zip(scores).filter(|(f, _)| f.is_clean()).map(|(_, s)| s.score.asinh()).collect() }];
+    for (k, idx) in &by_kind {
+        hists.push(Histogram { name: k.clone(), values: idx.iter().map(|&i| scores[i].score.asinh()).collect() });
+    }
+    let p = dir.join("score_hist.png");
+    histograms(&p, "Anomaly score per type", "asinh(score)", &hists, 40, &[VLine { name: "threshold".into(), x: cal.threshold.asinh() }])?;
+    written.push(p);
+    Ok(written)
+}

@@ -1,0 +1,50 @@
+//! Text-to-image diffusion generators in tch: the images GDC fits its class
+//! Gaussians on come from a class name and a prompt template (arXiv
+//! 2412.12594 §3; SDXL-Turbo is the paper's main generator).
+//!
+//! Hugging Face diffusers folders load as they are (SD 1.x/2.x, SD-Turbo,
+//! SDXL, SDXL-Turbo): [`pipeline`] reads `model_index.json` and the
+//! components, [`tokenizer`] + [`clip_text`] turn prompts into conditioning,
+//! [`unet`] predicts noise, [`scheduler`] steps the latents (Euler,
+//! Euler-ancestral, turbo's trailing 1–4 steps), [`vae`] decodes them;
+//! [`prompts`] holds the class-name templates and [`class_images`] generates,
+//! caches and embeds a class's images for a bank. Parity with diffusers and
+//! transformers on tiny random models: tests/generator_parity.rs; weights and
+//! timings: docs/generators.md.
+
+pub mod class_images;
+pub mod clip_text;
+pub mod pipeline;
+pub mod prompts;
+pub mod scheduler;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+
+use crate::weights::WeightsError;
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GeneratorError {
+    #[error("{path}: {reason}")]
+    Config { path: String, reason: String },
+    #[error("{path}: tokenizer: {reason}")]
+    Tokenizer { path: String, reason: String },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+}
+
+/// Reads and parses a JSON config; errors name the file.
+pub(crate) fn read_config<T: DeserializeOwned>(path: &Path) -> Result<(T, String), GeneratorError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| GeneratorError::Config { path: p.clone(), reason: e.to_string() })?;
+    let value = serde_json::from_str(&text).map_err(|e| GeneratorError::Config { path: p.clone(), reason: e.to_string() })?;
+    Ok((value, p))
+}

@@ -1,0 +1,178 @@
+//! The node's per-frame perception without ROS: a decoded cloud goes through
+//! the detector once, and the same forward pass yields the detections and
+//! the compression network's layer outputs (for the Eloss monitor). The ROS
+//! adapter only converts messages around [`FramePipeline::process`].
+
+use crate::cloud::Points;
+use crate::detect::checkpoint::{self, CheckpointError, CheckpointInfo};
+use crate::eloss::calibration::{default_path, EntropyCalibration};
+use crate::eloss::hysteresis::HysteresisConfig;
+use crate::eloss::monitor::{Monitor, MonitorConfig, MonitorReport};
+use crate::detect::detector::{Detector, DetectorError, StageTimings};
+use crate::detect::model::backbone::LayerOutputs;
+use crate::detect::postprocess::Detection;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tch::Device;
+
+/// The default detector compiled into the binary (its model card:
+/// docs/model_card.md), used when no model path is configured.
+pub const EMBEDDED_MODEL: &[u8] = include_bytes!("../config/detector/compact_eloss.safetensors");
+pub const EMBEDDED_MODEL_NAME: &str = "compact_eloss";
+/// Its Eloss calibration on normal synthetic frames (docs/eloss_monitor.md).
+pub const EMBEDDED_CALIBRATION: &str = include_str!("../config/detector/compact_eloss.calibration.json");
+
+/// How the Eloss monitor is set up (the node's `eloss.*` parameters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElossSettings {
+    /// Calibration JSON; empty = `<model stem>.calibration.json` beside the
+    /// model file, or the embedded one for the embedded model.
+    pub calibration_path: String,
+    /// `None` = the calibration's estimator.
+    pub estimator: Option<crate::eloss::entropy::Estimator>,
+    /// `None` = the calibrated threshold.
+    pub threshold: Option<f64>,
+    pub hysteresis: HysteresisConfig,
+}
+
+impl Default for ElossSettings {
+    fn default() -> Self {
+        Self { calibration_path: String::new(), estimator: None, threshold: None, hysteresis: HysteresisConfig::default() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("Eloss monitor: {0}")]
+    Monitor(#[from] crate::eloss::monitor::MonitorError),
+}
+
+pub struct FramePipeline {
+    detector: Detector,
+    info: CheckpointInfo,
+    model_id: String,
+    monitor: Monitor,
+    /// Why the calibration was not used (a file that failed to load).
+    calibration_problem: Option<String>,
+}
+
+/// What one cloud produced.
+pub struct FrameResult {
+    pub detections: Vec<Detection>,
+    pub layers: LayerOutputs,
+    pub timings: StageTimings,
+    /// Whole frame, pillarization to NMS.
+    pub total: Duration,
+    /// The Eloss report of the same forward pass (or why it failed).
+    pub eloss: Result<MonitorReport, String>,
+}
+
+impl FramePipeline {
+    /// The detector at `model_path`, or the embedded one when it is empty,
+    /// with its Eloss monitor. A calibration that is missing or fails to
+    /// load leaves the monitor uncalibrated (it says why); a calibration for
+    /// other weights or another estimator is an error.
+    pub fn load(model_path: &str, device: Device, eloss: &ElossSettings) -> Result<Self, PipelineError> {
+        let (name, (detector, info)) = if model_path.is_empty() {
+            (EMBEDDED_MODEL_NAME.to_string(), checkpoint::load_bytes(EMBEDDED_MODEL, Path::new("<embedded compact_eloss>"), device)?)
+        } else {
+            let path = PathBuf::from(model_path);
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            (stem, checkpoint::load(&path, device)?)
+        };
+        let calibration = if !eloss.calibration_path.is_empty() {
+            EntropyCalibration::load(Path::new(&eloss.calibration_path)).map(Some).map_err(|e| e.to_string())
+        } else if model_path.is_empty() {
+            EntropyCalibration::from_json(EMBEDDED_CALIBRATION, Path::new("<embedded calibration>")).map(Some).map_err(|e| e.to_string())
+        } else {
+            let beside = default_path(Path::new(model_path));
+            if beside.is_file() {
+                EntropyCalibration::load(&beside).map(Some).map_err(|e| e.to_string())
+            } else {
+                Ok(None)
+            }
+        };
+        let (calibration, calibration_problem) = match calibration {
+            Ok(c) => (c, None),
+            Err(e) => (None, Some(e)),
+        };
+        let config = MonitorConfig { estimator: eloss.estimator, threshold: eloss.threshold, hysteresis: eloss.hysteresis };
+        let monitor = Monitor::new(&info.model_id, calibration, config)?;
+        let model_id = format!("{name}@{}", info.model_id);
+        Ok(Self { detector, info, model_id, monitor, calibration_problem })
+    }
+
+    /// Why anomalies are not scored; `None` when the monitor is calibrated.
+    pub fn uncalibrated_reason(&self) -> Option<String> {
+        match (&self.calibration_problem, self.monitor.uncalibrated_reason()) {
+            (Some(p), Some(_)) => Some(format!("Eloss calibration not loaded: {p}")),
+            (_, r) => r,
+        }
+    }
+
+    /// `<file stem>@<weights digest>`: what the published messages carry.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    pub fn info(&self) -> &CheckpointInfo {
+        &self.info
+    }
+
+    pub fn class_names(&self) -> Vec<String> {
+        self.detector.config.class_names()
+    }
+
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    /// Detections with a score below `score_threshold` are dropped (on top of
+    /// the model's own threshold).
+    pub fn process(&mut self, points: &Points, score_threshold: f32) -> Result<FrameResult, DetectorError> {
+        let t = Instant::now();
+        let out = self.detector.detect(points)?;
+        let detections = out.detections.into_iter().filter(|d| d.score >= score_threshold).collect();
+        let total = t.elapsed();
+        let eloss = self.monitor.observe(&out.layers).map_err(|e| e.to_string());
+        Ok(FrameResult { detections, layers: out.layers, timings: out.timings, total, eloss })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_model_loads_and_runs_on_the_real_frame() {
+        let mut pipe = FramePipeline::load("", Device::Cpu, &ElossSettings::default()).unwrap();
+        assert!(pipe.model_id().starts_with("compact_eloss@"));
+        assert_eq!(pipe.uncalibrated_reason(), None, "the embedded model ships calibrated");
+        assert_eq!(pipe.class_names(), ["Car", "Pedestrian", "Cyclist"]);
+        let Some(dir) = crate::cloud::test_data::kitti_dir() else { return };
+        let pts = crate::cloud::kitti_bin::read(dir.join("000008.bin")).unwrap();
+        let out = pipe.process(&pts, 0.5).unwrap();
+        assert!(out.detections.iter().all(|d| d.score >= 0.5));
+        assert_eq!(out.layers.blocks.len(), 3);
+        let report = out.eloss.unwrap();
+        assert!(report.calibrated && report.eloss.is_finite() && report.anomaly_score.is_finite());
+        assert_eq!(report.layer_entropies.len(), 16);
+    }
+
+    #[test]
+    fn a_bad_model_path_is_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.safetensors");
+        std::fs::write(&junk, b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+        let settings = ElossSettings::default();
+        assert!(FramePipeline::load(junk.to_str().unwrap(), Device::Cpu, &settings).is_err());
+        assert!(FramePipeline::load("/nonexistent/model.safetensors", Device::Cpu, &settings).is_err());
+        // a broken calibration file: the detector runs, the monitor says why it does not score
+        let cal = dir.path().join("broken.calibration.json");
+        std::fs::write(&cal, "{not json").unwrap();
+        let pipe = FramePipeline::load("", Device::Cpu, &ElossSettings { calibration_path: cal.display().to_string(), ..Default::default() }).unwrap();
+        assert!(pipe.uncalibrated_reason().unwrap().contains("broken.calibration.json"));
+    }
+}
