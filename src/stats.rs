@@ -121,11 +121,30 @@ pub struct DetectorStats {
     pub pillarize: Timing,
     pub network: Timing,
     pub postprocess: Timing,
-    /// Cloud decoded → messages published.
+    /// Cloud decoded → messages published (auto relabelling included).
     pub total: Timing,
+    /// `gdc.auto_relabel`: crop + embed + score per labelled frame (the latency it adds).
+    pub gdc: Timing,
+    /// Crops classified in the last labelled frame.
+    pub gdc_last_crops: u64,
+    /// Frames published without labels although auto relabelling is on, and the last reason.
+    pub gdc_skipped: u64,
+    pub gdc_last_skip: Option<String>,
 }
 
 impl DetectorStats {
+    /// A frame labelled by auto relabelling: `crops` classified in `elapsed`.
+    pub fn record_gdc(&mut self, crops: u64, elapsed: Duration) {
+        self.gdc.record(elapsed);
+        self.gdc_last_crops = crops;
+    }
+
+    /// A frame auto relabelling could not label, and why.
+    pub fn record_gdc_skip(&mut self, reason: impl ToString) {
+        self.gdc_skipped += 1;
+        self.gdc_last_skip = Some(reason.to_string());
+    }
+
     pub fn status(&self, name: &str, hardware_id: &str, previous: &DetectorStats) -> DiagnosticStatus {
         let (level, message) = if let Some(e) = &self.load_error {
             (Level::Error, format!("no detector: {e}"))
@@ -142,11 +161,15 @@ impl DetectorStats {
             ("failures".into(), self.failures.to_string()),
             ("last_detections".into(), self.last_detections.to_string()),
         ];
-        for (stage, t) in [("pillarize", &self.pillarize), ("network", &self.network), ("postprocess", &self.postprocess), ("total", &self.total)] {
+        for (stage, t) in [("pillarize", &self.pillarize), ("network", &self.network), ("postprocess", &self.postprocess), ("total", &self.total), ("gdc", &self.gdc)] {
             values.push((format!("{stage}_last_ms"), format!("{:.2}", t.last_ms)));
             values.push((format!("{stage}_mean_ms"), format!("{:.2}", t.mean_ms())));
             values.push((format!("{stage}_max_ms"), format!("{:.2}", t.max_ms)));
         }
+        values.push(("gdc_frames".into(), self.gdc.count.to_string()));
+        values.push(("gdc_last_crops".into(), self.gdc_last_crops.to_string()));
+        values.push(("gdc_skipped".into(), self.gdc_skipped.to_string()));
+        values.push(("gdc_last_skip".into(), self.gdc_last_skip.clone().unwrap_or_default()));
         DiagnosticStatus { level, name: name.to_string(), message, hardware_id: hardware_id.to_string(), values }
     }
 }
@@ -216,6 +239,12 @@ mod tests {
         assert_eq!(st.level, Level::Ok);
         assert_eq!(value(&st, "total_mean_ms"), "100.00");
         assert_eq!(value(&st, "total_max_ms"), "120.00");
+        assert_eq!(value(&st, "gdc_frames"), "0");
+        d.record_gdc(3, Duration::from_millis(30));
+        d.record_gdc_skip("no camera image");
+        let st = d.status("det", "hw", &before);
+        assert_eq!((value(&st, "gdc_mean_ms"), value(&st, "gdc_last_crops")), ("30.00", "3"));
+        assert_eq!((value(&st, "gdc_skipped"), value(&st, "gdc_last_skip")), ("1", "no camera image"));
         d.failures = 1;
         d.last_error = Some("bad".into());
         assert_eq!(d.status("det", "hw", &before).level, Level::Warn);

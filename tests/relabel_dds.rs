@@ -1,7 +1,9 @@
 //! The `~/relabel` service over DDS: the node loads a few-shot GDC bank built
 //! with a small random DINOv2 (transformers) and labels colour patches of an
 //! image sent by an rclpy client; bad requests get error responses and the
-//! node keeps serving.
+//! node keeps serving. Then relabelling by detection id on a simulated frame
+//! (cloud + rendered camera image + CameraInfo with one stamp), with
+//! `gdc.auto_relabel` on, and an EfficientNet-Lite0 colour bank.
 #![cfg(feature = "ros")]
 mod common;
 
@@ -9,7 +11,7 @@ use common::NodeProcess;
 use eloss_perception::gdc::backbone::EmbeddingRecipe;
 use eloss_perception::gdc::bank::FitOptions;
 use eloss_perception::gdc::bank_builder::build_bank;
-use eloss_perception::gdc::encoder::Dinov2Encoder;
+use eloss_perception::gdc::encoder::{Dinov2Encoder, EfficientNetLite0Encoder};
 use serde_json::Value;
 use std::process::Command;
 
@@ -78,6 +80,7 @@ fn relabel_service_returns_probabilities_and_clear_errors() {
     assert_eq!(r["bad_encoding"]["success"], false);
     assert!(r["bad_encoding"]["error"].as_str().unwrap().contains("yuv422_yuy2"));
     assert_eq!(r["by_id"]["success"], false);
+    assert!(r["by_id"]["error"].as_str().unwrap().contains("no LiDAR frame"), "{}", r["by_id"]);
     assert!(node.stop().success());
 }
 
@@ -101,5 +104,135 @@ fn relabel_without_a_bank_says_gdc_is_off() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["all"]["success"], false);
     assert!(r["all"]["error"].as_str().unwrap().contains("GDC is off"), "{}", r["all"]);
+    assert!(node.stop().success());
+}
+
+fn probabilities(label: &Value) -> Vec<(String, f64)> {
+    let mut p: Vec<(String, f64)> =
+        label["probabilities"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect();
+    p.sort_by(|a, b| a.0.cmp(&b.0));
+    p
+}
+
+fn assert_distribution(label: &Value, classes: usize) {
+    let p = probabilities(label);
+    assert_eq!(p.len(), classes, "{label}");
+    let sum: f64 = p.iter().map(|(_, v)| v).sum();
+    assert!((sum - 1.0).abs() < 1e-5, "probabilities sum to {sum}: {label}");
+    let best = p.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    assert_eq!(label["label"], best.0.as_str(), "{label}");
+}
+
+#[test]
+fn relabel_by_detection_id_and_auto_relabel_on_a_simulated_frame() {
+    use eloss_perception::dataset::sim::camera::CameraModel;
+    use eloss_perception::dataset::sim::{Lidar, LidarConfig, SceneConfig};
+    let Some(py) = common::python() else { return };
+    let Some(weights) = common::efficientnet_weights() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let encoder = EfficientNetLite0Encoder::load(&weights, tch::Device::Cpu).unwrap();
+    common::write_colour_classes(&dir.path().join("images"), 8);
+    let bank = build_bank(&dir.path().join("images"), &encoder, FitOptions::default(), 8, |_, _| {}).unwrap();
+    let bank_path = dir.path().join("bank.safetensors");
+    bank.save(&bank_path).unwrap();
+
+    // a simulated frame with cars ahead (the scene of tests/detect_dds.rs), its LiDAR scan and camera image
+    let seed = 20_261_127;
+    let scene = SceneConfig::default().generate(seed).unwrap();
+    let snap = scene.snapshot(0.0);
+    let scan = Lidar::new(LidarConfig::hdl64e()).unwrap().scan(&scene, &snap, seed);
+    let bin = dir.path().join("cloud.bin");
+    eloss_perception::cloud::kitti_bin::write(&bin, &scan.points).unwrap();
+    let png = dir.path().join("image.png");
+    CameraModel::kitti().render(&scene, &snap).image.save(&png).unwrap();
+
+    let ns = format!("/eloss_relabel_frame_{}", std::process::id());
+    let node = NodeProcess::start(
+        &ns,
+        &[
+            format!("gdc.bank_path:={}", bank_path.display()),
+            format!("gdc.backbone_path:={}", weights.display()),
+            "gdc.auto_relabel:=true".into(),
+            // boxes whatever the embedded model's training state: these tests are about GDC
+            format!("detector.model_path:={}", common::eager_detector(dir.path(), 3.0, 8).display()),
+        ],
+    );
+    let out = Command::new(&py)
+        .arg(common::repo().join("tests/python/node_peer.py"))
+        .args(["relabel_frame", &ns])
+        .arg(&bin)
+        .arg(&png)
+        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // only structure: the boxes are whatever the shifted model finds
+    let dets = r["detections"].as_array().unwrap();
+    assert!(!dets.is_empty(), "the eager detector finds something");
+    let all = &r["all"];
+    assert_eq!(all["success"], true, "{all}");
+    let labels = all["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), dets.len(), "one label per detection");
+    let valid = labels.iter().filter(|l| l["valid"] == true).count();
+    assert!(valid >= 1, "some car is in the camera view: {all}");
+    for (i, (l, d)) in labels.iter().zip(dets).enumerate() {
+        assert_eq!(l["object_id"], i as u64, "object_id = detection id, in id order");
+        assert_eq!(d["id"], i as u64);
+        if l["valid"] == true {
+            assert_distribution(l, 3);
+        } else {
+            assert!(!l["error"].as_str().unwrap().is_empty(), "{l}");
+        }
+        // auto_relabel: the published detection carries the same label from the same crop
+        assert_eq!(d["has_gdc"], l["valid"], "{d} vs {l}");
+        if d["has_gdc"] == true {
+            assert_eq!(d["gdc_label"], l["label"], "{d} vs {l}");
+            let auto: Vec<(String, f64)> = {
+                let mut p: Vec<_> = d["gdc_probabilities"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect();
+                p.sort_by(|a, b| a.0.cmp(&b.0));
+                p
+            };
+            for ((ka, pa), (kb, pb)) in auto.iter().zip(probabilities(l)) {
+                assert_eq!(ka, &kb);
+                assert!((pa - pb).abs() < 1e-3, "{d} vs {l}");
+            }
+        }
+    }
+    // the exact stamp selects the same frame; a subset comes back in request order
+    assert_eq!(r["all_again"]["labels"], all["labels"], "{}", r["all_again"]);
+    let subset = r["subset"]["labels"].as_array().unwrap();
+    let last = dets.len() - 1;
+    assert_eq!(subset.iter().map(|l| l["object_id"].as_u64().unwrap()).collect::<Vec<_>>(), [last as u64, 0]);
+    assert_eq!(subset[0]["label"], labels[last]["label"]);
+    assert_eq!(subset[1]["valid"], labels[0]["valid"]);
+    // unknown ids and stamps: clear errors, and the node keeps serving
+    let unknown = &r["unknown_id"];
+    assert_eq!(unknown["success"], false);
+    assert!(unknown["error"].as_str().unwrap().contains("999"), "{unknown}");
+    let stale = &r["unknown_stamp"];
+    assert_eq!(stale["success"], false);
+    let e = stale["error"].as_str().unwrap();
+    assert!(e.contains("1501.250000000") && e.contains("held frames") && e.contains("1500.250000000"), "{e}");
+    for l in r["candidates"]["labels"].as_array().unwrap().iter().filter(|l| l["valid"] == true) {
+        assert_distribution(l, 2);
+    }
+
+    // auto relabelling's latency is in the detector diagnostics
+    let diag = &r["diagnostics"];
+    let num = |k: &str| diag[k].as_str().unwrap().parse::<f64>().unwrap();
+    assert!(num("gdc_frames") >= 1.0, "{diag}");
+    assert_eq!(num("gdc_last_crops") as usize, valid, "{diag}");
+    assert!(num("gdc_last_ms") > 0.0, "{diag}");
+    eprintln!(
+        "{} detections, {valid} with a crop; relabel by id: {:.1} ms per call ({:.1} ms per crop, incl. DDS); \
+         auto_relabel adds {:.1} ms per frame (detector total {:.1} ms)",
+        dets.len(),
+        all["call_ms"].as_f64().unwrap(),
+        all["call_ms"].as_f64().unwrap() / valid as f64,
+        num("gdc_last_ms"),
+        num("total_last_ms"),
+    );
     assert!(node.stop().success());
 }

@@ -139,6 +139,14 @@ impl Detector {
         Ok(Self { config, vs, encoder, backbone, neck, head, grid, bins, nms })
     }
 
+    /// Changes the score threshold of the post-processing (evaluation uses a
+    /// low one to trace the whole precision-recall curve).
+    pub fn set_score_threshold(&mut self, threshold: f32) -> Result<(), DetectorError> {
+        self.nms = NmsConfig::new(threshold as f64, self.config.nms_iou, Some(4096), Some(self.config.max_detections))?;
+        self.config.score_threshold = threshold;
+        Ok(())
+    }
+
     pub fn anchors(&self) -> &AnchorGrid {
         &self.grid
     }

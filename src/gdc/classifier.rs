@@ -3,6 +3,7 @@
 //! Bayes' rule over the bank's classes (or a requested subset).
 
 use super::bank::{BankError, GaussianBank};
+use super::crops::{Crop, CropSkip};
 use super::encoder::{EncoderError, ImageEncoder};
 use crate::image::RgbImage;
 
@@ -65,5 +66,23 @@ impl GdcClassifier {
                 Ok(d)
             })
             .collect()
+    }
+
+    /// Classifies the crops that exist in one batch; boxes without a crop
+    /// keep their reason. One entry per input, in input order; unknown
+    /// candidate names fail the call even when no box has a crop.
+    pub fn classify_some(&self, crops: Vec<Result<Crop, CropSkip>>, candidates: &[String]) -> Result<Vec<Result<Distribution, CropSkip>>, ClassifierError> {
+        let mut images = Vec::new();
+        let slots: Vec<Result<usize, CropSkip>> = crops
+            .into_iter()
+            .map(|c| {
+                c.map(|c| {
+                    images.push(c.image);
+                    images.len() - 1
+                })
+            })
+            .collect();
+        let mut dists: Vec<Option<Distribution>> = self.classify(&images, candidates)?.into_iter().map(Some).collect();
+        Ok(slots.into_iter().map(|s| s.map(|k| dists[k].take().unwrap_or_default())).collect())
     }
 }

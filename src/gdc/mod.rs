@@ -8,6 +8,7 @@
 //! - [`encoder`], [`bank_builder`]: backbones behind one interface; banks from image folders.
 //! - [`classifier`]: encoder + bank → per-crop class probabilities (what the node serves).
 //! - [`crops`]: camera crops of 3D boxes, image ↔ cloud stamp matching.
+//! - [`frame_history`]: the node's recent frames and images, looked up by stamp and detection id.
 //! - [`preprocess`]: image → normalised input tensor, as the reference processors.
 //! - [`generator`]: text-to-image diffusion (SD, SDXL, turbo) for banks from class names.
 
@@ -25,3 +26,4 @@ pub mod generator;
 pub mod preprocess;
 pub mod bank;
 pub mod crops;
+pub mod frame_history;

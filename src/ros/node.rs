@@ -14,15 +14,25 @@
 //! and with its stamp, and `/diagnostics` (DiagnosticArray, incl. detector
 //! latency and the anomaly alarm);
 //! service `~/relabel` (RelabelObjects, GDC labels for image crops).
+//!
+//! GDC: the node keeps the newest `gdc.history_frames` frames (cloud stamp,
+//! frame id, published boxes) and decoded images in a [`FrameHistory`], so
+//! `~/relabel` can label detections of a recent frame by id; requests copy
+//! what they need out of it under a short lock and classify outside it.
+//! With `gdc.auto_relabel` the cloud worker labels every detection from the
+//! time-matched image before publishing (time in the detector diagnostics).
 
 use super::convert;
 use super::detections::{detection_array, marker_array};
 use super::params::NodeParams;
+use super::relabel::Gdc;
 use crate::perception::FramePipeline;
 use crate::camera::PinholeCamera;
 use crate::cloud::Points;
+use crate::dataset::kitti::Calibration;
 use crate::frame_slot::LatestSlot;
-use crate::image::RgbImage;
+use crate::gdc::frame_history::{FrameHistory, FrameRecord, ImageRecord};
+use crate::geometry::Box3D;
 use crate::stats::{DetectorStats, ElossStats, InputStats};
 use anyhow::Context as _;
 use futures::StreamExt;
@@ -33,7 +43,7 @@ use r2r::visualization_msgs::msg::MarkerArray;
 use r2r::sensor_msgs::msg::{CameraInfo, Image, PointCloud2};
 use r2r::QosProfile;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 pub const NODE_NAME: &str = "eloss_perception_node";
@@ -45,14 +55,6 @@ pub const TOPIC_DETECTIONS: &str = "detections";
 pub const TOPIC_MARKERS: &str = "markers";
 pub const TOPIC_ELOSS: &str = "eloss";
 pub const SERVICE_RELABEL: &str = "~/relabel";
-
-/// The newest decoded data of each sensor, for the perception stages.
-#[derive(Default)]
-pub struct LatestFrames {
-    pub cloud: Option<(i64, String, Points)>,
-    pub image: Option<(i64, String, RgbImage)>,
-    pub camera: Option<PinholeCamera>,
-}
 
 #[derive(Default, Clone)]
 struct Stats {
@@ -75,8 +77,23 @@ struct Shared {
     clouds: LatestSlot<PointCloud2>,
     images: LatestSlot<Image>,
     stats: Mutex<Stats>,
-    latest: Mutex<LatestFrames>,
+    /// Recent frames and decoded images, for ~/relabel by id and auto relabelling.
+    history: Mutex<FrameHistory>,
+    /// The newest valid CameraInfo.
+    camera: Mutex<Option<PinholeCamera>>,
+    /// The GDC classifier once its loader finished (or why there is none).
+    gdc: OnceLock<Mutex<Gdc>>,
     stop: AtomicBool,
+}
+
+/// The camera calibration for crops: the newest CameraInfo's P with the
+/// `camera.*` extrinsic (read from the current parameters).
+fn camera_calibration(sh: &Shared, p: &NodeParams) -> Result<Calibration, String> {
+    let camera = lock(&sh.camera)
+        .clone()
+        .ok_or_else(|| format!("no valid CameraInfo received on '{TOPIC_CAMERA_INFO}' yet: 3D boxes cannot be projected into the image"))?;
+    let extrinsic = p.camera.extrinsic().map_err(|e| e.to_string())?;
+    Ok(Calibration::from_camera(camera.p, extrinsic))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -98,12 +115,15 @@ pub async fn run() -> anyhow::Result<()> {
     lock(&params).validate().context("invalid parameters")?;
     tokio::spawn(param_handler);
 
+    let history = FrameHistory::new(usize::try_from(lock(&params).gdc.history_frames).unwrap_or(1));
     let shared = Arc::new(Shared {
         params: params.clone(),
         clouds: LatestSlot::new(),
         images: LatestSlot::new(),
         stats: Mutex::new(Stats::default()),
-        latest: Mutex::new(LatestFrames::default()),
+        history: Mutex::new(history),
+        camera: Mutex::new(None),
+        gdc: OnceLock::new(),
         stop: AtomicBool::new(false),
     });
 
@@ -146,7 +166,7 @@ pub async fn run() -> anyhow::Result<()> {
             match result {
                 Ok(cam) => {
                     stats.camera_info.record_ok(1, t.elapsed());
-                    lock(&sh.latest).camera = Some(cam);
+                    *lock(&sh.camera) = Some(cam);
                 }
                 Err(e) => {
                     tracing::warn!("malformed CameraInfo: {e}");
@@ -159,23 +179,25 @@ pub async fn run() -> anyhow::Result<()> {
     // arriving before it finished wait for it, a failed load answers every
     // request with the reason
     let gdc_params = lock(&params).gdc.clone();
-    let gdc = tokio::task::spawn_blocking(move || {
+    let sh = shared.clone();
+    let gdc_loader = tokio::task::spawn_blocking(move || {
         let g = super::relabel::load(&gdc_params);
         match &g {
             Ok((c, _)) => tracing::info!("GDC ready: {} classes, backbone {}", c.bank().len(), c.bank().spec().backbone),
+            Err(e) if gdc_params.auto_relabel => tracing::warn!("gdc.auto_relabel is on, but {e}"),
             Err(e) => tracing::warn!("{e}"),
         }
-        Arc::new(Mutex::new(g))
+        let _ = sh.gdc.set(Mutex::new(g));
     });
+    let sh = shared.clone();
     tokio::spawn(async move {
-        let gdc = match gdc.await {
-            Ok(g) => g,
-            Err(e) => Arc::new(Mutex::new(Err(format!("GDC loader failed: {e}")))),
-        };
+        if let Err(e) = gdc_loader.await {
+            let _ = sh.gdc.set(Mutex::new(Err(format!("GDC loader failed: {e}"))));
+        }
         while let Some(req) = relabel_requests.next().await {
-            let gdc = gdc.clone();
+            let sh = sh.clone();
             let message = req.message.clone();
-            let response = tokio::task::spawn_blocking(move || super::relabel::handle(&lock(&gdc), &message))
+            let response = tokio::task::spawn_blocking(move || relabel(&sh, &message))
                 .await
                 .unwrap_or_else(|e| RelabelObjects::Response { success: false, error: format!("internal error: {e}"), labels: vec![] });
             if let Err(e) = req.respond(response) {
@@ -362,7 +384,6 @@ fn cloud_worker(sh: &Shared, out: Outputs) {
                 if let Some(pipe) = &mut pipeline {
                     detect_and_publish(sh, pipe, &p, &msg.header, &points, &out);
                 }
-                lock(&sh.latest).cloud = Some((convert::stamp_ns(&msg.header.stamp), msg.header.frame_id, points));
             }
             Err(e) => {
                 tracing::warn!("malformed PointCloud2 (frame '{}'): {e}", msg.header.frame_id);
@@ -372,6 +393,9 @@ fn cloud_worker(sh: &Shared, out: Outputs) {
     }
 }
 
+/// Detects and publishes; the frame's boxes (index = detection id) enter the
+/// history before the detections are published, so a client that saw them
+/// can relabel them at once.
 fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &NodeParams, header: &r2r::std_msgs::msg::Header, points: &Points, out: &Outputs) {
     let t = Instant::now();
     let result = match pipe.process(points, p.detector.score_threshold as f32) {
@@ -385,7 +409,18 @@ fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &NodeParams, hea
         }
     };
     let names = pipe.class_names();
-    if let Err(e) = out.detections.publish(&detection_array(header, pipe.model_id(), &result.detections, &names)) {
+    let boxes: Vec<Box3D> = result.detections.iter().map(|d| d.bbox).collect();
+    let stamp_ns = convert::stamp_ns(&header.stamp);
+    let mut array = detection_array(header, pipe.model_id(), &result.detections, &names);
+    if p.gdc.auto_relabel {
+        auto_relabel(sh, p, stamp_ns, &boxes, &mut array);
+    }
+    {
+        let mut history = lock(&sh.history);
+        history.set_capacity(usize::try_from(p.gdc.history_frames).unwrap_or(1));
+        history.push_frame(FrameRecord { stamp_ns, frame_id: header.frame_id.clone(), boxes });
+    }
+    if let Err(e) = out.detections.publish(&array) {
         tracing::warn!("publishing detections failed: {e}");
     }
     if let Err(e) = out.markers.publish(&marker_array(header, &result.detections, &names, p.detector.marker_lifetime_s)) {
@@ -426,6 +461,47 @@ fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &NodeParams, hea
     d.total.record(t.elapsed());
 }
 
+/// `gdc.auto_relabel`: GDC labels for the frame's detections from the image
+/// nearest to the cloud (no waiting for a later one). A frame that cannot be
+/// labelled (GDC not loaded, no image, no CameraInfo) is published without
+/// labels and counted with its reason in the detector diagnostics.
+fn auto_relabel(sh: &Shared, p: &NodeParams, stamp_ns: i64, boxes: &[Box3D], array: &mut r2r::eloss_perception_msgs::msg::Detection3DArray) {
+    let t = Instant::now();
+    let outcome = (|| -> Result<usize, String> {
+        let gdc = sh.gdc.get().ok_or("GDC is still loading")?;
+        let image = lock(&sh.history).image_near(stamp_ns, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?.image.clone();
+        let calib = camera_calibration(sh, p)?;
+        let gdc = lock(gdc);
+        let (classifier, crop_cfg) = gdc.as_ref().map_err(Clone::clone)?;
+        super::relabel::attach_labels(classifier, crop_cfg, &image, &calib, boxes, &mut array.detections)
+    })();
+    let mut stats = lock(&sh.stats);
+    match outcome {
+        Ok(crops) => stats.detector.record_gdc(crops as u64, t.elapsed()),
+        Err(e) => {
+            tracing::debug!("auto relabel skipped: {e}");
+            stats.detector.record_gdc_skip(e);
+        }
+    }
+}
+
+/// A `~/relabel` request (on a blocking thread).
+fn relabel(sh: &Shared, req: &RelabelObjects::Request) -> RelabelObjects::Response {
+    let Some(gdc) = sh.gdc.get() else {
+        return RelabelObjects::Response { success: false, error: "GDC is still loading".into(), labels: vec![] };
+    };
+    let t = Instant::now();
+    let response = super::relabel::handle(&lock(gdc), req, |stamp_ns, ids| {
+        let p = lock(&sh.params).clone();
+        // the history lock is held for the lookup only (boxes copied, image shared)
+        let selection = lock(&sh.history).select(stamp_ns, ids, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?;
+        Ok((selection, camera_calibration(sh, &p)?))
+    });
+    let crops = response.labels.iter().filter(|l| l.valid).count();
+    tracing::debug!(success = response.success, crops, elapsed = ?t.elapsed(), "relabel request");
+    response
+}
+
 fn image_worker(sh: &Shared) {
     while !sh.stop.load(Ordering::Relaxed) {
         let Some(msg) = sh.images.take_timeout(Duration::from_millis(100)) else { continue };
@@ -433,8 +509,11 @@ fn image_worker(sh: &Shared) {
         match convert::decode_image(&msg) {
             Ok(img) => {
                 let pixels = img.width as u64 * img.height as u64;
-                lock(&sh.stats).image.record_ok(pixels, t.elapsed());
-                lock(&sh.latest).image = Some((convert::stamp_ns(&msg.header.stamp), msg.header.frame_id, img));
+                let elapsed = t.elapsed();
+                // into the history before it counts as processed (tests wait on that count)
+                let record = ImageRecord { stamp_ns: convert::stamp_ns(&msg.header.stamp), frame_id: msg.header.frame_id, image: Arc::new(img) };
+                lock(&sh.history).push_image(record);
+                lock(&sh.stats).image.record_ok(pixels, elapsed);
             }
             Err(e) => {
                 tracing::warn!("malformed Image (encoding '{}'): {e}", msg.encoding);

@@ -18,6 +18,7 @@ pub struct NodeParams {
     pub cloud: CloudParams,
     pub detector: DetectorParams,
     pub eloss: ElossParams,
+    pub camera: CameraParams,
     pub gdc: GdcParams,
 }
 
@@ -87,6 +88,95 @@ impl ElossParams {
     }
 }
 
+/// A double-array parameter (r2r 0.9's derive has no array leaves). In a
+/// params file write every element as a float (`1.0`, not `1`): rcl types a
+/// list of integers as an integer array.
+#[derive(Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(transparent)]
+pub struct DoubleArray(pub Vec<f64>);
+
+impl RosParams for DoubleArray {
+    fn register_parameters(
+        &mut self,
+        prefix: &str,
+        param: Option<r2r::Parameter>,
+        params: &mut r2r::indexmap::IndexMap<String, r2r::Parameter>,
+    ) -> r2r::Result<()> {
+        if let Some(cli) = params.get(prefix) {
+            let value = cli.value.clone();
+            self.set_parameter("", &value).map_err(|e| e.update_param_name(prefix))?;
+            params.shift_remove(prefix);
+        }
+        let mut param = param.unwrap_or_else(r2r::Parameter::empty);
+        param.value = r2r::ParameterValue::DoubleArray(self.0.clone());
+        params.insert(prefix.to_owned(), param);
+        Ok(())
+    }
+
+    fn get_parameter(&mut self, param_name: &str) -> r2r::Result<r2r::ParameterValue> {
+        match param_name {
+            "" => Ok(r2r::ParameterValue::DoubleArray(self.0.clone())),
+            _ => Err(r2r::Error::InvalidParameterName { name: param_name.to_owned() }),
+        }
+    }
+
+    fn set_parameter(&mut self, param_name: &str, param_val: &r2r::ParameterValue) -> r2r::Result<()> {
+        self.check_parameter(param_name, param_val)?;
+        if let r2r::ParameterValue::DoubleArray(v) = param_val {
+            self.0 = v.clone();
+        }
+        Ok(())
+    }
+
+    fn check_parameter(&self, param_name: &str, param_val: &r2r::ParameterValue) -> r2r::Result<()> {
+        if !param_name.is_empty() {
+            return Err(r2r::Error::InvalidParameterName { name: param_name.to_owned() });
+        }
+        match param_val {
+            r2r::ParameterValue::DoubleArray(_) => Ok(()),
+            _ => Err(r2r::Error::InvalidParameterType { name: String::new(), ty: "double array" }),
+        }
+    }
+}
+
+#[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CameraParams {
+    /// LiDAR frame → camera optical frame (x right, y down, z forward) as 12 numbers, 3x4 row-major [R|t] (p_cam = R p_lidar + t); with the CameraInfo's P it places detections in the image for GDC crops. Default: KITTI's R0_rect · Tr_velo_to_cam (drive 2011_09_26, the simulator's camera), to use with P = KITTI's P2. Ignored when calib_file is set
+    pub lidar_to_camera: DoubleArray,
+    /// KITTI calib file (calib/*.txt) whose R0_rect · Tr_velo_to_cam replaces lidar_to_camera; empty = use lidar_to_camera. The image projection still comes from the CameraInfo's P. Read at start-up and on change
+    pub calib_file: String,
+}
+
+impl CameraParams {
+    /// The LiDAR → camera-optical extrinsic (3x4 row-major), from the calib
+    /// file when one is named, else from `lidar_to_camera`; checked: 12
+    /// finite numbers whose rotation part is invertible.
+    pub fn extrinsic(&self) -> Result<[f64; 12], ParamsError> {
+        let m: [f64; 12] = if self.calib_file.is_empty() {
+            let m: [f64; 12] = self.lidar_to_camera.0.as_slice().try_into().map_err(|_| ParamsError::Invalid {
+                name: "camera.lidar_to_camera",
+                value: format!("{} numbers", self.lidar_to_camera.0.len()),
+                rule: "must have 12 numbers (3x4 row-major [R|t])",
+            })?;
+            m
+        } else {
+            crate::dataset::kitti::Calibration::read(&self.calib_file)
+                .map_err(|e| ParamsError::CalibFile { path: self.calib_file.clone(), error: e.to_string() })?
+                .lidar_to_cam_matrix()
+        };
+        let invalid = |rule| ParamsError::Invalid { name: "camera.lidar_to_camera", value: format!("{m:?}"), rule };
+        if !m.iter().all(|v| v.is_finite()) {
+            return Err(invalid("must be finite"));
+        }
+        let r = [m[0], m[1], m[2], m[4], m[5], m[6], m[8], m[9], m[10]];
+        if crate::geometry::mat3_det(&r).abs() < 1e-6 {
+            return Err(invalid("rotation part must be invertible (|det| >= 1e-6)"));
+        }
+        Ok(m)
+    }
+}
+
 #[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct GdcParams {
@@ -100,6 +190,12 @@ pub struct GdcParams {
     pub batch_size: i64,
     /// Boxes smaller than this on their shorter image side get no label [px], >= 1
     pub min_crop_px: f64,
+    /// Frames (clouds with their published detections) and decoded images the node keeps for ~/relabel by detection id, 1..=1000
+    pub history_frames: i64,
+    /// Largest time difference between a cloud and the camera image used for its crops [s], >= 0
+    pub max_image_lag_s: f64,
+    /// Attach the GDC label (has_gdc, gdc_label, gdc_probabilities) to every published detection whose box has a crop in a time-matched image; needs a bank and a CameraInfo, adds the classification time to each frame (detector diagnostics: gdc_*_ms)
+    pub auto_relabel: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +204,8 @@ pub enum ParamsError {
     Yaml(#[from] serde_yaml::Error),
     #[error("params YAML has no '/**: ros__parameters' (or '<node>: ros__parameters') section")]
     NoSection,
+    #[error("parameter camera.calib_file = {path}: {error}")]
+    CalibFile { path: String, error: String },
     #[error("parameter {name} = {value}: {rule}")]
     Invalid { name: &'static str, value: String, rule: &'static str },
 }
@@ -163,6 +261,13 @@ impl NodeParams {
         if !(self.gdc.min_crop_px >= 1.0) {
             return bad("gdc.min_crop_px", self.gdc.min_crop_px, "must be >= 1");
         }
+        if !(1..=1000).contains(&self.gdc.history_frames) {
+            return bad("gdc.history_frames", self.gdc.history_frames as f64, "must be in 1..=1000");
+        }
+        if !(self.gdc.max_image_lag_s.is_finite() && self.gdc.max_image_lag_s >= 0.0) {
+            return bad("gdc.max_image_lag_s", self.gdc.max_image_lag_s, "must be >= 0");
+        }
+        self.camera.extrinsic()?;
         Ok(())
     }
 
@@ -196,6 +301,7 @@ pub fn parameters_markdown() -> Result<String, ParamsError> {
             r2r::ParameterValue::Double(d) => format!("{d:?}"),
             r2r::ParameterValue::Integer(i) => i.to_string(),
             r2r::ParameterValue::Bool(b) => b.to_string(),
+            r2r::ParameterValue::DoubleArray(v) => format!("{v:?}"),
             other => format!("{other:?}"),
         };
         out.push_str(&format!("| `{name}` | {default} | {} |\n", p.description));
@@ -241,11 +347,16 @@ mod tests {
                 "eloss.hysteresis_window",
                 "eloss.hysteresis_enter",
                 "eloss.hysteresis_exit",
+                "camera.lidar_to_camera",
+                "camera.calib_file",
                 "gdc.bank_path",
                 "gdc.backbone_path",
                 "gdc.temperature",
                 "gdc.batch_size",
-                "gdc.min_crop_px"
+                "gdc.min_crop_px",
+                "gdc.history_frames",
+                "gdc.max_image_lag_s",
+                "gdc.auto_relabel"
             ]
         );
     }
@@ -274,5 +385,39 @@ mod tests {
         p.detector.device = "tpu".into();
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "detector.device", .. })));
         assert!(matches!(NodeParams::from_params_yaml("a: 1"), Err(ParamsError::NoSection)));
+        p = NodeParams::defaults().unwrap();
+        p.gdc.history_frames = 0;
+        assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "gdc.history_frames", .. })));
+        p = NodeParams::defaults().unwrap();
+        p.gdc.max_image_lag_s = -0.1;
+        assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "gdc.max_image_lag_s", .. })));
+    }
+
+    #[test]
+    fn camera_extrinsic_defaults_to_kitti_and_is_checked() {
+        use crate::dataset::kitti::Calibration;
+        let p = NodeParams::defaults().unwrap();
+        assert!(!p.gdc.auto_relabel);
+        let want = Calibration::kitti_like_default().lidar_to_cam_matrix();
+        let have = p.camera.extrinsic().unwrap();
+        assert!(have.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-8), "{have:?} vs {want:?}");
+
+        let mut c = p.camera.clone();
+        c.lidar_to_camera.0.pop();
+        assert!(matches!(c.extrinsic(), Err(ParamsError::Invalid { name: "camera.lidar_to_camera", .. })));
+        c.lidar_to_camera = DoubleArray(vec![0.0; 12]);
+        assert!(c.extrinsic().unwrap_err().to_string().contains("invertible"));
+        c.lidar_to_camera = DoubleArray(vec![f64::NAN; 12]);
+        assert!(c.extrinsic().unwrap_err().to_string().contains("finite"));
+
+        // a KITTI calib file wins over the numbers
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("000000.txt");
+        Calibration::kitti_like_default().write(&file).unwrap();
+        let c = CameraParams { lidar_to_camera: DoubleArray::default(), calib_file: file.display().to_string() };
+        assert_eq!(c.extrinsic().unwrap(), want);
+        let missing = CameraParams { lidar_to_camera: DoubleArray::default(), calib_file: "/nonexistent/calib.txt".into() };
+        let e = missing.extrinsic().unwrap_err();
+        assert!(matches!(e, ParamsError::CalibFile { .. }) && e.to_string().contains("/nonexistent/calib.txt"), "{e}");
     }
 }

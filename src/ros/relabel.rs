@@ -5,20 +5,25 @@
 //! Explicit requests carry the image and boxes: 2D boxes in pixels, or 3D
 //! boxes in the optical frame of the request's CameraInfo (x right, y down,
 //! z forward), taken as upright boxes (yaw about the camera's vertical axis).
-//! Requests by detection id need the detector's frame history (not yet in
-//! the node) and are answered with an error saying so.
+//! Requests by detection id (SOURCE_RECENT_FRAME) name a frame of the node's
+//! [`FrameHistory`](crate::gdc::frame_history::FrameHistory) and ids in it;
+//! the node looks them up (with the time-matched image) and passes the
+//! selection and the camera calibration (CameraInfo P + `camera.*`
+//! extrinsic) here. The same crop → classify path serves `gdc.auto_relabel`
+//! ([`attach_labels`]).
 
 use super::convert;
 use super::params::GdcParams;
 use crate::dataset::kitti::Calibration;
 use crate::gdc::backbone::EmbeddingRecipe;
 use crate::gdc::bank::GaussianBank;
-use crate::gdc::classifier::GdcClassifier;
-use crate::gdc::crops::{crop_box, crop_pixels, CropConfig};
+use crate::gdc::classifier::{Distribution, GdcClassifier};
+use crate::gdc::crops::{crop_box, crop_pixels, CropConfig, CropSkip};
+use crate::gdc::frame_history::Selection;
 use crate::gdc::encoder::load_encoder;
 use crate::geometry::Box3D;
 use crate::image::RgbImage;
-use r2r::eloss_perception_msgs::msg::{ClassProbability, ObjectLabel};
+use r2r::eloss_perception_msgs::msg::{ClassProbability, Detection3D, ObjectLabel};
 use r2r::eloss_perception_msgs::srv::RelabelObjects;
 use std::path::Path;
 
@@ -60,13 +65,78 @@ fn optical_box_to_vehicle(d: &r2r::eloss_perception_msgs::msg::Detection3D) -> B
 /// The vehicle → optical rotation as a 3x4 extrinsic, for [`Calibration::from_camera`].
 const VEHICLE_TO_OPTICAL: [f64; 12] = [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0];
 
-pub fn handle(gdc: &Gdc, req: &RelabelObjects::Request) -> RelabelObjects::Response {
+fn probabilities(d: &Distribution) -> Vec<ClassProbability> {
+    d.iter().map(|(n, p)| ClassProbability { class_name: n.clone(), probability: *p as f32 }).collect()
+}
+
+/// One label per object: `ids[i]` is object i's id, `results[i]` its distribution or why it has none.
+fn labels(ids: impl IntoIterator<Item = u32>, results: Vec<Result<Distribution, CropSkip>>) -> Vec<ObjectLabel> {
+    ids.into_iter()
+        .zip(results)
+        .map(|(id, r)| match r {
+            Ok(d) => ObjectLabel {
+                object_id: id,
+                valid: true,
+                error: String::new(),
+                label: d.first().map(|(n, _)| n.clone()).unwrap_or_default(),
+                probabilities: probabilities(&d),
+            },
+            Err(e) => ObjectLabel { object_id: id, valid: false, error: e.to_string(), ..Default::default() },
+        })
+        .collect()
+}
+
+/// Fills has_gdc / gdc_label / gdc_probabilities of `dets` from their crops
+/// (`dets[i]` is the box `boxes[i]`); boxes without a crop keep has_gdc =
+/// false. Returns the number of crops classified.
+pub fn attach_labels(
+    classifier: &GdcClassifier,
+    crop_cfg: &CropConfig,
+    image: &RgbImage,
+    calib: &Calibration,
+    boxes: &[Box3D],
+    dets: &mut [Detection3D],
+) -> Result<usize, String> {
+    let crops: Vec<_> = boxes.iter().map(|b| crop_box(image, b, calib, crop_cfg)).collect();
+    let n = crops.iter().filter(|c| c.is_ok()).count();
+    let results = classifier.classify_some(crops, &[]).map_err(|e| e.to_string())?;
+    for (d, r) in dets.iter_mut().zip(results) {
+        if let Ok(dist) = r {
+            d.has_gdc = true;
+            d.gdc_label = dist.first().map(|(n, _)| n.clone()).unwrap_or_default();
+            d.gdc_probabilities = probabilities(&dist);
+        }
+    }
+    Ok(n)
+}
+
+/// Answers a request. `recent(stamp_ns, ids)` looks up a SOURCE_RECENT_FRAME
+/// request in the node's history (stamp 0 = the newest frame) and returns
+/// the selection with the camera calibration, or why it cannot.
+pub fn handle(
+    gdc: &Gdc,
+    req: &RelabelObjects::Request,
+    recent: impl FnOnce(i64, &[u32]) -> Result<(Selection, Calibration), String>,
+) -> RelabelObjects::Response {
     let (classifier, crop_cfg) = match gdc {
         Ok(g) => g,
         Err(e) => return failure(e.clone()),
     };
     if req.source == RelabelObjects::Request::SOURCE_RECENT_FRAME as u8 {
-        return failure("relabelling detections by id needs the detector's frame history, which this node does not run yet; send source=SOURCE_EXPLICIT_IMAGE with the image and boxes".into());
+        let (selection, calib) = match recent(convert::stamp_ns(&req.frame_stamp), &req.detection_ids) {
+            Ok(s) => s,
+            Err(e) => return failure(e),
+        };
+        let image = &selection.image.image;
+        let crops = selection.boxes.iter().map(|(_, b)| crop_box(image, b, &calib, crop_cfg)).collect();
+        return match classifier.classify_some(crops, &req.candidate_classes) {
+            Ok(results) => RelabelObjects::Response {
+                success: true,
+                error: String::new(),
+                labels: labels(selection.boxes.iter().map(|(id, _)| *id), results),
+            },
+            Err(e) => failure(e.to_string()),
+        };
     }
     if req.source != RelabelObjects::Request::SOURCE_EXPLICIT_IMAGE as u8 {
         return failure(format!("unknown source {}", req.source));
@@ -76,16 +146,8 @@ pub fn handle(gdc: &Gdc, req: &RelabelObjects::Request) -> RelabelObjects::Respo
         Err(e) => return failure(format!("image: {e}")),
     };
     let mut crops = Vec::new();
-    let mut outcome: Vec<Result<usize, String>> = Vec::new();
-    let mut push = |r: Result<crate::gdc::crops::Crop, crate::gdc::crops::CropSkip>| match r {
-        Ok(c) => {
-            outcome.push(Ok(crops.len()));
-            crops.push(c.image);
-        }
-        Err(e) => outcome.push(Err(e.to_string())),
-    };
     for b in &req.boxes_2d {
-        push(crop_pixels(&image, [b.x_min as f64, b.y_min as f64, b.x_max as f64, b.y_max as f64], crop_cfg));
+        crops.push(crop_pixels(&image, [b.x_min as f64, b.y_min as f64, b.x_max as f64, b.y_max as f64], crop_cfg));
     }
     if !req.boxes_3d.is_empty() {
         let camera = match convert::decode_camera_info(&req.camera_info) {
@@ -94,29 +156,38 @@ pub fn handle(gdc: &Gdc, req: &RelabelObjects::Request) -> RelabelObjects::Respo
         };
         let calib = Calibration::from_camera(camera.p, VEHICLE_TO_OPTICAL);
         for d in &req.boxes_3d {
-            push(crop_box(&image, &optical_box_to_vehicle(d), &calib, crop_cfg));
+            crops.push(crop_box(&image, &optical_box_to_vehicle(d), &calib, crop_cfg));
         }
     }
-    let dists = match classifier.classify(&crops, &req.candidate_classes) {
-        Ok(d) => d,
-        Err(e) => return failure(e.to_string()),
-    };
-    let labels = outcome
-        .into_iter()
-        .enumerate()
-        .map(|(i, o)| match o {
-            Ok(k) => ObjectLabel {
-                object_id: i as u32,
-                valid: true,
-                error: String::new(),
-                label: dists[k].first().map(|(n, _)| n.clone()).unwrap_or_default(),
-                probabilities: dists[k]
-                    .iter()
-                    .map(|(n, p)| ClassProbability { class_name: n.clone(), probability: *p as f32 })
-                    .collect(),
-            },
-            Err(e) => ObjectLabel { object_id: i as u32, valid: false, error: e, ..Default::default() },
-        })
-        .collect();
-    RelabelObjects::Response { success: true, error: String::new(), labels }
+    match classifier.classify_some(crops, &req.candidate_classes) {
+        Ok(results) => {
+            let n = results.len() as u32;
+            RelabelObjects::Response { success: true, error: String::new(), labels: labels(0..n, results) }
+        }
+        Err(e) => failure(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_keep_request_order_ids_and_skip_reasons() {
+        let dist = |a: &str, p: f64, b: &str| vec![(a.to_string(), p), (b.to_string(), 1.0 - p)];
+        let out = labels([4, 0, 7], vec![Ok(dist("car", 0.75, "tree")), Err(CropSkip::NotVisible), Ok(dist("tree", 0.5, "car"))]);
+        assert_eq!(out.iter().map(|l| l.object_id).collect::<Vec<_>>(), [4, 0, 7]);
+        assert!(out[0].valid && out[0].label == "car" && out[0].error.is_empty());
+        assert_eq!(out[0].probabilities.iter().map(|p| p.probability).sum::<f32>(), 1.0);
+        assert!(!out[1].valid && out[1].error.contains("behind the camera") && out[1].probabilities.is_empty());
+        assert_eq!(out[2].label, "tree");
+    }
+
+    #[test]
+    fn requests_fail_cleanly_without_gdc_or_a_frame() {
+        let off: Gdc = Err("GDC is off".into());
+        let req = RelabelObjects::Request { source: RelabelObjects::Request::SOURCE_RECENT_FRAME as u8, ..Default::default() };
+        let r = handle(&off, &req, |_, _| unreachable!("GDC off answers first"));
+        assert!(!r.success && r.error == "GDC is off");
+    }
 }

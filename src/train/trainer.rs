@@ -26,6 +26,9 @@ use std::str::FromStr;
 use std::time::Instant;
 use tch::Device;
 
+/// Score threshold of the validation runs.
+pub const EVAL_SCORE_THRESHOLD: f32 = 0.1;
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -283,10 +286,15 @@ impl Trainer {
         Ok(checkpoint::save(path, &self.detector, &training, &self.optimizer.state())?)
     }
 
-    fn validate(&self, epoch: usize) -> Result<Option<EpochScore>, TrainError> {
+    fn validate(&mut self, epoch: usize) -> Result<Option<EpochScore>, TrainError> {
         let Some(val) = &self.val else { return Ok(None) };
         let ids: Vec<String> = val.ids().iter().take(self.config.val_frames).cloned().collect();
-        let preds = predict(&self.detector, val, &ids, |_| {})?;
+        // the whole precision-recall curve (OpenPCDet evaluates from score 0.1)
+        let keep = self.detector.config.score_threshold;
+        self.detector.set_score_threshold(EVAL_SCORE_THRESHOLD)?;
+        let preds = predict(&self.detector, val, &ids, |_| {});
+        self.detector.set_score_threshold(keep)?;
+        let preds = preds?;
         let report = preds.evaluate(&EvalConfig::default())?;
         let pick = |metric| {
             [ObjectClass::Car, ObjectClass::Pedestrian, ObjectClass::Cyclist]

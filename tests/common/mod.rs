@@ -40,6 +40,23 @@ pub fn kitti_dir() -> Option<PathBuf> {
     }
 }
 
+/// EfficientNet-Lite0 weights converted by scripts/setup.sh, or `None` (skip)
+/// outside CI when missing.
+pub fn efficientnet_weights() -> Option<PathBuf> {
+    let cache = std::env::var_os("ELOSS_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/eloss_perception")
+    });
+    let w = cache.join("weights/efficientnet_lite0.safetensors");
+    if w.is_file() {
+        Some(w)
+    } else if in_ci() {
+        panic!("{} is missing: run scripts/setup.sh", w.display())
+    } else {
+        eprintln!("note: {} missing (run scripts/setup.sh); skipping", w.display());
+        None
+    }
+}
+
 /// The node as a child process in its own namespace; SIGINT on drop.
 pub struct NodeProcess {
     child: Child,
@@ -106,4 +123,35 @@ pub fn write_colour_classes(root: &Path, per_class: u32) {
                 .unwrap();
         }
     }
+}
+
+/// A copy of the embedded detector whose classification logits are raised by
+/// `logit_shift` and whose output is capped at `max_detections` boxes: a
+/// detector that always finds something, whatever the state of training
+/// (for tests of what happens to detections, not of the detector).
+pub fn eager_detector(dir: &Path, logit_shift: f32, max_detections: usize) -> PathBuf {
+    use safetensors::tensor::{SafeTensors, TensorView};
+    let bytes = std::fs::read(repo().join("config/detector/compact_eloss.safetensors")).expect("embedded detector");
+    let (_, header) = SafeTensors::read_metadata(&bytes).expect("checkpoint header");
+    let mut meta = header.metadata().clone().expect("checkpoint metadata");
+    let mut config: serde_json::Value = serde_json::from_str(&meta["config"]).expect("config JSON");
+    config["max_detections"] = max_detections.into();
+    meta.insert("config".into(), config.to_string());
+    let st = SafeTensors::deserialize(&bytes).expect("checkpoint tensors");
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let mut data = view.data().to_vec();
+        if name == "dense_head.conv_cls.bias" {
+            for c in data.chunks_exact_mut(4) {
+                let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) + logit_shift;
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        tensors.push((name, view.dtype(), view.shape().to_vec(), data));
+    }
+    let views: Vec<(String, TensorView)> =
+        tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("tensor view"))).collect();
+    let path = dir.join("eager_detector.safetensors");
+    safetensors::serialize_to_file(views, Some(meta), &path).expect("write checkpoint");
+    path
 }

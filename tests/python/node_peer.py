@@ -7,6 +7,11 @@ eloss_perception_node over loopback DDS, for tests/node_dds.rs.
                        bag is replayed) and report what arrived
   relabel NS IMG BOXES call NS/eloss_perception_node/relabel with the PNG IMG and
                        2D boxes "x0,y0,x1,y1;..." (plus error cases), report responses
+  relabel_frame NS CLOUD_BIN IMAGE_PNG
+                       publish a camera frame (image + CameraInfo with KITTI's P2) and then
+                       the cloud, all with one stamp, until NS/detections for it arrive;
+                       then call relabel by detection id (all, a subset, unknown id,
+                       unknown stamp, candidates) and report responses with call times
   detect NS CLOUD_BIN ANOMALOUS_BIN
                        publish the cloud (KITTI .bin layout) with a known stamp until
                        NS/detections, NS/markers and NS/eloss for that stamp arrive; then
@@ -250,6 +255,102 @@ def relabel(ns, image_png, boxes):
     p.close()
 
 
+KITTI_P2 = [7.215377e+02, 0.0, 6.095593e+02, 4.485728e+01, 0.0, 7.215377e+02, 1.728540e+02, 2.163791e-01,
+            0.0, 0.0, 1.0, 2.745884e-03]
+
+
+def relabel_frame(ns, cloud_bin, image_png):
+    from eloss_perception_msgs.msg import Detection3DArray
+    from eloss_perception_msgs.srv import RelabelObjects
+    from PIL import Image as PILImage
+
+    xyzi = np.fromfile(cloud_bin, dtype="<f4").reshape(-1, 4)
+    rgb = np.asarray(PILImage.open(image_png).convert("RGB"))
+    stamp = (1500, 250_000_000)
+    p = Peer(ns)
+    got = {}
+
+    def on_dets(m):
+        if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp:
+            got["detections"] = [{"id": d.id, "class_name": d.class_name, "has_gdc": d.has_gdc, "gdc_label": d.gdc_label,
+                                  "gdc_probabilities": {c.class_name: c.probability for c in d.gdc_probabilities}}
+                                 for d in m.detections]
+
+    p.node.create_subscription(Detection3DArray, f"{ns}/detections", on_dets, 10)
+    pub_pts = p.node.create_publisher(PointCloud2, f"{ns}/points", qos_profile_sensor_data)
+    pub_img = p.node.create_publisher(Image, f"{ns}/image", qos_profile_sensor_data)
+    pub_info = p.node.create_publisher(CameraInfo, f"{ns}/camera_info", qos_profile_sensor_data)
+    client = p.node.create_client(RelabelObjects, f"{ns}/eloss_perception_node/relabel")
+    for pub, what in ((pub_pts, "points"), (pub_img, "image"), (pub_info, "camera_info")):
+        p.spin_until(lambda: pub.get_subscription_count() > 0, 30, f"the node to subscribe {what}")
+    p.spin_until(client.service_is_ready, 30, "the relabel service")
+    p.spin_until(lambda: p.diag is not None, 30, "first diagnostics")
+
+    img = Image()
+    img.header.frame_id = "camera"
+    img.header.stamp.sec, img.header.stamp.nanosec = stamp
+    img.height, img.width = rgb.shape[:2]
+    img.encoding, img.step = "rgb8", 3 * rgb.shape[1]
+    img.data = rgb.tobytes()
+    info = camera_info_msg()
+    info.header.stamp.sec, info.header.stamp.nanosec = stamp
+    info.width, info.height = rgb.shape[1], rgb.shape[0]
+    info.p = KITTI_P2
+    # the camera frame first (best effort: resend until the node decoded both), then the cloud
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not (count(p.diag, "image input", "frames_processed") > 0
+                                          and count(p.diag, "camera info input", "frames_processed") > 0):
+        pub_info.publish(info)
+        pub_img.publish(img)
+        wait = time.monotonic() + 1.5
+        while time.monotonic() < wait and count(p.diag, "image input", "frames_processed") <= 0:
+            rclpy.spin_once(p.node, timeout_sec=0.05)
+    if count(p.diag, "image input", "frames_processed") <= 0 or count(p.diag, "camera info input", "frames_processed") <= 0:
+        print(f"the node never decoded the image and camera info: {p.diag}", file=sys.stderr)
+        sys.exit(1)
+    cloud = cloud_msg(xyzi, frame="lidar_top")
+    cloud.header.stamp.sec, cloud.header.stamp.nanosec = stamp
+    end = time.monotonic() + 90
+    while time.monotonic() < end and "detections" not in got:
+        pub_pts.publish(cloud)
+        wait = time.monotonic() + 3
+        while time.monotonic() < wait and "detections" not in got:
+            rclpy.spin_once(p.node, timeout_sec=0.05)
+    if "detections" not in got:
+        print("no detections for the published cloud", file=sys.stderr)
+        sys.exit(1)
+    n = len(got["detections"])
+
+    def call(frame_stamp=(0, 0), ids=(), candidates=()):
+        req = RelabelObjects.Request()
+        req.source = RelabelObjects.Request.SOURCE_RECENT_FRAME
+        req.frame_stamp.sec, req.frame_stamp.nanosec = frame_stamp
+        req.detection_ids = [int(i) for i in ids]
+        req.candidate_classes = list(candidates)
+        t = time.monotonic()
+        fut = client.call_async(req)
+        p.spin_until(fut.done, 60, "a relabel response")
+        ms = (time.monotonic() - t) * 1e3
+        r = fut.result()
+        return {"success": r.success, "error": r.error, "call_ms": ms,
+                "labels": [{"object_id": l.object_id, "valid": l.valid, "error": l.error, "label": l.label,
+                            "probabilities": {c.class_name: c.probability for c in l.probabilities}}
+                           for l in r.labels]}
+
+    out = {"detections": got["detections"], "stamp": list(stamp)}
+    out["all"] = call()
+    out["all_again"] = call(stamp)
+    out["subset"] = call(stamp, [n - 1, 0] if n else [])
+    out["unknown_id"] = call((0, 0), [0, 999])
+    out["unknown_stamp"] = call((stamp[0] + 1, stamp[1]))
+    out["candidates"] = call((0, 0), [], ["sky", "grass"])
+    p.spin_until(lambda: p.diag is not None and "detector" in p.diag and int(p.diag["detector"]["frames"]) > 0, 30,
+                 "detector diagnostics")
+    out["diagnostics"] = p.diag["detector"]
+    print(json.dumps(out))
+    p.close()
+
+
 def detect(ns, cloud_bin, anomalous_bin):
     from eloss_perception_msgs.msg import Detection3DArray, ElossReport
     from visualization_msgs.msg import MarkerArray
@@ -322,4 +423,4 @@ def detect(ns, cloud_bin, anomalous_bin):
 
 
 if __name__ == "__main__":
-    {"drive": drive, "listen": listen, "relabel": relabel, "detect": detect}[sys.argv[1]](*sys.argv[2:])
+    {"drive": drive, "listen": listen, "relabel": relabel, "relabel_frame": relabel_frame, "detect": detect}[sys.argv[1]](*sys.argv[2:])

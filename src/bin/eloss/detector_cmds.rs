@@ -106,6 +106,9 @@ pub struct DetectArgs {
     /// Print the KITTI AP table against the folder's labels
     #[arg(long)]
     eval: bool,
+    /// Keep detections scoring at least this (KITTI evaluation: 0.1, as OpenPCDet)
+    #[arg(long, default_value_t = 0.1)]
+    score_threshold: f32,
     #[arg(long)]
     threads: Option<i32>,
 }
@@ -114,7 +117,8 @@ pub fn detect(a: DetectArgs) -> anyhow::Result<()> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let (det, info) = checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
+    let (mut det, info) = checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
+    det.set_score_threshold(a.score_threshold)?;
     let ds = match a.set.as_str() {
         "train" => KittiDataset::open_image_set(&a.data, ImageSet::Train)?,
         "val" => KittiDataset::open_image_set(&a.data, ImageSet::Val)?,

@@ -377,3 +377,51 @@ fn malformed_files_give_errors_naming_file_and_line() {
     let err = KittiDataset::open_image_set(tmp.path(), ImageSet::Val).expect_err("bad id").to_string();
     assert!(err.contains("ImageSets/val.txt: line 3: `00 01` is not a frame id"), "{err}");
 }
+
+/// The default (embedded) detector on the real frame: what it finds of the
+/// six labelled cars. With `ELOSS_DOCS_IMG=DIR` it also draws the frame —
+/// bird's-eye view with ground truth in white and detections in class
+/// colours, camera image with the detections — as docs/img/kitti_000008_*.png.
+#[cfg(feature = "torch")]
+#[test]
+fn default_detector_on_the_real_frame() {
+    use crate::dataset::render::{class_colour, draw_bev_box, draw_camera_boxes, render_bev, BevOptions};
+    use crate::detect::iou::iou_bev;
+    let Some(dir) = kitti_dir() else { return };
+    let frame = info(&dir);
+    let calib = calibration(&frame);
+    let gt: Vec<ObjectLabel> = objects(&frame).into_iter().map(|i| i.label).collect();
+    let pts = crate::cloud::kitti_bin::read(dir.join("000008.bin")).unwrap();
+    let mut pipe = crate::perception::FramePipeline::load("", tch::Device::Cpu, &Default::default()).unwrap();
+    let out = pipe.process(&pts, 0.3).unwrap();
+    let names = pipe.class_names();
+    let labels = crate::detect::kitti_output::detections_to_labels(&out.detections, &names, &calib, 1242, 375);
+    assert!(labels.iter().all(|l| l.score.is_some_and(|s| s >= 0.3)));
+    let cars: Vec<Box3D> = gt.iter().filter(|l| l.class == ObjectClass::Car).map(|l| l.to_lidar_box(&calib)).collect();
+    assert_eq!(cars.len(), 6);
+    let found = |iou: f64| cars.iter().filter(|g| out.detections.iter().any(|d| d.class == 0 && iou_bev(&d.bbox, g) >= iou)).count();
+    let false_cars = out.detections.iter().filter(|d| d.class == 0 && !gt.iter().any(|g| iou_bev(&d.bbox, &g.to_lidar_box(&calib)) > 0.1)).count();
+    eprintln!(
+        "000008: {} detections ({} cars); cars found at BEV IoU 0.5: {}/6, at 0.7: {}/6; car boxes on no labelled object: {false_cars}; network {:?}",
+        out.detections.len(),
+        out.detections.iter().filter(|d| d.class == 0).count(),
+        found(0.5),
+        found(0.7),
+        out.timings.network
+    );
+    if let Some(img_dir) = std::env::var_os("ELOSS_DOCS_IMG") {
+        let img_dir = std::path::PathBuf::from(img_dir);
+        let opts = BevOptions { x_range: [0.0, 70.0], y_range: [-35.0, 35.0], ..Default::default() };
+        let mut bev = render_bev(&pts, &[], &calib, &opts);
+        for g in &cars {
+            draw_bev_box(&mut bev, g, &opts, ::image::Rgb([255, 255, 255]));
+        }
+        for l in &labels {
+            draw_bev_box(&mut bev, &l.to_lidar_box(&calib), &opts, class_colour(l.class));
+        }
+        bev.save(img_dir.join("kitti_000008_detections_bev.png")).unwrap();
+        let mut cam = ::image::open(dir.join("000008.png")).unwrap().to_rgb8();
+        draw_camera_boxes(&mut cam, &labels, &calib);
+        cam.save(img_dir.join("kitti_000008_detections_camera.png")).unwrap();
+    }
+}

@@ -1,0 +1,265 @@
+//! The node's short memory for relabelling by detection id: the newest N
+//! LiDAR frames (cloud stamp, frame id, the boxes it published; a box's id
+//! is its index, as `Detection3D.id`) and the newest N decoded camera images
+//! with their stamps. ROS-free, so lookups and their errors are unit-tested.
+//!
+//! A lookup ([`FrameHistory::select`]) picks a frame (stamp 0 = the newest,
+//! else the exact cloud stamp), the requested boxes (none = all of them, in
+//! id order; otherwise in request order) and the image nearest in time to
+//! the cloud within a tolerance ([`nearest_stamp`]). It returns owned data
+//! (boxes cloned, the image shared by `Arc`), so the caller holds the
+//! history's lock only for the lookup, never while classifying.
+
+use super::crops::nearest_stamp;
+use crate::geometry::Box3D;
+use crate::image::RgbImage;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// One processed LiDAR frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameRecord {
+    /// Cloud header stamp [ns since the epoch].
+    pub stamp_ns: i64,
+    /// Cloud header frame id (the boxes' frame).
+    pub frame_id: String,
+    /// The published boxes; index = detection id.
+    pub boxes: Vec<Box3D>,
+}
+
+/// One decoded camera image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRecord {
+    pub stamp_ns: i64,
+    pub frame_id: String,
+    pub image: Arc<RgbImage>,
+}
+
+/// What a lookup selected, owned (no borrow of the history).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    pub stamp_ns: i64,
+    pub frame_id: String,
+    /// (detection id, box), in request order (id order when all were asked for).
+    pub boxes: Vec<(u32, Box3D)>,
+    pub image: ImageRecord,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HistoryError {
+    #[error("no LiDAR frame has been processed yet (the detector publishes none, or no cloud arrived)")]
+    NoFrames,
+    #[error("no frame with stamp {} is held; held frames (oldest first): {}", fmt_stamp(*.stamp_ns), fmt_stamps(.held))]
+    UnknownStamp { stamp_ns: i64, held: Vec<i64> },
+    #[error("frame {} has {count} detections (ids 0..{count}); unknown ids: {ids:?}", fmt_stamp(*.stamp_ns))]
+    UnknownIds { stamp_ns: i64, ids: Vec<u32>, count: usize },
+    #[error("no camera image within {tolerance_s} s of frame {}; held image stamps: {}", fmt_stamp(*.stamp_ns), fmt_stamps(.held))]
+    NoImage { stamp_ns: i64, tolerance_s: f64, held: Vec<i64> },
+}
+
+/// `sec.nanosec` with nine decimals (how ROS shows a `builtin_interfaces/Time`).
+pub fn fmt_stamp(ns: i64) -> String {
+    format!("{}.{:09}", ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+}
+
+fn fmt_stamps(stamps: &[i64]) -> String {
+    if stamps.is_empty() {
+        "none".into()
+    } else {
+        stamps.iter().map(|&s| fmt_stamp(s)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The newest `capacity` frames and images (see the module docs).
+#[derive(Debug, Clone)]
+pub struct FrameHistory {
+    capacity: usize,
+    frames: VecDeque<FrameRecord>,
+    images: VecDeque<ImageRecord>,
+}
+
+impl FrameHistory {
+    /// Keeps the newest `capacity` frames and as many images (at least one each).
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity: capacity.max(1), frames: VecDeque::new(), images: VecDeque::new() }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Changes the capacity (run-time parameter change); drops the oldest entries that no longer fit.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+        Self::trim(&mut self.frames, self.capacity);
+        Self::trim(&mut self.images, self.capacity);
+    }
+
+    fn trim<T>(q: &mut VecDeque<T>, n: usize) {
+        while q.len() > n {
+            q.pop_front();
+        }
+    }
+
+    /// Adds a frame; a frame with a stamp already held replaces that one
+    /// (a resent cloud), so stamps stay unique.
+    pub fn push_frame(&mut self, f: FrameRecord) {
+        self.frames.retain(|g| g.stamp_ns != f.stamp_ns);
+        self.frames.push_back(f);
+        Self::trim(&mut self.frames, self.capacity);
+    }
+
+    /// Adds an image (replacing one with the same stamp).
+    pub fn push_image(&mut self, i: ImageRecord) {
+        self.images.retain(|g| g.stamp_ns != i.stamp_ns);
+        self.images.push_back(i);
+        Self::trim(&mut self.images, self.capacity);
+    }
+
+    /// Frame stamps held, oldest first (arrival order).
+    pub fn frame_stamps(&self) -> Vec<i64> {
+        self.frames.iter().map(|f| f.stamp_ns).collect()
+    }
+
+    /// Image stamps held, oldest first (arrival order).
+    pub fn image_stamps(&self) -> Vec<i64> {
+        self.images.iter().map(|i| i.stamp_ns).collect()
+    }
+
+    /// The frame with `stamp_ns`, or the newest for 0.
+    pub fn frame(&self, stamp_ns: i64) -> Result<&FrameRecord, HistoryError> {
+        if stamp_ns == 0 {
+            return self.frames.back().ok_or(HistoryError::NoFrames);
+        }
+        if self.frames.is_empty() {
+            return Err(HistoryError::NoFrames);
+        }
+        self.frames
+            .iter()
+            .find(|f| f.stamp_ns == stamp_ns)
+            .ok_or_else(|| HistoryError::UnknownStamp { stamp_ns, held: self.frame_stamps() })
+    }
+
+    /// The image nearest in time to `stamp_ns` within `tolerance_s`.
+    pub fn image_near(&self, stamp_ns: i64, tolerance_s: f64) -> Result<&ImageRecord, HistoryError> {
+        let stamps = self.image_stamps();
+        let tolerance_ns = (tolerance_s.max(0.0) * 1e9).round() as i64;
+        nearest_stamp(&stamps, stamp_ns, tolerance_ns)
+            .and_then(|i| self.images.get(i))
+            .ok_or(HistoryError::NoImage { stamp_ns, tolerance_s, held: stamps })
+    }
+
+    /// Frame, boxes and image for a relabel request (see the module docs).
+    /// Every unknown id is named; duplicates are kept (one label each).
+    pub fn select(&self, stamp_ns: i64, ids: &[u32], image_tolerance_s: f64) -> Result<Selection, HistoryError> {
+        let frame = self.frame(stamp_ns)?;
+        let boxes: Vec<(u32, Box3D)> = if ids.is_empty() {
+            frame.boxes.iter().enumerate().map(|(i, b)| (i as u32, *b)).collect()
+        } else {
+            let unknown: Vec<u32> = ids.iter().copied().filter(|&i| i as usize >= frame.boxes.len()).collect();
+            if !unknown.is_empty() {
+                return Err(HistoryError::UnknownIds { stamp_ns: frame.stamp_ns, ids: unknown, count: frame.boxes.len() });
+            }
+            ids.iter().map(|&i| (i, frame.boxes[i as usize])).collect()
+        };
+        let image = self.image_near(frame.stamp_ns, image_tolerance_s)?.clone();
+        Ok(Selection { stamp_ns: frame.stamp_ns, frame_id: frame.frame_id.clone(), boxes, image })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    fn boxes(n: usize) -> Vec<Box3D> {
+        (0..n).map(|i| Box3D { center: [10.0 + i as f64, 0.0, -0.9], size: [3.9, 1.6, 1.5], yaw: 0.0 }).collect()
+    }
+
+    fn image(stamp_ns: i64) -> ImageRecord {
+        ImageRecord { stamp_ns, frame_id: "cam".into(), image: Arc::new(RgbImage { width: 1, height: 1, data: vec![0; 3] }) }
+    }
+
+    fn history() -> FrameHistory {
+        let mut h = FrameHistory::new(3);
+        for k in 1..=4 {
+            h.push_frame(FrameRecord { stamp_ns: k * S, frame_id: "lidar".into(), boxes: boxes(k as usize) });
+            h.push_image(image(k * S + 10_000_000)); // 10 ms after its cloud
+        }
+        h
+    }
+
+    #[test]
+    fn keeps_the_newest_frames_and_images() {
+        let h = history();
+        assert_eq!(h.frame_stamps(), [2 * S, 3 * S, 4 * S]);
+        assert_eq!(h.image_stamps().len(), 3);
+        let mut h = h;
+        h.set_capacity(1);
+        assert_eq!(h.frame_stamps(), [4 * S]);
+        assert_eq!(h.image_stamps(), [4 * S + 10_000_000]);
+        // a resent stamp replaces its frame
+        h.set_capacity(5);
+        h.push_frame(FrameRecord { stamp_ns: 4 * S, frame_id: "lidar".into(), boxes: boxes(1) });
+        assert_eq!(h.frame_stamps(), [4 * S]);
+        assert_eq!(h.frame(0).unwrap().boxes.len(), 1);
+    }
+
+    #[test]
+    fn zero_stamp_is_the_newest_and_empty_ids_are_all() {
+        let s = history().select(0, &[], 0.05).unwrap();
+        assert_eq!(s.stamp_ns, 4 * S);
+        assert_eq!(s.frame_id, "lidar");
+        assert_eq!(s.boxes.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(s.image.stamp_ns, 4 * S + 10_000_000);
+    }
+
+    #[test]
+    fn exact_stamp_and_ids_in_request_order() {
+        let s = history().select(3 * S, &[2, 0, 2], 0.05).unwrap();
+        assert_eq!(s.stamp_ns, 3 * S);
+        assert_eq!(s.boxes.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2, 0, 2]);
+        assert_eq!(s.boxes[0].1.center[0], 12.0);
+        assert_eq!(s.image.stamp_ns, 3 * S + 10_000_000);
+    }
+
+    #[test]
+    fn errors_name_what_is_missing() {
+        let h = history();
+        let e = h.select(S, &[], 0.05).unwrap_err();
+        assert!(matches!(&e, HistoryError::UnknownStamp { held, .. } if held.len() == 3));
+        let msg = e.to_string();
+        assert!(msg.contains("1.000000000") && msg.contains("2.000000000, 3.000000000, 4.000000000"), "{msg}");
+
+        let e = h.select(2 * S, &[1, 2, 7], 0.05).unwrap_err();
+        assert_eq!(e, HistoryError::UnknownIds { stamp_ns: 2 * S, ids: vec![2, 7], count: 2 });
+        assert!(e.to_string().contains("[2, 7]"), "{e}");
+
+        // images are 10 ms off: a 5 ms tolerance finds none
+        let e = h.select(0, &[], 0.005).unwrap_err();
+        assert!(matches!(&e, HistoryError::NoImage { held, .. } if held.len() == 3));
+        assert!(e.to_string().contains("4.010000000"), "{e}");
+
+        let empty = FrameHistory::new(10);
+        assert_eq!(empty.select(0, &[], 1.0).unwrap_err(), HistoryError::NoFrames);
+        assert_eq!(empty.select(5 * S, &[0], 1.0).unwrap_err(), HistoryError::NoFrames);
+    }
+
+    #[test]
+    fn an_empty_frame_selects_nothing_but_still_needs_an_image() {
+        let mut h = FrameHistory::new(2);
+        h.push_frame(FrameRecord { stamp_ns: S, frame_id: "l".into(), boxes: vec![] });
+        assert!(matches!(h.select(0, &[], 0.1), Err(HistoryError::NoImage { .. })));
+        h.push_image(image(S - 50_000_000));
+        let s = h.select(0, &[], 0.1).unwrap();
+        assert!(s.boxes.is_empty());
+        assert!(matches!(h.select(0, &[0], 0.1), Err(HistoryError::UnknownIds { count: 0, .. })));
+    }
+
+    #[test]
+    fn stamps_print_like_ros_times() {
+        assert_eq!(fmt_stamp(1234 * S + 5), "1234.000000005");
+        assert_eq!(fmt_stamp(0), "0.000000000");
+    }
+}
