@@ -57,6 +57,9 @@ enum Cmd {
     /// Strip a training checkpoint to a deployable model (weights + metadata)
     #[cfg(feature = "torch")]
     ExportModel(detector_cmds::ExportArgs),
+    /// Training curves of several runs in one picture (e.g. with and without Entropy Loss)
+    #[cfg(feature = "torch")]
+    PlotRuns(detector_cmds::PlotRunsArgs),
     /// Zero-shot GDC: build Gaussian class banks and classify images
     #[cfg(feature = "torch")]
     #[command(subcommand)]
@@ -480,6 +483,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::BenchDetector(a) => detector_cmds::bench(a),
         #[cfg(feature = "torch")]
         Cmd::ExportModel(a) => detector_cmds::export(a),
+        #[cfg(feature = "torch")]
+        Cmd::PlotRuns(a) => detector_cmds::plot_runs(a),
         #[cfg(feature = "torch")]
         Cmd::Gdc(c) => gdc(c),
         #[cfg(feature = "ros")]

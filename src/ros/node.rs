@@ -288,6 +288,16 @@ pub async fn run() -> anyhow::Result<()> {
             s.received, s.processed, s.malformed, s.decode.mean_ms(), s.decode.max_ms, s.last_elements
         );
     }
+    let d = &stats.detector;
+    tracing::info!(
+        "detector {}: {} frames, {} failed, last frame {} detections; mean pillarize {:.1} ms, network {:.1} ms, postprocess {:.1} ms, total {:.1} ms (max {:.1} ms)",
+        d.model_id, d.frames, d.failures, d.last_detections, d.pillarize.mean_ms(), d.network.mean_ms(), d.postprocess.mean_ms(), d.total.mean_ms(), d.total.max_ms
+    );
+    let e = &stats.eloss;
+    tracing::info!(
+        "eloss monitor: {} frames, calibrated {}, last Eloss {:.4e}, last score {:.3} (threshold {:.3}), alarms raised {}, mean {:.1} ms per frame",
+        e.frames, e.uncalibrated.is_none(), e.last_eloss, e.last_score, e.threshold, e.alarms_raised, e.compute.mean_ms()
+    );
     Ok(())
 }
 

@@ -260,3 +260,24 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     println!("wrote {} (model id {id})", a.out.display());
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct PlotRunsArgs {
+    /// NAME=RUN_DIR, repeated: the runs to compare
+    #[arg(long = "run", required = true)]
+    runs: Vec<String>,
+    /// Output prefix: writes PREFIX_loss.png and PREFIX_ap.png
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn plot_runs(a: PlotRunsArgs) -> anyhow::Result<()> {
+    let runs = a
+        .runs
+        .iter()
+        .map(|r| r.split_once('=').map(|(n, d)| (n.to_string(), PathBuf::from(d))).context("--run takes NAME=RUN_DIR"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    eloss_perception::train::curves::plot_comparison(&runs, &a.out)?;
+    println!("wrote {}_loss.png and {}_ap.png", a.out.display(), a.out.display());
+    Ok(())
+}
