@@ -306,6 +306,56 @@ enum GdcCmd {
         top: usize,
         images: Vec<PathBuf>,
     },
+    /// Square-padded crops of labelled objects of a KITTI-format set into OUT/<Class>/<frame>_<i>.png
+    Crops {
+        /// KITTI-format root (ImageSets/, training/image_2, training/label_2)
+        #[arg(long)]
+        data: PathBuf,
+        /// Image set: train or val
+        #[arg(long, default_value = "train")]
+        set: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// At most this many crops per class (frames in a fixed shuffled order)
+        #[arg(long)]
+        per_class: Option<usize>,
+        #[arg(long, default_value_t = 25.0)]
+        min_height_px: f64,
+        #[arg(long, default_value_t = 0.5)]
+        max_truncation: f64,
+        #[arg(long, default_value_t = 1)]
+        max_occlusion: u8,
+    },
+    /// Accuracy of a bank on IMAGES/<class>/*: per class, overall, mean p(true), confusion matrix (markdown)
+    Eval {
+        #[arg(long)]
+        bank: PathBuf,
+        #[arg(long)]
+        backbone: PathBuf,
+        #[arg(long)]
+        images: PathBuf,
+        /// At most this many images per class (sorted by name)
+        #[arg(long)]
+        per_class: Option<usize>,
+    },
+    /// CPU latency per crop: preprocess, embed, score against a 5-class bank
+    Bench {
+        #[arg(long)]
+        backbone: PathBuf,
+        /// Embedding recipe: cls or cls+meanpatch (DINOv2), pooled (EfficientNet); default cls for a folder, pooled for a file
+        #[arg(long)]
+        recipe: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// libtorch intra-op threads
+        #[arg(long, default_value_t = 1)]
+        threads: i32,
+        /// Side of the square random crops [px] (resized by the preprocessing)
+        #[arg(long, default_value_t = 128)]
+        side: u32,
+    },
 }
 
 #[cfg(feature = "torch")]
@@ -369,6 +419,48 @@ fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
                     dist.first().into_iter().flatten().take(top).map(|(n, p)| format!("{n} {:.1}%", 100.0 * p)).collect();
                 println!("{}: {}", path.display(), best.join(", "));
             }
+            Ok(())
+        }
+        GdcCmd::Crops { data, set, out, per_class, min_height_px, max_truncation, max_occlusion } => {
+            use eloss_perception::dataset::kitti::{ImageSet, KittiDataset};
+            use eloss_perception::gdc::crop_dataset::{write_crops, CropFilter};
+            let set = match set.as_str() {
+                "train" => ImageSet::Train,
+                "val" => ImageSet::Val,
+                other => anyhow::bail!("unknown set {other:?} (train, val)"),
+            };
+            let ds = KittiDataset::open_image_set(&data, set)?;
+            let filter = CropFilter { per_class, min_height_px, max_truncation, max_occlusion };
+            let counts = write_crops(&ds, &out, &filter, &eloss_perception::gdc::crops::CropConfig::default())?;
+            for (class, n) in &counts {
+                println!("{class}: {n} crops");
+            }
+            println!("written to {}", out.display());
+            Ok(())
+        }
+        GdcCmd::Eval { bank, backbone, images, per_class } => {
+            let bank = GaussianBank::load(&bank)?;
+            let recipe = EmbeddingRecipe::from_id(&bank.spec().recipe).context("bank has an unknown embedding recipe")?;
+            let classifier = GdcClassifier::new(encoder::load_encoder(&backbone, recipe, device)?, bank)?;
+            let eval = eloss_perception::gdc::evaluate::evaluate_folder(&classifier, &images, per_class)?;
+            print!("{}", eval.markdown());
+            Ok(())
+        }
+        GdcCmd::Bench { backbone, recipe, batch, iters, threads, side } => {
+            let recipe = recipe.unwrap_or_else(|| if backbone.is_dir() { "cls".into() } else { "pooled".into() });
+            let recipe = EmbeddingRecipe::from_id(&recipe).with_context(|| format!("unknown recipe {recipe:?}"))?;
+            tch::set_num_threads(threads.max(1));
+            let enc = encoder::load_encoder(&backbone, recipe, tch::Device::Cpu)?;
+            let _guard = tch::no_grad_guard();
+            let l = eloss_perception::gdc::bench::bench(enc.as_ref(), batch, iters, side)?;
+            println!(
+                "{} batch {batch} threads {threads}: preprocess {:.2} ms, embed {:.2} ms, score {:.3} ms, embed+score {:.2} ms per crop (median of {iters})",
+                enc.backbone_id(),
+                l.preprocess_ms,
+                l.embed_ms,
+                l.score_ms,
+                l.embed_ms + l.score_ms
+            );
             Ok(())
         }
     }

@@ -7,6 +7,8 @@
 //! - [`backbone`]: image encoders producing the embeddings (feature `torch`).
 //! - [`encoder`], [`bank_builder`]: backbones behind one interface; banks from image folders.
 //! - [`classifier`]: encoder + bank → per-crop class probabilities (what the node serves).
+//! - [`crop_dataset`], [`evaluate`]: labelled object crops from KITTI frames; accuracy on crop folders.
+//! - [`bench`]: CPU latency per crop (preprocess, embed, score).
 //! - [`crops`]: camera crops of 3D boxes, image ↔ cloud stamp matching.
 //! - [`frame_history`]: the node's recent frames and images, looked up by stamp and detection id.
 //! - [`preprocess`]: image → normalised input tensor, as the reference processors.
@@ -17,6 +19,8 @@ pub mod backbone;
 #[cfg(feature = "torch")]
 pub mod bank_builder;
 #[cfg(feature = "torch")]
+pub mod bench;
+#[cfg(feature = "torch")]
 pub mod classifier;
 #[cfg(feature = "torch")]
 pub mod encoder;
@@ -25,5 +29,7 @@ pub mod generator;
 #[cfg(feature = "torch")]
 pub mod preprocess;
 pub mod bank;
+pub mod crop_dataset;
 pub mod crops;
+pub mod evaluate;
 pub mod frame_history;

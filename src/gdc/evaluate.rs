@@ -1,0 +1,156 @@
+//! Accuracy of a GDC classifier on labelled image folders `ROOT/<class>/*`:
+//! per-class and overall accuracy, the mean probability given to the true
+//! class, and a confusion matrix (rows: true class, columns: predicted),
+//! printed as markdown by `eloss gdc eval`.
+
+use std::fmt::Write;
+
+/// Counts over evaluated images. Classes are the bank's, plus any true
+/// class the bank lacks (its images are then always wrong).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Evaluation {
+    pub classes: Vec<String>,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<usize>>,
+    /// Sum over each true class's images of p(true class).
+    pub true_prob_sum: Vec<f64>,
+}
+
+impl Evaluation {
+    pub fn new(classes: &[&str]) -> Self {
+        let n = classes.len();
+        Self { classes: classes.iter().map(|c| c.to_string()).collect(), confusion: vec![vec![0; n]; n], true_prob_sum: vec![0.0; n] }
+    }
+
+    fn index(&mut self, class: &str) -> usize {
+        if let Some(i) = self.classes.iter().position(|c| c == class) {
+            return i;
+        }
+        self.classes.push(class.to_string());
+        self.confusion.iter_mut().for_each(|r| r.push(0));
+        self.confusion.push(vec![0; self.classes.len()]);
+        self.true_prob_sum.push(0.0);
+        self.classes.len() - 1
+    }
+
+    /// Adds one image of class `truth` with posterior `dist` (any order).
+    pub fn add(&mut self, truth: &str, dist: &[(String, f64)]) {
+        let t = self.index(truth);
+        let Some((best, _)) = dist.iter().max_by(|a, b| a.1.total_cmp(&b.1)) else { return };
+        let p = self.index(best);
+        self.confusion[t][p] += 1;
+        self.true_prob_sum[t] += dist.iter().find(|(n, _)| n == truth).map_or(0.0, |(_, p)| *p);
+    }
+
+    pub fn count(&self, class: usize) -> usize {
+        self.confusion.get(class).map_or(0, |r| r.iter().sum())
+    }
+
+    /// Fraction of class `class`'s images predicted as it (`None` without images).
+    pub fn accuracy(&self, class: usize) -> Option<f64> {
+        let n = self.count(class);
+        (n > 0).then(|| self.confusion[class][class] as f64 / n as f64)
+    }
+
+    pub fn overall(&self) -> Option<f64> {
+        let n: usize = (0..self.classes.len()).map(|c| self.count(c)).sum();
+        let hit: usize = (0..self.classes.len()).map(|c| self.confusion[c][c]).sum();
+        (n > 0).then(|| hit as f64 / n as f64)
+    }
+
+    pub fn mean_true_prob(&self, class: usize) -> Option<f64> {
+        let n = self.count(class);
+        (n > 0).then(|| self.true_prob_sum[class] / n as f64)
+    }
+
+    pub fn mean_true_prob_overall(&self) -> Option<f64> {
+        let n: usize = (0..self.classes.len()).map(|c| self.count(c)).sum();
+        (n > 0).then(|| self.true_prob_sum.iter().sum::<f64>() / n as f64)
+    }
+
+    /// Per-class table, overall line and confusion matrix in markdown.
+    pub fn markdown(&self) -> String {
+        let pct = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{:.1}%", 100.0 * v));
+        let prob = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
+        let mut s = String::from("| class | images | accuracy | mean p(true) |\n|---|---:|---:|---:|\n");
+        for (c, name) in self.classes.iter().enumerate() {
+            let _ = writeln!(s, "| {name} | {} | {} | {} |", self.count(c), pct(self.accuracy(c)), prob(self.mean_true_prob(c)));
+        }
+        let n: usize = (0..self.classes.len()).map(|c| self.count(c)).sum();
+        let _ = writeln!(s, "| **all** | {n} | {} | {} |", pct(self.overall()), prob(self.mean_true_prob_overall()));
+        let _ = write!(s, "\n| true \\ predicted |");
+        self.classes.iter().for_each(|c| {
+            let _ = write!(s, " {c} |");
+        });
+        let _ = write!(s, "\n|---|{}\n", "---:|".repeat(self.classes.len()));
+        for (c, name) in self.classes.iter().enumerate() {
+            let _ = write!(s, "| {name} |");
+            self.confusion[c].iter().for_each(|v| {
+                let _ = write!(s, " {v} |");
+            });
+            s.push('\n');
+        }
+        s
+    }
+}
+
+#[cfg(feature = "torch")]
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Build(#[from] super::bank_builder::BuildError),
+    #[error(transparent)]
+    Classifier(#[from] super::classifier::ClassifierError),
+}
+
+/// Classifies up to `per_class` images (sorted by name) of every class
+/// folder under `root`, in batches.
+#[cfg(feature = "torch")]
+pub fn evaluate_folder(
+    classifier: &super::classifier::GdcClassifier,
+    root: &std::path::Path,
+    per_class: Option<usize>,
+) -> Result<Evaluation, EvalError> {
+    use super::bank_builder::{images_by_class, read_rgb};
+    let mut eval = Evaluation::new(&classifier.bank().class_names());
+    for (class, paths) in images_by_class(root)? {
+        let paths = &paths[..per_class.map_or(paths.len(), |n| n.min(paths.len()))];
+        for chunk in paths.chunks(classifier.batch.max(1)) {
+            let images = chunk.iter().map(|p| read_rgb(p)).collect::<Result<Vec<_>, _>>()?;
+            for dist in classifier.classify(&images, &[])? {
+                eval.add(&class, &dist);
+            }
+        }
+    }
+    Ok(eval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(pairs: &[(&str, f64)]) -> Vec<(String, f64)> {
+        pairs.iter().map(|(n, p)| (n.to_string(), *p)).collect()
+    }
+
+    #[test]
+    fn counts_accuracy_probability_and_confusion() {
+        let mut e = Evaluation::new(&["Car", "Van"]);
+        e.add("Car", &d(&[("Car", 0.9), ("Van", 0.1)]));
+        e.add("Car", &d(&[("Van", 0.6), ("Car", 0.4)]));
+        e.add("Van", &d(&[("Van", 0.7), ("Car", 0.3)]));
+        e.add("Tram", &d(&[("Car", 0.8), ("Van", 0.2)])); // not in the bank
+        assert_eq!(e.classes, ["Car", "Van", "Tram"]);
+        assert_eq!(e.confusion, vec![vec![1, 1, 0], vec![0, 1, 0], vec![1, 0, 0]]);
+        assert_eq!(e.accuracy(0), Some(0.5));
+        assert_eq!(e.accuracy(2), Some(0.0));
+        assert_eq!(e.overall(), Some(0.5));
+        assert!((e.mean_true_prob(0).unwrap() - 0.65).abs() < 1e-12);
+        assert!((e.mean_true_prob_overall().unwrap() - 2.0 / 4.0).abs() < 1e-12);
+        let md = e.markdown();
+        assert!(md.contains("| Car | 2 | 50.0% | 0.650 |"), "{md}");
+        assert!(md.contains("| **all** | 4 | 50.0% | 0.500 |"), "{md}");
+        assert!(md.contains("| Tram | 1 | 0 | 0 |"), "{md}");
+        assert_eq!(Evaluation::new(&["A"]).overall(), None);
+    }
+}
