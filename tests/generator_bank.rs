@@ -74,13 +74,16 @@ fn bank_from_class_names_with_a_tiny_generator() {
     let a = std::fs::read(k.join("car/00000.png")).unwrap();
     assert_ne!(a, std::fs::read(k.join("car/00001.png")).unwrap());
 
-    // resume: only the deleted image is generated again, identical although batched differently
+    // resume: only the deleted image is generated again, the same image although batched
+    // differently (batched kernels may round the last float bit differently: ≤ 1 grey level)
     let victim = k.join("traffic_cone/00001.png");
-    let before = std::fs::read(&victim).unwrap();
+    let before = image::open(&victim).unwrap().to_rgb8();
     std::fs::remove_file(&victim).unwrap();
     let stdout = bank_cmd(&gen, &backbone, &cache, &out, "3");
     assert!(stdout.contains("6 images (1 new)"), "{stdout}");
-    assert_eq!(std::fs::read(&victim).unwrap(), before);
+    let after = image::open(&victim).unwrap().to_rgb8();
+    let worst = before.as_raw().iter().zip(after.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    assert!(worst <= 1, "regenerated image differs by {worst} grey levels");
     let again = GaussianBank::load(&out).unwrap();
     assert_eq!(again.classes()[0].mean(), bank.classes()[0].mean());
 }

@@ -192,13 +192,20 @@ impl Pipeline {
     }
 
     /// Initial latents and per-step ancestral noise for one image, from its
-    /// own seed: the same image whatever batch it is generated in.
+    /// own seed: the same image whatever batch it is generated in. Drawn from
+    /// a generator owned by this call, not libtorch's global one, which any
+    /// other thread (another request, a parallel test) may reseed or advance.
     pub fn image_noise(&self, seed: u64, opts: &GenerateOptions) -> (Tensor, Tensor) {
         let f = self.vae.config.scale_factor();
         let shape = [1, self.unet.config.in_channels, opts.height / f, opts.width / f];
-        tch::manual_seed(seed as i64);
-        let latents = Tensor::randn(shape, (Kind::Float, Device::Cpu));
-        let noise = Tensor::randn([opts.steps as i64, shape[1], shape[2], shape[3]], (Kind::Float, Device::Cpu));
+        let mut rng = crate::dataset::sim::Rng::new(seed);
+        let mut normal = |dims: [i64; 4]| {
+            let n: i64 = dims.iter().product();
+            let values: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+            Tensor::from_slice(&values).view(dims)
+        };
+        let latents = normal(shape);
+        let noise = normal([opts.steps as i64, shape[1], shape[2], shape[3]]);
         (latents, noise)
     }
 
