@@ -3,7 +3,7 @@
 //! the model's classes as LiDAR-frame boxes with class indices.
 
 use crate::cloud::Points;
-use crate::dataset::kitti::fov::{image_size, retain_in_image};
+use crate::dataset::kitti::fov::cut_to_camera_view;
 use crate::dataset::kitti::{KittiDataset, KittiError, ObjectClass};
 use crate::geometry::Box3D;
 use std::str::FromStr;
@@ -36,16 +36,14 @@ impl FrameSource {
     }
 
     pub fn load(&self, id: &str) -> Result<TrainFrame, DataError> {
-        let frame = self.dataset.frame(id)?;
-        let (w, h) = image_size(frame.image_path.as_deref());
-        let mut points = frame.points;
-        retain_in_image(&mut points, &frame.calib, w, h);
+        let mut frame = self.dataset.frame(id)?;
+        cut_to_camera_view(&mut frame);
         let gts = frame
             .labels
             .iter()
             .filter_map(|l| Some((l.to_lidar_box(&frame.calib), self.classes.iter().position(|c| *c == l.class)?)))
             .collect();
-        Ok(TrainFrame { id: id.to_owned(), points, gts })
+        Ok(TrainFrame { id: id.to_owned(), points: frame.points, gts })
     }
 }
 

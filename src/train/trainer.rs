@@ -272,18 +272,18 @@ impl Trainer {
             self.save(&self.run_dir.join("last.safetensors"))?;
         }
         // the deliverable: weights and metadata only, without the optimizer state
-        let training = serde_json::json!({ "position": self.position, "config": self.config });
-        checkpoint::save(&self.run_dir.join("final.safetensors"), &self.detector, &training, &[])?;
+        checkpoint::save(&self.run_dir.join("final.safetensors"), &self.detector, &self.training_state(), &[])?;
         Ok(())
     }
 
     /// Saves model, optimizer and position; returns the model id.
     pub fn save(&self, path: &Path) -> Result<String, TrainError> {
-        let training = serde_json::json!({
-            "position": self.position,
-            "config": self.config,
-        });
-        Ok(checkpoint::save(path, &self.detector, &training, &self.optimizer.state())?)
+        Ok(checkpoint::save(path, &self.detector, &self.training_state(), &self.optimizer.state())?)
+    }
+
+    /// The checkpoint's `training` metadata: where the run stands and its config.
+    fn training_state(&self) -> serde_json::Value {
+        serde_json::json!({ "position": self.position, "config": self.config })
     }
 
     fn validate(&mut self, epoch: usize) -> Result<Option<EpochScore>, TrainError> {

@@ -2,7 +2,7 @@
 //! protocol (the evaluation the training curves and the model card use).
 
 use super::data::DataError;
-use crate::dataset::kitti::fov::{image_size, retain_in_image};
+use crate::dataset::kitti::fov::cut_to_camera_view;
 use crate::dataset::kitti::{KittiDataset, ObjectLabel};
 use crate::detect::detector::{Detector, DetectorError, StageTimings};
 use crate::detect::kitti_output::detections_to_labels;
@@ -32,11 +32,9 @@ pub fn predict(det: &Detector, dataset: &KittiDataset, ids: &[String], mut progr
     let names = det.config.class_names();
     let mut out = Predictions { ids: ids.to_vec(), ground_truth: Vec::new(), detections: Vec::new(), timings: Vec::new() };
     for (i, id) in ids.iter().enumerate() {
-        let frame = dataset.frame(id).map_err(DataError::from)?;
-        let (w, h) = image_size(frame.image_path.as_deref());
-        let mut points = frame.points;
-        retain_in_image(&mut points, &frame.calib, w, h);
-        let result = det.detect(&points)?;
+        let mut frame = dataset.frame(id).map_err(DataError::from)?;
+        let (w, h) = cut_to_camera_view(&mut frame);
+        let result = det.detect(&frame.points)?;
         out.detections.push(detections_to_labels(&result.detections, &names, &frame.calib, w, h));
         out.ground_truth.push(frame.labels);
         out.timings.push(result.timings);

@@ -5,6 +5,7 @@
 //! background.
 
 use super::calib::{Calibration, KITTI_IMAGE_HEIGHT, KITTI_IMAGE_WIDTH};
+use super::KittiFrame;
 use crate::cloud::Points;
 use std::path::Path;
 
@@ -12,6 +13,14 @@ use std::path::Path;
 /// when the frame has no image.
 pub fn image_size(image: Option<&Path>) -> (u32, u32) {
     image.and_then(|p| image::image_dimensions(p).ok()).unwrap_or((KITTI_IMAGE_WIDTH, KITTI_IMAGE_HEIGHT))
+}
+
+/// Cuts a frame's cloud to what its camera sees (image size from the
+/// frame's image, else KITTI's); returns that image size.
+pub fn cut_to_camera_view(frame: &mut KittiFrame) -> (u32, u32) {
+    let (w, h) = image_size(frame.image_path.as_deref());
+    retain_in_image(&mut frame.points, &frame.calib, w, h);
+    (w, h)
 }
 
 /// Keeps the points in front of the camera whose projection falls inside the

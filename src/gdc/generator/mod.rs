@@ -42,6 +42,16 @@ pub enum GeneratorError {
 }
 
 /// Reads and parses a JSON config; errors name the file.
+impl GeneratorError {
+    /// A config error raised while building a model names the config file it came from.
+    pub(crate) fn at_config(self, path: &str) -> Self {
+        match self {
+            GeneratorError::Config { reason, .. } => GeneratorError::Config { path: path.to_string(), reason },
+            e => e,
+        }
+    }
+}
+
 pub(crate) fn read_config<T: DeserializeOwned>(path: &Path) -> Result<(T, String), GeneratorError> {
     let p = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| GeneratorError::Config { path: p.clone(), reason: e.to_string() })?;

@@ -159,10 +159,7 @@ impl VaeDecoder {
     /// Loads `dir/config.json` + `dir/diffusion_pytorch_model[.fp16].safetensors`, decoder keys only.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, GeneratorError> {
         let (config, cfg_path): (VaeConfig, _) = read_config(&dir.join("config.json"))?;
-        let mut model = Self::new(config, device).map_err(|e| match e {
-            GeneratorError::Config { reason, .. } => GeneratorError::Config { path: cfg_path, reason },
-            e => e,
-        })?;
+        let mut model = Self::new(config, device).map_err(|e| e.at_config(&cfg_path))?;
         model.vs.set_kind(kind);
         let file = super::pipeline::weights_file(dir, "diffusion_pytorch_model", device)?;
         let source = file.display().to_string();

@@ -281,10 +281,7 @@ impl UNet2DConditionModel {
     /// Loads `dir/config.json` + `dir/diffusion_pytorch_model[.fp16].safetensors`.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, GeneratorError> {
         let (config, cfg_path): (UNetConfig, _) = read_config(&dir.join("config.json"))?;
-        let mut model = Self::new(config, device).map_err(|e| match e {
-            GeneratorError::Config { reason, .. } => GeneratorError::Config { path: cfg_path, reason },
-            e => e,
-        })?;
+        let mut model = Self::new(config, device).map_err(|e| e.at_config(&cfg_path))?;
         model.vs.set_kind(kind);
         let file = super::pipeline::weights_file(dir, "diffusion_pytorch_model", device)?;
         crate::weights::load_strict(&mut model.vs, &file, &Default::default())?;
