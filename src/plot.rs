@@ -103,6 +103,18 @@ fn draw_err(path: &Path) -> impl Fn(String) -> PlotError + '_ {
     move |reason| PlotError::Draw { path: path.to_path_buf(), reason }
 }
 
+/// The legend of every chart, in one style; only its corner differs.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, DB, CT>, position: SeriesLabelPosition, path: &Path) -> Result<(), PlotError> {
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(|e| draw_err(path)(e.to_string()))
+}
+
 /// Lines (one per series) plus point markers (one colour per marker set,
 /// after the lines'), with a legend. Non-finite points are skipped.
 pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series], markers: &[Series]) -> Result<(), PlotError> {
@@ -142,14 +154,7 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
             .legend(move |(x, y)| Circle::new((x + 10, y), 4, c.filled()));
     }
     if series.len() + markers.len() > 0 {
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, path)?;
     }
     root.present().map_err(|e| err(e.to_string()))
 }
@@ -211,14 +216,7 @@ pub fn histograms(path: &Path, title: &str, x_label: &str, hists: &[Histogram], 
             .label(format!("{} = {:.3}", v.name, x))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, path)?;
     root.present().map_err(|e| err(e.to_string()))
 }
 

@@ -113,6 +113,14 @@ fn parse(bytes: &[u8], path: &Path) -> Result<(CheckpointInfo, Vec<(String, Tens
     }
     let field = |k: &str| meta.get(k).ok_or_else(|| format_err(format!("metadata has no {k:?}")));
     let config: DetectorConfig = serde_json::from_str(field("config")?).map_err(|e| format_err(format!("config: {e}")))?;
+    // the names stored beside the config (read by tools without building the
+    // model) must be the config's classes, or they would label the wrong head outputs
+    if let Some(names) = meta.get("classes") {
+        let names: Vec<String> = serde_json::from_str(names).map_err(|e| format_err(format!("classes: {e}")))?;
+        if names != config.class_names() {
+            return Err(format_err(format!("metadata classes {names:?} differ from config.classes {:?}", config.class_names())));
+        }
+    }
     let training = serde_json::from_str(field("training")?).map_err(|e| format_err(format!("training: {e}")))?;
     let model_id = field("model_id")?.clone();
     let st = SafeTensors::deserialize(bytes).map_err(|e| format_err(e.to_string()))?;
@@ -215,6 +223,49 @@ mod tests {
         // same input, same output
         let (x, y) = (det.detect(&pts).unwrap(), back.detect(&pts).unwrap());
         assert!(x.head.cls.equal(&y.head.cls));
+    }
+
+    /// A copy of checkpoint `src` whose metadata `edit` changed.
+    fn with_metadata(src: &Path, dst: &Path, edit: impl FnOnce(&mut HashMap<String, String>)) {
+        let bytes = std::fs::read(src).unwrap();
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        edit(&mut meta);
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        safetensors::serialize_to_file(st.tensors(), Some(meta), dst).unwrap();
+    }
+
+    #[test]
+    fn broken_metadata_config_fails_to_load_without_building() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.safetensors");
+        save(&good, &Detector::new(tiny_config(), Device::Cpu).unwrap(), &serde_json::json!({}), &[]).unwrap();
+        let bad = dir.path().join("bad.safetensors");
+        let edit_config = |meta: &mut HashMap<String, String>, key: &str, value: serde_json::Value| {
+            let mut config: serde_json::Value = serde_json::from_str(&meta["config"]).unwrap();
+            config[key] = value;
+            meta.insert("config".into(), config.to_string());
+        };
+        // neck in_channels no longer match the backbone's filters
+        let neck = serde_json::json!({"in_channels": [8, 32], "upsample_strides": [1, 2], "upsample_filters": [8, 8]});
+        with_metadata(&good, &bad, |m| edit_config(m, "neck", neck));
+        let err = load(&bad, Device::Cpu).err().expect("a broken config is an error");
+        assert!(matches!(&err, CheckpointError::Detector(DetectorError::Config { field, .. }) if field == "neck.in_channels[1]"), "{err:?}");
+        assert!(err.to_string().contains("neck.in_channels[1]"), "{err}");
+        // the same from bytes (the embedded-model path)
+        let bytes = std::fs::read(&bad).unwrap();
+        assert!(matches!(load_bytes(&bytes, &bad, Device::Cpu), Err(CheckpointError::Detector(DetectorError::Config { .. }))));
+        // an empty class list (the names beside the config agree)
+        with_metadata(&good, &bad, |m| {
+            edit_config(m, "classes", serde_json::json!([]));
+            m.insert("classes".into(), "[]".into());
+        });
+        let err = load(&bad, Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("detector config: classes:"), "{err}");
+        // class names beside the config that are not the config's
+        with_metadata(&good, &bad, |m| drop(m.insert("classes".into(), r#"["Car"]"#.into())));
+        let err = load(&bad, Device::Cpu).err().unwrap();
+        assert!(matches!(&err, CheckpointError::Format { reason, .. } if reason.contains("config.classes")), "{err:?}");
     }
 
     #[test]

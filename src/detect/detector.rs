@@ -91,6 +91,8 @@ pub enum DetectorError {
     Nms(#[from] NmsError),
     #[error("the feature map of the first backbone block must be a whole number of cells")]
     Grid,
+    #[error("detector config: {field}: {problem}")]
+    Config { field: String, problem: String },
 }
 
 /// Wall time of each stage of one frame.
@@ -122,11 +124,9 @@ pub struct FrameOutput {
 
 impl Detector {
     pub fn new(config: DetectorConfig, device: Device) -> Result<Self, DetectorError> {
+        config.validate()?;
         let (w, h) = config.pillars.grid()?;
-        let stride = config.backbone.layer_strides.first().copied().unwrap_or(1).max(1) as usize;
-        if w % stride != 0 || h % stride != 0 {
-            return Err(DetectorError::Grid);
-        }
+        let stride = config.backbone.layer_strides[0] as usize; // validated: >= 1 and divides the grid
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let encoder = PillarEncoder::new(&root, config.encoder_channels);

@@ -8,6 +8,7 @@
 //! - [`postprocess`]: head outputs → scored, decoded, NMS-filtered detections (feature `torch`);
 //! - [`targets`]: anchor ↔ ground-truth assignment for training;
 //! - [`pillars`]: deterministic pillarization with PointPillars point features;
+//! - [`validate`]: structural checks of a detector config before a model is built (feature `torch`);
 //! - [`model`]: the network in tch (pillar encoder, compression backbone; feature `torch`).
 //!
 //! All boxes are [`crate::geometry::Box3D`]; conventions and formulas are
@@ -29,3 +30,5 @@ pub mod checkpoint;
 pub mod kitti_output;
 #[cfg(feature = "torch")]
 pub mod model;
+#[cfg(feature = "torch")]
+pub mod validate;

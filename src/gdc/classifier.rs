@@ -47,6 +47,19 @@ impl GdcClassifier {
         &self.bank
     }
 
+    /// Embeddings of whole images with the classifier's encoder (for new classes).
+    pub fn embed(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>, ClassifierError> {
+        Ok(self.encoder.embed_images(images, self.batch)?)
+    }
+
+    /// Fits a class from embeddings made by [`Self::embed`] and adds it to the
+    /// bank, recording the prompts it came from. Duplicate names are refused.
+    pub fn add_class(&mut self, name: &str, embeddings: &[Vec<f32>], prompts: Vec<String>) -> Result<(), ClassifierError> {
+        self.bank.add_class(name, embeddings.into())?;
+        self.bank.set_prompts(name, prompts)?;
+        Ok(())
+    }
+
     /// One distribution per crop, over `candidates` (all bank classes when empty).
     /// Unknown candidate names fail the whole call, naming them.
     pub fn classify(&self, crops: &[RgbImage], candidates: &[String]) -> Result<Vec<Distribution>, ClassifierError> {

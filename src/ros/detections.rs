@@ -57,6 +57,8 @@ pub fn eloss_report(header: &Header, model_id: &str, r: &MonitorReport) -> Eloss
         mahalanobis_distance: r.mahalanobis_distance,
         anomaly: r.anomaly,
         anomaly_type: r.anomaly_type.clone(),
+        anomalous_frame: r.anomalous_frame,
+        compute_time_ms: r.compute_time.as_secs_f64() * 1e3,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The ROS 2 adapter: the only module that imports r2r. It wires topics,
 //! parameters and diagnostics to the ROS-free core and converts messages.
 
+pub mod add_classes;
 pub mod convert;
 pub mod detections;
 pub mod node;

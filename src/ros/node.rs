@@ -13,7 +13,11 @@
 //! anomaly report of the same forward pass) per cloud, in the cloud's frame
 //! and with its stamp, and `/diagnostics` (DiagnosticArray, incl. detector
 //! latency and the anomaly alarm);
-//! service `~/relabel` (RelabelObjects, GDC labels for image crops).
+//! services `~/relabel` (RelabelObjects, GDC labels for image crops) and
+//! `~/add_classes` (AddClasses: new GDC classes from their names through the
+//! configured generator, in the background), with `~/gdc_bank`
+//! (GdcBankStatus, transient local) reporting the bank's classes and the
+//! generation queue.
 //!
 //! GDC: the node keeps the newest `gdc.history_frames` frames (cloud stamp,
 //! frame id, published boxes) and decoded images in a [`FrameHistory`], so
@@ -26,6 +30,7 @@ use super::convert;
 use super::detections::{detection_array, marker_array};
 use super::params::NodeParams;
 use super::relabel::Gdc;
+use crate::gdc::generator::class_queue::{ClassQueue, GeneratorSettings};
 use crate::perception::FramePipeline;
 use crate::camera::PinholeCamera;
 use crate::cloud::Points;
@@ -37,8 +42,8 @@ use crate::stats::{DetectorStats, ElossStats, InputStats};
 use anyhow::Context as _;
 use futures::StreamExt;
 use r2r::diagnostic_msgs::msg::DiagnosticArray;
-use r2r::eloss_perception_msgs::msg::{Detection3DArray, ElossReport};
-use r2r::eloss_perception_msgs::srv::RelabelObjects;
+use r2r::eloss_perception_msgs::msg::{Detection3DArray, ElossReport, GdcBankStatus};
+use r2r::eloss_perception_msgs::srv::{AddClasses, RelabelObjects};
 use r2r::visualization_msgs::msg::MarkerArray;
 use r2r::sensor_msgs::msg::{CameraInfo, Image, PointCloud2};
 use r2r::QosProfile;
@@ -55,6 +60,8 @@ pub const TOPIC_DETECTIONS: &str = "detections";
 pub const TOPIC_MARKERS: &str = "markers";
 pub const TOPIC_ELOSS: &str = "eloss";
 pub const SERVICE_RELABEL: &str = "~/relabel";
+pub const SERVICE_ADD_CLASSES: &str = "~/add_classes";
+pub const TOPIC_GDC_BANK: &str = "~/gdc_bank";
 
 #[derive(Default, Clone)]
 struct Stats {
@@ -83,6 +90,10 @@ struct Shared {
     camera: Mutex<Option<PinholeCamera>>,
     /// The GDC classifier once its loader finished (or why there is none).
     gdc: OnceLock<Mutex<Gdc>>,
+    /// Classes asked for through ~/add_classes, generated one at a time.
+    class_queue: ClassQueue,
+    /// How they are generated; None = no generator configured.
+    generator: Option<GeneratorSettings>,
     stop: AtomicBool,
 }
 
@@ -96,7 +107,7 @@ fn camera_calibration(sh: &Shared, p: &NodeParams) -> Result<Calibration, String
     Ok(Calibration::from_camera(camera.p, extrinsic))
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // a panicking worker must not take the whole node down with a poisoned lock
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -124,6 +135,8 @@ pub async fn run() -> anyhow::Result<()> {
         history: Mutex::new(history),
         camera: Mutex::new(None),
         gdc: OnceLock::new(),
+        class_queue: ClassQueue::new(),
+        generator: super::add_classes::settings(&lock(&params).gdc),
         stop: AtomicBool::new(false),
     });
 
@@ -139,6 +152,9 @@ pub async fn run() -> anyhow::Result<()> {
     };
     let mut relabel_requests =
         node.create_service::<RelabelObjects::Service>(SERVICE_RELABEL, QosProfile::services_default())?;
+    let mut add_class_requests =
+        node.create_service::<AddClasses::Service>(SERVICE_ADD_CLASSES, QosProfile::services_default())?;
+    let bank_pub = node.create_publisher::<GdcBankStatus>(TOPIC_GDC_BANK, QosProfile::default().keep_last(1).transient_local())?;
     let clock = node.get_ros_clock();
     tracing::info!(node = %node.fully_qualified_name()?, "started; params: {:?}", lock(&params));
 
@@ -205,12 +221,43 @@ pub async fn run() -> anyhow::Result<()> {
             }
         }
     });
+    let sh = shared.clone();
+    tokio::spawn(async move {
+        while let Some(req) = add_class_requests.next().await {
+            // each request on its own task: one that waits for its classes must not hold up the next
+            let sh = sh.clone();
+            tokio::spawn(async move {
+                let message = req.message.clone();
+                let response = tokio::task::spawn_blocking(move || {
+                    let per_class = sh.generator.as_ref().map_or(0, |g| g.per_class);
+                    super::add_classes::handle(sh.generator.as_ref().map(|_| &sh.class_queue), sh.gdc.get(), per_class, &message)
+                })
+                .await
+                .unwrap_or_else(|e| AddClasses::Response { success: false, error: format!("internal error: {e}"), estimated_seconds: f64::NAN, ..Default::default() });
+                if let Err(e) = req.respond(response) {
+                    tracing::warn!("add_classes response not delivered: {e}");
+                }
+            });
+        }
+    });
     tokio::spawn(async move {
         while let Some((name, value)) = param_events.next().await {
             tracing::info!("parameter {name} set to {value:?}");
         }
     });
 
+    if shared.generator.is_some() {
+        // not joined at shutdown: a class in generation may take minutes, and
+        // the images already made stay in the cache for the next start
+        std::thread::Builder::new().name("class-generator".into()).spawn({
+            let sh = shared.clone();
+            move || class_generator(&sh)
+        })?;
+    }
+    let bank_status = std::thread::Builder::new().name("gdc-bank-status".into()).spawn({
+        let (sh, clock) = (shared.clone(), clock.clone());
+        move || publish_bank_status(&sh, &bank_pub, &clock)
+    })?;
     let workers = [
         std::thread::Builder::new().name("cloud-worker".into()).spawn({
             let sh = shared.clone();
@@ -246,10 +293,7 @@ pub async fn run() -> anyhow::Result<()> {
                 now.eloss.status(&format!("{NODE_NAME}: eloss monitor"), &hw),
             ];
             previous = now;
-            let stamp = lock(&clock)
-                .get_now()
-                .map(|d| r2r::builtin_interfaces::msg::Time { sec: d.as_secs() as i32, nanosec: d.subsec_nanos() })
-                .unwrap_or_default();
+            let stamp = ros_now(&clock);
             let msg = DiagnosticArray {
                 header: r2r::std_msgs::msg::Header { stamp, frame_id: String::new() },
                 status: statuses.iter().map(convert::diagnostic_status).collect(),
@@ -277,6 +321,7 @@ pub async fn run() -> anyhow::Result<()> {
     for w in workers {
         let _ = w.join();
     }
+    let _ = bank_status.join();
     let stats = lock(&shared.stats).clone();
     for (name, s, dropped) in [
         ("point clouds", &stats.cloud, shared.clouds.dropped()),
@@ -510,6 +555,54 @@ fn relabel(sh: &Shared, req: &RelabelObjects::Request) -> RelabelObjects::Respon
     let crops = response.labels.iter().filter(|l| l.valid).count();
     tracing::debug!(success = response.success, crops, elapsed = ?t.elapsed(), "relabel request");
     response
+}
+
+/// Generates queued classes (once GDC has loaded) and adds them to the bank.
+fn class_generator(sh: &Shared) {
+    let Some(settings) = &sh.generator else { return };
+    let gdc = loop {
+        if let Some(g) = sh.gdc.get() {
+            break g;
+        }
+        if sh.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let save_path = lock(&sh.params).gdc.generator.save_bank_path.clone();
+    sh.class_queue.run_worker(settings, &sh.stop, &mut |set| super::add_classes::add_to_bank(gdc, set, &save_path));
+}
+
+/// Publishes `~/gdc_bank` when GDC has loaded and on every queue change.
+fn publish_bank_status(sh: &Shared, publisher: &r2r::Publisher<GdcBankStatus>, clock: &Mutex<r2r::Clock>) {
+    let mut published: Option<u64> = None;
+    while !sh.stop.load(Ordering::Relaxed) {
+        let status = sh.class_queue.wait_change(published.unwrap_or(u64::MAX), Duration::from_millis(100));
+        let Some(gdc) = sh.gdc.get() else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        if published == Some(status.version) {
+            continue;
+        }
+        let classes = match &*lock(gdc) {
+            Ok((c, _)) => c.bank().class_names().into_iter().map(String::from).collect(),
+            Err(_) => Vec::new(),
+        };
+        let stamp = ros_now(clock);
+        let generator = sh.generator.as_ref().map(|g| g.generator_dir.display().to_string()).unwrap_or_default();
+        if let Err(e) = publisher.publish(&super::add_classes::bank_status(stamp, classes, &generator, &status)) {
+            tracing::warn!("publishing the GDC bank status failed: {e}");
+        }
+        published = Some(status.version);
+    }
+}
+
+fn ros_now(clock: &Mutex<r2r::Clock>) -> r2r::builtin_interfaces::msg::Time {
+    lock(clock)
+        .get_now()
+        .map(|d| r2r::builtin_interfaces::msg::Time { sec: d.as_secs() as i32, nanosec: d.subsec_nanos() })
+        .unwrap_or_default()
 }
 
 fn image_worker(sh: &Shared) {

@@ -196,6 +196,35 @@ pub struct GdcParams {
     pub max_image_lag_s: f64,
     /// Attach the GDC label (has_gdc, gdc_label, gdc_probabilities) to every published detection whose box has a crop in a time-matched image; needs a bank and a CameraInfo, adds the classification time to each frame (detector diagnostics: gdc_*_ms)
     pub auto_relabel: bool,
+    pub generator: GeneratorParams,
+}
+
+/// Run-time classes (~/add_classes): a text-to-image generator makes images
+/// of a new class name, the GDC backbone embeds them, the bank gains a class.
+/// Read at start-up.
+#[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorParams {
+    /// Hugging Face diffusers folder (SD 1.x/2.x, SD-Turbo, SDXL, SDXL-Turbo; docs/generators.md); empty = ~/add_classes answers with an error
+    pub path: String,
+    /// Images generated per new class, >= 2 (the paper: 240)
+    pub per_class: i64,
+    /// Prompt templates: default (8 built in) or a file with one template containing {} per line
+    pub templates: String,
+    /// Sampling steps, >= 1 (turbo models: 1-4; SD 1.x/2.x: ~25 with guidance 7.5)
+    pub steps: i64,
+    /// Classifier-free guidance scale; <= 1 = no guidance (turbo models)
+    pub guidance: f64,
+    /// Side of the generated images [px], 0 = the model's native size
+    pub size: i64,
+    /// Base seed; image i of a class always gets the same noise, so a cache stays valid
+    pub seed: i64,
+    /// Images per generator call, >= 1
+    pub batch: i64,
+    /// Cache of generated images and contact sheets (resumed after a restart); empty = <gdc.bank_path>.images
+    pub cache_dir: String,
+    /// The bank with the run-time classes is written here after each new class (so a restart can load it as gdc.bank_path); empty = kept in memory only
+    pub save_bank_path: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +295,28 @@ impl NodeParams {
         }
         if !(self.gdc.max_image_lag_s.is_finite() && self.gdc.max_image_lag_s >= 0.0) {
             return bad("gdc.max_image_lag_s", self.gdc.max_image_lag_s, "must be >= 0");
+        }
+        let g = &self.gdc.generator;
+        if g.per_class < 2 {
+            return bad("gdc.generator.per_class", g.per_class as f64, "must be >= 2");
+        }
+        if g.steps < 1 {
+            return bad("gdc.generator.steps", g.steps as f64, "must be >= 1");
+        }
+        if !g.guidance.is_finite() {
+            return bad("gdc.generator.guidance", g.guidance, "must be finite");
+        }
+        if g.size < 0 {
+            return bad("gdc.generator.size", g.size as f64, "must be >= 0");
+        }
+        if g.seed < 0 {
+            return bad("gdc.generator.seed", g.seed as f64, "must be >= 0");
+        }
+        if g.batch < 1 {
+            return bad("gdc.generator.batch", g.batch as f64, "must be >= 1");
+        }
+        if g.templates.is_empty() {
+            return Err(ParamsError::Invalid { name: "gdc.generator.templates", value: String::new(), rule: "must be default or a file" });
         }
         self.camera.extrinsic()?;
         Ok(())
@@ -356,7 +407,17 @@ mod tests {
                 "gdc.min_crop_px",
                 "gdc.history_frames",
                 "gdc.max_image_lag_s",
-                "gdc.auto_relabel"
+                "gdc.auto_relabel",
+                "gdc.generator.path",
+                "gdc.generator.per_class",
+                "gdc.generator.templates",
+                "gdc.generator.steps",
+                "gdc.generator.guidance",
+                "gdc.generator.size",
+                "gdc.generator.seed",
+                "gdc.generator.batch",
+                "gdc.generator.cache_dir",
+                "gdc.generator.save_bank_path"
             ]
         );
     }

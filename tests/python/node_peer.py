@@ -12,6 +12,11 @@ eloss_perception_node over loopback DDS, for tests/node_dds.rs.
                        the cloud, all with one stamp, until NS/detections for it arrive;
                        then call relabel by detection id (all, a subset, unknown id,
                        unknown stamp, candidates) and report responses with call times
+  add_classes NS CACHE extend the GDC bank at run time: bad and known names, one class
+                       queued without waiting (followed on NS/eloss_perception_node/gdc_bank
+                       until it is in the bank), one with wait; then relabel the node's
+                       first generated traffic_cone image (found under CACHE) with the
+                       new classes and one old one as candidates
   detect NS CLOUD_BIN ANOMALOUS_BIN
                        publish the cloud (KITTI .bin layout) with a known stamp until
                        NS/detections, NS/markers and NS/eloss for that stamp arrive; then
@@ -255,6 +260,69 @@ def relabel(ns, image_png, boxes):
     p.close()
 
 
+def finite_or_none(x):
+    """NaN ("not known yet") as JSON null."""
+    return None if x != x else x
+
+
+def add_classes(ns, cache_dir):
+    import glob
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from eloss_perception_msgs.msg import BoundingBox2D, GdcBankStatus
+    from eloss_perception_msgs.srv import AddClasses, RelabelObjects
+    from PIL import Image as PILImage
+
+    p = Peer(ns)
+    base = f"{ns}/eloss_perception_node"
+    add = p.node.create_client(AddClasses, f"{base}/add_classes")
+    relabel_client = p.node.create_client(RelabelObjects, f"{base}/relabel")
+    statuses = []
+    qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+
+    def on_status(m):
+        statuses.append({"classes": list(m.classes), "generator": m.generator, "pending": list(m.pending_classes),
+                         "done": list(m.pending_images_done), "total": list(m.pending_images_total),
+                         "seconds_per_image": finite_or_none(m.seconds_per_image),
+                         "failed": dict(zip(m.failed_classes, m.failed_errors))})
+
+    p.node.create_subscription(GdcBankStatus, f"{base}/gdc_bank", on_status, qos)
+    p.spin_until(lambda: add.service_is_ready() and relabel_client.service_is_ready(), 30, "the add_classes and relabel services")
+    # transient local: the bank as loaded arrives although it was published before we joined
+    p.spin_until(lambda: statuses, 30, "the first gdc_bank status")
+
+    def call(names, wait=False, timeout=60):
+        req = AddClasses.Request(class_names=list(names), wait=wait)
+        t = time.monotonic()
+        fut = add.call_async(req)
+        p.spin_until(fut.done, timeout, f"an add_classes response for {names}")
+        r = fut.result()
+        return {"success": r.success, "error": r.error, "queued": list(r.queued), "already_present": list(r.already_present),
+                "ready": r.ready, "estimated_seconds": finite_or_none(r.estimated_seconds), "classes": list(r.classes),
+                "call_s": time.monotonic() - t}
+
+    out = {"first_status": statuses[0], "bad_name": call(["bus", "a/b"]), "known": call(["grass"])}
+    out["queued"] = call(["traffic_cone"])
+    p.spin_until(lambda: "traffic_cone" in statuses[-1]["classes"], 120, "traffic_cone in the bank")
+    out["statuses_while_queued"] = statuses[1:]
+    out["waited"] = call(["bus", "traffic_cone"], wait=True, timeout=120)
+
+    image_png = sorted(glob.glob(f"{cache_dir}/*/traffic_cone/00000.png"))[0]
+    rgb = np.asarray(PILImage.open(image_png).convert("RGB"))
+    req = RelabelObjects.Request()
+    req.source = RelabelObjects.Request.SOURCE_EXPLICIT_IMAGE
+    req.image = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=3 * rgb.shape[1], data=rgb.tobytes())
+    req.boxes_2d = [BoundingBox2D(x_min=0.0, y_min=0.0, x_max=float(rgb.shape[1]), y_max=float(rgb.shape[0]))]
+    req.candidate_classes = ["grass", "traffic_cone", "bus"]
+    fut = relabel_client.call_async(req)
+    p.spin_until(fut.done, 60, "a relabel response")
+    r = fut.result()
+    out["relabel"] = {"success": r.success, "error": r.error,
+                      "probabilities": [{c.class_name: c.probability for c in l.probabilities} for l in r.labels]}
+    out["last_status"] = statuses[-1]
+    print(json.dumps(out))
+    p.close()
+
+
 KITTI_P2 = [7.215377e+02, 0.0, 6.095593e+02, 4.485728e+01, 0.0, 7.215377e+02, 1.728540e+02, 2.163791e-01,
             0.0, 0.0, 1.0, 2.745884e-03]
 
@@ -423,4 +491,5 @@ def detect(ns, cloud_bin, anomalous_bin):
 
 
 if __name__ == "__main__":
-    {"drive": drive, "listen": listen, "relabel": relabel, "relabel_frame": relabel_frame, "detect": detect}[sys.argv[1]](*sys.argv[2:])
+    {"drive": drive, "listen": listen, "relabel": relabel, "relabel_frame": relabel_frame, "add_classes": add_classes,
+     "detect": detect}[sys.argv[1]](*sys.argv[2:])

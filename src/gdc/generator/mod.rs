@@ -8,11 +8,13 @@
 //! [`unet`] predicts noise, [`scheduler`] steps the latents (Euler,
 //! Euler-ancestral, turbo's trailing 1–4 steps), [`vae`] decodes them;
 //! [`prompts`] holds the class-name templates and [`class_images`] generates,
-//! caches and embeds a class's images for a bank. Parity with diffusers and
+//! caches and embeds a class's images for a bank; [`class_queue`] does
+//! that in the background for classes a running node is asked to add. Parity with diffusers and
 //! transformers on tiny random models: tests/generator_parity.rs; weights and
 //! timings: docs/generators.md.
 
 pub mod class_images;
+pub mod class_queue;
 pub mod clip_text;
 pub mod pipeline;
 pub mod prompts;

@@ -1,0 +1,187 @@
+//! The `~/add_classes` service (eloss_perception_msgs/srv/AddClasses) and
+//! the `~/gdc_bank` status topic (GdcBankStatus): zero-shot classes added to
+//! the running node's GDC bank from their names, through the
+//! [`ClassQueue`] and the generator named by `gdc.generator.*`.
+//! Requests return at once (or, with `wait`, when their classes are done);
+//! every failure is an error response or a `failed_*` entry, never a crash.
+
+use super::node::lock;
+use super::params::GdcParams;
+use super::relabel::Gdc;
+use crate::gdc::bank_builder::read_rgb;
+use crate::gdc::generator::class_images::ClassImages;
+use crate::gdc::generator::class_queue::{ClassQueue, GeneratorSettings, QueueStatus};
+use r2r::builtin_interfaces::msg::Time;
+use r2r::eloss_perception_msgs::msg::GdcBankStatus;
+use r2r::eloss_perception_msgs::srv::AddClasses;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Images embedded per lock of the classifier, so ~/relabel requests interleave.
+const EMBED_CHUNK: usize = 16;
+
+/// Generation settings from the parameters; None when no generator is configured.
+pub fn settings(p: &GdcParams) -> Option<GeneratorSettings> {
+    let g = &p.generator;
+    if g.path.is_empty() {
+        return None;
+    }
+    let cache_root = if g.cache_dir.is_empty() { PathBuf::from(format!("{}.images", p.bank_path)) } else { PathBuf::from(&g.cache_dir) };
+    Some(GeneratorSettings {
+        generator_dir: PathBuf::from(&g.path),
+        cache_root,
+        per_class: usize::try_from(g.per_class).unwrap_or(2),
+        templates: g.templates.clone(),
+        steps: usize::try_from(g.steps).unwrap_or(1),
+        guidance: g.guidance,
+        size: (g.size > 0).then_some(g.size),
+        seed: u64::try_from(g.seed).unwrap_or(0),
+        batch: usize::try_from(g.batch).unwrap_or(1),
+        device: tch::Device::cuda_if_available(),
+    })
+}
+
+fn failure(error: String) -> AddClasses::Response {
+    AddClasses::Response { success: false, error, estimated_seconds: f64::NAN, ..Default::default() }
+}
+
+fn bank_classes(gdc: &Mutex<Gdc>) -> Result<Vec<String>, String> {
+    match &*lock(gdc) {
+        Ok((c, _)) => Ok(c.bank().class_names().into_iter().map(String::from).collect()),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// Answers a request (blocking: with `wait` it returns when the classes are done).
+/// `queue` is None without a generator, `gdc` None while GDC is still loading.
+pub fn handle(queue: Option<&ClassQueue>, gdc: Option<&Mutex<Gdc>>, per_class: usize, req: &AddClasses::Request) -> AddClasses::Response {
+    let Some(queue) = queue else {
+        return failure("no generator configured: set gdc.generator.path to a diffusers folder (docs/generators.md)".into());
+    };
+    let Some(gdc) = gdc else { return failure("GDC is still loading".into()) };
+    let before = match bank_classes(gdc) {
+        Ok(c) => c,
+        Err(e) => return failure(format!("new classes need a GDC bank to extend: {e}")),
+    };
+    let enqueued = match queue.enqueue(&req.class_names, &before, per_class) {
+        Ok(e) => e,
+        Err(e) => return failure(e.to_string()),
+    };
+    if req.wait {
+        // the client decides how long it waits; the node never gives up on a queued class
+        while !queue.wait_settled(&req.class_names, Duration::from_secs(3600)) {}
+    }
+    let classes = bank_classes(gdc).unwrap_or_default();
+    let failed: Vec<String> = queue
+        .status()
+        .failed
+        .iter()
+        .filter(|(n, _)| req.class_names.contains(n))
+        .map(|(n, why)| format!("{n}: {why}"))
+        .collect();
+    let ready = req.class_names.iter().all(|n| classes.contains(n));
+    let estimated_seconds = if ready { 0.0 } else { queue.estimated_seconds(&req.class_names).unwrap_or(f64::NAN) };
+    AddClasses::Response {
+        success: !req.wait || failed.is_empty(),
+        error: failed.join("; "),
+        queued: enqueued.queued,
+        already_present: enqueued.already_present,
+        ready,
+        estimated_seconds,
+        classes,
+    }
+}
+
+/// Embeds a generated class with the GDC backbone and adds it to the bank
+/// (on the generation worker); the bank is then saved to `save_path` if set.
+pub fn add_to_bank(gdc: &Mutex<Gdc>, set: &ClassImages, save_path: &str) -> Result<(), String> {
+    let images = set.paths.iter().map(|p| read_rgb(p)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    let mut rows = Vec::with_capacity(images.len());
+    for chunk in images.chunks(EMBED_CHUNK) {
+        let g = lock(gdc);
+        let (classifier, _) = g.as_ref().map_err(Clone::clone)?;
+        rows.extend(classifier.embed(chunk).map_err(|e| e.to_string())?);
+    }
+    let bank = {
+        let mut g = lock(gdc);
+        let (classifier, _) = g.as_mut().map_err(|e| e.clone())?;
+        classifier.add_class(&set.class, &rows, set.prompts.clone()).map_err(|e| e.to_string())?;
+        (!save_path.is_empty()).then(|| classifier.bank().clone())
+    };
+    if let Some(bank) = bank {
+        // the class is usable either way: a failed save is an error in the log, not a failed class
+        match bank.save(save_path) {
+            Ok(()) => tracing::info!(path = save_path, classes = bank.len(), "GDC bank with run-time classes saved"),
+            Err(e) => tracing::error!("saving the GDC bank to gdc.generator.save_bank_path failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// The `~/gdc_bank` message for the bank's classes and the queue.
+pub fn bank_status(stamp: Time, classes: Vec<String>, generator: &str, q: &QueueStatus) -> GdcBankStatus {
+    GdcBankStatus {
+        stamp,
+        classes,
+        generator: generator.to_string(),
+        pending_classes: q.pending.iter().map(|p| p.name.clone()).collect(),
+        pending_images_done: q.pending.iter().map(|p| p.done as u32).collect(),
+        pending_images_total: q.pending.iter().map(|p| p.total as u32).collect(),
+        seconds_per_image: q.seconds_per_image.unwrap_or(f64::NAN),
+        failed_classes: q.failed.iter().map(|(n, _)| n.clone()).collect(),
+        failed_errors: q.failed.iter().map(|(_, e)| e.clone()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(names: &[&str], wait: bool) -> AddClasses::Request {
+        AddClasses::Request { class_names: names.iter().map(|s| s.to_string()).collect(), wait }
+    }
+
+    #[test]
+    fn requests_fail_cleanly_without_a_generator_or_a_bank() {
+        let r = handle(None, None, 4, &req(&["bus"], false));
+        assert!(!r.success && r.error.contains("gdc.generator.path"), "{}", r.error);
+        let q = ClassQueue::new();
+        let r = handle(Some(&q), None, 4, &req(&["bus"], false));
+        assert!(!r.success && r.error.contains("loading"));
+        let off = Mutex::new(Err("GDC is off: set gdc.bank_path".to_string()));
+        let r = handle(Some(&q), Some(&off), 4, &req(&["bus"], true));
+        assert!(!r.success && r.error.contains("GDC is off"), "{}", r.error);
+        assert!(q.status().pending.is_empty());
+    }
+
+    #[test]
+    fn settings_follow_the_parameters() {
+        let mut p = super::super::params::NodeParams::defaults().unwrap().gdc;
+        assert!(settings(&p).is_none());
+        p.generator.path = "/models/sdxl-turbo".into();
+        p.bank_path = "/data/bank.safetensors".into();
+        let s = settings(&p).unwrap();
+        assert_eq!(s.cache_root, PathBuf::from("/data/bank.safetensors.images"));
+        assert_eq!((s.per_class, s.steps, s.size, s.batch), (240, 1, None, 4));
+        p.generator.cache_dir = "/tmp/c".into();
+        p.generator.size = 512;
+        let s = settings(&p).unwrap();
+        assert_eq!((s.cache_root, s.size), (PathBuf::from("/tmp/c"), Some(512)));
+    }
+
+    #[test]
+    fn status_lists_pending_progress_and_failures() {
+        let q = QueueStatus {
+            version: 3,
+            pending: vec![crate::gdc::generator::class_queue::PendingClass { name: "bus".into(), done: 2, total: 8 }],
+            failed: vec![("tram".into(), "out of memory".into())],
+            seconds_per_image: None,
+        };
+        let m = bank_status(Time::default(), vec!["car".into()], "/g", &q);
+        assert_eq!((m.pending_classes, m.pending_images_done, m.pending_images_total), (vec!["bus".to_string()], vec![2], vec![8]));
+        assert_eq!((m.failed_classes, m.failed_errors), (vec!["tram".to_string()], vec!["out of memory".to_string()]));
+        assert!(m.seconds_per_image.is_nan());
+        assert_eq!(m.classes, ["car"]);
+    }
+}
