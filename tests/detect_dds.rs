@@ -92,9 +92,13 @@ fn node_publishes_boxes_matching_a_simulated_clouds_ground_truth() {
     assert_eq!(normal["layers"], 16);
     assert!(normal["eloss"].as_f64().unwrap().is_finite());
     assert_eq!(normal["anomaly"], false, "{normal}");
+    assert_eq!(normal["anomalous_frame"], false, "{normal}");
+    assert!(normal["compute_time_ms"].as_f64().unwrap() > 0.0, "{normal}");
     // ... and an alarm once the noisy scans keep coming (hysteresis: 3 of 5 frames)
     let bad = r["eloss_anomalous"].as_array().unwrap();
     assert!(bad.iter().all(|b| b["score"].as_f64().unwrap() > b["threshold"].as_f64().unwrap()), "{bad:?}");
+    // every frame is anomalous on its own; the alarm waits for the hysteresis
+    assert!(bad.iter().all(|b| b["anomalous_frame"] == true), "{bad:?}");
     assert_eq!(bad[0]["anomaly"], false, "one frame is not enough");
     assert_eq!(bad[bad.len() - 1]["anomaly"], true, "{bad:?}");
     assert!(node.stop().success());

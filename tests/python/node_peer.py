@@ -448,7 +448,8 @@ def detect(ns, cloud_bin, anomalous_bin):
             "model_id": m.model_id, "calibration_id": m.calibration_id, "estimator": m.estimator, "eloss": m.eloss,
             "layers": len(m.layer_entropies), "blocks": list(m.block_layer_counts), "calibrated": m.calibrated,
             "score": m.anomaly_score, "threshold": m.threshold, "deviation": m.deviation_factor,
-            "anomaly": m.anomaly, "type": m.anomaly_type}
+            "anomaly": m.anomaly, "type": m.anomaly_type, "anomalous_frame": m.anomalous_frame,
+            "compute_time_ms": m.compute_time_ms}
 
     p.node.create_subscription(ElossReport, f"{ns}/eloss", on_eloss, 50)
     p.node.create_subscription(Detection3DArray, f"{ns}/detections", on_dets, 10)
