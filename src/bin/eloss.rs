@@ -356,6 +356,22 @@ enum GdcCmd {
         #[arg(long, default_value_t = 128)]
         side: u32,
     },
+    /// CPU time per generated image (prompt encoding, sampling, VAE decode); with the
+    /// bench_io.safetensors of scripts/bench_generator_torch.py, the same image as diffusers
+    BenchGenerator {
+        #[arg(long)]
+        generator: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+        /// Image side [px] (default: the model's native size)
+        #[arg(long)]
+        size: Option<i64>,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        /// libtorch intra-op threads
+        #[arg(long, default_value_t = 2)]
+        threads: i32,
+    },
 }
 
 #[cfg(feature = "torch")]
@@ -463,7 +479,40 @@ fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        GdcCmd::BenchGenerator { generator, steps, size, iters, threads } => bench_generator(&generator, steps, size, iters, threads),
     }
+}
+
+/// `gdc bench-generator`: our pipeline on the latents and prompts the diffusers
+/// side saved (or random ones), time per image and the difference to its image.
+#[cfg(feature = "torch")]
+fn bench_generator(dir: &std::path::Path, steps: usize, size: Option<i64>, iters: usize, threads: i32) -> anyhow::Result<()> {
+    use eloss_perception::gdc::generator::pipeline::{GenerateOptions, Pipeline};
+    tch::set_num_threads(threads.max(1));
+    let pipe = Pipeline::load(dir, tch::Device::Cpu).with_context(|| format!("loading generator {}", dir.display()))?;
+    let mut opts = GenerateOptions::turbo(&pipe);
+    opts.steps = steps;
+    if let Some(s) = size {
+        (opts.height, opts.width) = (s, s);
+    }
+    let io_path = dir.join("bench_io.safetensors");
+    let reference = if io_path.is_file() { Some(tch::Tensor::read_safetensors(&io_path)?) } else { None };
+    let get = |name: &str| reference.as_ref().and_then(|r| r.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone()));
+    let (latents, prompts) = match get("latents") {
+        Some(l) => {
+            let text = std::fs::read_to_string(dir.join("bench_prompts.json")).context("bench_prompts.json beside bench_io.safetensors")?;
+            (l, serde_json::from_str::<Vec<String>>(&text)?)
+        }
+        None => (pipe.image_noise(0, &opts).0, vec!["a photo of a car.".to_string()]),
+    };
+    let (ms, image) = eloss_perception::gdc::bench::bench_generator(&pipe, &prompts, &latents, &opts, iters)?;
+    let (h, w) = (opts.height, opts.width);
+    print!("{} batch {} steps {steps} {h}x{w} threads {threads}: {ms:.1} ms per image (median of {iters})", dir.display(), prompts.len());
+    match get("image") {
+        Some(r) => println!(", max |ours - diffusers| = {:.2e}", f64::try_from((image - r).abs().max())?),
+        None => println!(),
+    }
+    Ok(())
 }
 
 #[cfg(feature = "torch")]

@@ -3,6 +3,8 @@
 //! `batch`, median of `iters` runs after one warm-up. The bank is fitted to
 //! random embeddings of the backbone's dimension (5 classes, full
 //! covariance): scoring cost depends only on the dimension and class count.
+//! [`bench_generator`] times a text-to-image pipeline per image
+//! (`eloss gdc bench-generator`).
 
 use super::bank::{BankError, CovarianceKind, EmbeddingSpec, GaussianBank, Samples};
 use super::encoder::{EncoderError, ImageEncoder};
@@ -71,4 +73,26 @@ pub fn bench(encoder: &dyn ImageEncoder, batch: usize, iters: usize, side: u32) 
         }
     }
     Ok(Latency { preprocess_ms: median(pre), embed_ms: median(emb), score_ms: median(score) })
+}
+
+/// Median milliseconds per image of `pipe` from fixed `latents` (one
+/// per prompt), after one warm-up, and the last image batch [b, 3, H, W].
+pub fn bench_generator(
+    pipe: &super::generator::pipeline::Pipeline,
+    prompts: &[String],
+    latents: &tch::Tensor,
+    opts: &super::generator::pipeline::GenerateOptions,
+    iters: usize,
+) -> Result<(f64, tch::Tensor), super::generator::GeneratorError> {
+    let mut times = Vec::new();
+    let mut image = None;
+    for it in 0..iters.max(1) + 1 {
+        let t = Instant::now();
+        image = Some(pipe.generate_from_latents(prompts, latents, None, opts)?);
+        if it > 0 {
+            times.push(t.elapsed().as_secs_f64() * 1e3 / prompts.len().max(1) as f64);
+        }
+    }
+    let image = image.ok_or_else(|| super::generator::GeneratorError::Input("no iterations".into()))?;
+    Ok((median(times), image))
 }
