@@ -102,3 +102,59 @@ fn bad_generator_arguments_are_errors() {
     let o = run(&["--generator", dir.path().to_str().unwrap(), "--classes", "car,../x"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("plain"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// The background worker behind the node's `~/add_classes`, without ROS:
+/// classes are generated in queue order into the shared cache, a class whose
+/// bank update panics is a failure with its message, and the worker goes on.
+#[test]
+fn class_queue_generates_in_the_background_and_survives_a_failing_class() {
+    use eloss_perception::gdc::generator::class_queue::{ClassQueue, GeneratorSettings};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    if !run_python("generator_reference.py", dir.path()) {
+        return;
+    }
+    let settings = GeneratorSettings {
+        generator_dir: dir.path().join("sd"),
+        cache_root: dir.path().join("cache"),
+        per_class: 3,
+        templates: "default".into(),
+        steps: 2,
+        guidance: 2.5,
+        size: Some(32),
+        seed: 0,
+        batch: 2,
+        device: tch::Device::Cpu,
+    };
+    let queue = Arc::new(ClassQueue::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let added = Arc::new(Mutex::new(Vec::new()));
+    let worker = {
+        let (queue, stop, added) = (queue.clone(), stop.clone(), added.clone());
+        std::thread::spawn(move || {
+            queue.run_worker(&settings, &stop, &mut |set| {
+                assert_ne!(set.class, "boom", "bank update failed");
+                added.lock().unwrap().push((set.class.clone(), set.paths.clone(), set.prompts.clone()));
+                Ok(())
+            })
+        })
+    };
+    let names: Vec<String> = ["boom", "bus"].map(String::from).to_vec();
+    assert_eq!(queue.enqueue(&names, &[], 3).unwrap().queued, names);
+    assert!(queue.wait_settled(&names, Duration::from_secs(120)), "{:?}", queue.status());
+    let status = queue.status();
+    assert_eq!(status.failed.len(), 1);
+    assert_eq!(status.failed[0].0, "boom");
+    assert!(status.failed[0].1.contains("panicked") && status.failed[0].1.contains("bank update failed"), "{:?}", status.failed);
+    assert!(status.seconds_per_image.is_some_and(|t| t > 0.0));
+    let added = added.lock().unwrap().clone();
+    assert_eq!(added.len(), 1);
+    let (class, paths, prompts) = &added[0];
+    assert_eq!((class.as_str(), paths.len(), prompts[0].as_str()), ("bus", 3, "a photo of a bus."));
+    assert!(paths.iter().all(|p| p.is_file()));
+    assert!(paths[0].parent().unwrap().parent().unwrap().join("bus_sheet.png").is_file());
+    stop.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
+}
