@@ -1,11 +1,14 @@
-"""Launch eloss_perception_node with its params file and topic remaps.
+"""Launch eloss_perception_node with its params file and topic remaps, and
+optionally RViz 2 with config/eloss_perception.rviz (cloud, boxes, image).
 
 ros2 launch eloss_perception eloss_perception.launch.py \
     namespace:=perception points_topic:=/sensing/lidar/points \
-    image_topic:=/sensing/camera/image_raw camera_info_topic:=/sensing/camera/camera_info
+    image_topic:=/sensing/camera/image_raw camera_info_topic:=/sensing/camera/camera_info \
+    rviz:=true fixed_frame:=lidar_top
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -14,6 +17,13 @@ from launch_ros.substitutions import FindPackageShare
 def generate_launch_description():
     default_params = PathJoinSubstitution(
         [FindPackageShare('eloss_perception'), 'config', 'eloss_perception.yaml'])
+    rviz_config = PathJoinSubstitution(
+        [FindPackageShare('eloss_perception'), 'config', 'eloss_perception.rviz'])
+    input_remaps = [
+        ('points', LaunchConfiguration('points_topic')),
+        ('image', LaunchConfiguration('image_topic')),
+        ('camera_info', LaunchConfiguration('camera_info_topic')),
+    ]
     return LaunchDescription([
         DeclareLaunchArgument('namespace', default_value='',
                               description='Namespace of the node and its relative topics'),
@@ -29,6 +39,10 @@ def generate_launch_description():
                               description='Hardware id reported in diagnostics'),
         DeclareLaunchArgument('log_level', default_value='info',
                               description='Log level of the node'),
+        DeclareLaunchArgument('rviz', default_value='false',
+                              description='Also start RViz 2 with config/eloss_perception.rviz'),
+        DeclareLaunchArgument('fixed_frame', default_value='velodyne',
+                              description="RViz fixed frame: the point cloud's frame_id (or one tf connects to it)"),
         Node(
             package='eloss_perception',
             executable='eloss_perception_node',
@@ -39,11 +53,18 @@ def generate_launch_description():
                 LaunchConfiguration('params_file'),
                 {'hardware_id': LaunchConfiguration('hardware_id')},
             ],
-            remappings=[
-                ('points', LaunchConfiguration('points_topic')),
-                ('image', LaunchConfiguration('image_topic')),
-                ('camera_info', LaunchConfiguration('camera_info_topic')),
-            ],
+            remappings=input_remaps,
             arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')],
+        ),
+        # in the node's namespace with its remaps: the config's relative topics
+        # resolve to what the node reads and publishes
+        Node(
+            package='rviz2',
+            executable='rviz2',
+            name='rviz2',
+            namespace=LaunchConfiguration('namespace'),
+            arguments=['-d', rviz_config, '-f', LaunchConfiguration('fixed_frame')],
+            remappings=input_remaps,
+            condition=IfCondition(LaunchConfiguration('rviz')),
         ),
     ])

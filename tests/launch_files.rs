@@ -1,10 +1,11 @@
 //! The launch files cannot run here (no launch wheels), so they are read
 //! statically (tests/python/launch_check.py) and every parameter and topic
-//! they name is checked against the node itself.
+//! they name is checked against the node itself; so is the RViz config they
+//! start on request.
 #![cfg(feature = "ros")]
 mod common;
 
-use eloss_perception::ros::node::{TOPIC_CAMERA_INFO, TOPIC_IMAGE, TOPIC_POINTS};
+use eloss_perception::ros::node::{TOPIC_CAMERA_INFO, TOPIC_IMAGE, TOPIC_MARKERS, TOPIC_POINTS};
 use eloss_perception::ros::params::NodeParams;
 use serde_json::Value;
 use std::process::Command;
@@ -27,8 +28,9 @@ fn launch_files_name_only_what_the_node_has() {
     for kind in ["py", "xml"] {
         let d = &v[kind];
         let nodes = d["nodes"].as_array().unwrap();
-        assert_eq!(nodes.len(), 1, "{kind}: one node");
-        let n = &nodes[0];
+        let ours: Vec<&Value> = nodes.iter().filter(|n| n["package"] == "eloss_perception").collect();
+        assert_eq!(ours.len(), 1, "{kind}: one node of ours");
+        let n = ours[0];
         assert_eq!(n["package"], "eloss_perception", "{kind}");
         let exe = n["executable"].as_str().unwrap();
         assert!(cargo.contains(&format!("name = \"{exe}\"")), "{kind}: executable {exe} is not a binary of this crate");
@@ -52,7 +54,32 @@ fn launch_files_name_only_what_the_node_has() {
         let params_file = args["params_file"].as_str().unwrap();
         let rel = params_file.strip_prefix("<package share>/").expect("default params file from the package share");
         assert!(repo.join(rel).is_file(), "{kind}: {rel} not in the package");
+
+        // RViz only on request, in the node's namespace with the node's remaps, on our config
+        let rviz: Vec<&Value> = nodes.iter().filter(|n| n["package"] == "rviz2").collect();
+        assert_eq!(rviz.len(), 1, "{kind}: one rviz2 node");
+        assert_eq!(rviz[0]["condition"], "$(var rviz)", "{kind}");
+        assert_eq!(args["rviz"], "false", "{kind}: RViz is off by default (vehicle computers are headless)");
+        assert_eq!(rviz[0]["remaps"], n["remaps"], "{kind}");
+        let words: Vec<&str> = rviz[0]["arguments"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let config = words.windows(2).find(|w| w[0] == "-d").map(|w| w[1]).expect("rviz2 -d CONFIG");
+        let rel = config.strip_prefix("<package share>/").expect("RViz config from the package share");
+        assert_eq!(rel, "config/eloss_perception.rviz", "{kind}");
+        assert!(words.windows(2).any(|w| w == ["-f", "$(var fixed_frame)"]), "{kind}: {words:?}");
     }
+
+    // the RViz config shows the node's inputs and markers, by relative names
+    let rviz: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(repo.join("config/eloss_perception.rviz")).unwrap()).unwrap();
+    let displays = rviz["Visualization Manager"]["Displays"].as_sequence().unwrap();
+    let topic = |class: &str| {
+        let d = displays.iter().find(|d| d["Class"].as_str() == Some(class)).unwrap_or_else(|| panic!("no {class} display"));
+        d["Topic"]["Value"].as_str().unwrap().to_string()
+    };
+    assert_eq!(topic("rviz_default_plugins/PointCloud2"), TOPIC_POINTS);
+    assert_eq!(topic("rviz_default_plugins/MarkerArray"), TOPIC_MARKERS);
+    assert_eq!(topic("rviz_default_plugins/Image"), TOPIC_IMAGE);
+    let fixed = rviz["Visualization Manager"]["Global Options"]["Fixed Frame"].as_str().unwrap();
+    assert_eq!(Some(fixed), v["py"]["args"]["fixed_frame"].as_str(), "the config's and the launch files' default frame agree");
     assert_eq!(v["py"]["args"], v["xml"]["args"], "the Python and XML launch files declare the same arguments");
     assert_eq!(v["py"]["nodes"][0]["remaps"], v["xml"]["nodes"][0]["remaps"]);
     assert_eq!(v["py"]["nodes"][0]["param_names"], v["xml"]["nodes"][0]["param_names"]);
