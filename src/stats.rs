@@ -219,9 +219,78 @@ impl ElossStats {
     }
 }
 
+/// GDC: the class bank as loaded, ~/relabel requests, run-time classes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GdcStats {
+    /// None while loading; the number of classes, or why GDC is unavailable.
+    pub bank: Option<Result<usize, String>>,
+    /// gdc.bank_path is set: an unavailable bank is then an error, not "off".
+    pub configured: bool,
+    pub backbone: String,
+    pub requests: u64,
+    pub failed_requests: u64,
+    pub last_error: Option<String>,
+    pub request: Timing,
+    /// gdc.generator.path is set (~/add_classes works).
+    pub generator: bool,
+    pub pending_classes: usize,
+    pub failed_classes: usize,
+}
+
+impl GdcStats {
+    pub fn status(&self, name: &str, hardware_id: &str) -> DiagnosticStatus {
+        let (level, message) = match &self.bank {
+            None => (Level::Ok, "loading the class bank and backbone".to_string()),
+            Some(Err(e)) if self.configured => (Level::Error, e.clone()),
+            Some(Err(_)) => (Level::Ok, "off (no gdc.bank_path)".to_string()),
+            Some(Ok(_)) if self.failed_classes > 0 => {
+                (Level::Warn, format!("{} run-time classes failed (see ~/gdc_bank)", self.failed_classes))
+            }
+            Some(Ok(n)) if self.pending_classes > 0 => (Level::Ok, format!("{n} classes, generating {} more", self.pending_classes)),
+            Some(Ok(n)) => (Level::Ok, format!("{n} classes")),
+        };
+        let classes = match &self.bank {
+            Some(Ok(n)) => n.to_string(),
+            _ => "0".into(),
+        };
+        let values = vec![
+            ("classes".into(), classes),
+            ("backbone".into(), self.backbone.clone()),
+            ("relabel_requests".into(), self.requests.to_string()),
+            ("relabel_failed".into(), self.failed_requests.to_string()),
+            ("relabel_mean_ms".into(), format!("{:.1}", self.request.mean_ms())),
+            ("last_error".into(), self.last_error.clone().unwrap_or_default()),
+            ("generator".into(), self.generator.to_string()),
+            ("pending_classes".into(), self.pending_classes.to_string()),
+            ("failed_classes".into(), self.failed_classes.to_string()),
+        ];
+        DiagnosticStatus { level, name: name.to_string(), message, hardware_id: hardware_id.to_string(), values }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gdc_status_tells_off_from_broken() {
+        let mut g = GdcStats { configured: true, ..Default::default() };
+        assert_eq!(g.status("gdc", "hw").level, Level::Ok);
+        g.bank = Some(Err("GDC bank: /x.safetensors: not a safetensors file".into()));
+        let s = g.status("gdc", "hw");
+        assert_eq!(s.level, Level::Error);
+        assert!(s.message.contains("not a safetensors"));
+        g.configured = false;
+        assert_eq!((g.status("gdc", "hw").level, g.status("gdc", "hw").message.as_str()), (Level::Ok, "off (no gdc.bank_path)"));
+        g.bank = Some(Ok(5));
+        g.pending_classes = 2;
+        assert_eq!(g.status("gdc", "hw").message, "5 classes, generating 2 more");
+        g.failed_classes = 1;
+        assert_eq!(g.status("gdc", "hw").level, Level::Warn);
+        g.request.record(Duration::from_millis(30));
+        assert_eq!(value(&g.status("gdc", "hw"), "relabel_mean_ms"), "30.0");
+        assert_eq!(value(&g.status("gdc", "hw"), "classes"), "5");
+    }
 
     fn value<'a>(s: &'a DiagnosticStatus, k: &str) -> &'a str {
         s.values.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap()

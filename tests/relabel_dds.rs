@@ -81,17 +81,42 @@ fn relabel_service_returns_probabilities_and_clear_errors() {
     assert!(r["bad_encoding"]["error"].as_str().unwrap().contains("yuv422_yuy2"));
     assert_eq!(r["by_id"]["success"], false);
     assert!(r["by_id"]["error"].as_str().unwrap().contains("no LiDAR frame"), "{}", r["by_id"]);
+    let diag = &r["diagnostics"];
+    assert_eq!((diag["level"].as_u64(), diag["classes"].as_str()), (Some(0), Some("3")), "{diag}");
+    assert_eq!((diag["relabel_requests"].as_str(), diag["relabel_failed"].as_str()), (Some("5"), Some("3")), "{diag}");
+    assert!(diag["backbone"].as_str().unwrap().starts_with("dinov2["), "{diag}");
     assert!(node.stop().success());
 }
 
+/// Without a bank GDC is off (diagnostics OK, requests answered with the
+/// reason); with a corrupt bank file it is an error in diagnostics and in
+/// every answer, and the node keeps serving.
 #[test]
 fn relabel_without_a_bank_says_gdc_is_off() {
-    let Some(py) = common::python() else { return };
     let dir = tempfile::tempdir().unwrap();
+    let Some(r) = relabel_without_gdc(&dir, &[], "off") else { return };
+    assert_eq!(r["all"]["success"], false);
+    assert!(r["all"]["error"].as_str().unwrap().contains("GDC is off"), "{}", r["all"]);
+    assert_eq!(r["diagnostics"]["level"], 0, "{}", r["diagnostics"]);
+    assert!(r["diagnostics"]["message"].as_str().unwrap().contains("off"), "{}", r["diagnostics"]);
+
+    let corrupt = dir.path().join("corrupt_bank.safetensors");
+    std::fs::write(&corrupt, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all").unwrap();
+    let Some(r) = relabel_without_gdc(&dir, &[format!("gdc.bank_path:={}", corrupt.display())], "corrupt") else { return };
+    assert_eq!(r["all"]["success"], false);
+    assert!(r["all"]["error"].as_str().unwrap().contains("corrupt_bank.safetensors"), "{}", r["all"]);
+    let diag = &r["diagnostics"];
+    assert_eq!(diag["level"], 2, "{diag}");
+    assert!(diag["message"].as_str().unwrap().contains("corrupt_bank.safetensors"), "{diag}");
+    assert_eq!(diag["relabel_failed"], "5", "{diag}");
+}
+
+fn relabel_without_gdc(dir: &tempfile::TempDir, params: &[String], tag: &str) -> Option<Value> {
+    let py = common::python()?;
     let png = dir.path().join("x.png");
     common::noisy_image([1, 2, 3], 50, 50, 1).save(&png).unwrap();
-    let ns = format!("/eloss_relabel_off_{}", std::process::id());
-    let node = NodeProcess::start(&ns, &[]);
+    let ns = format!("/eloss_relabel_{tag}_{}", std::process::id());
+    let node = NodeProcess::start(&ns, params);
     let out = Command::new(&py)
         .arg(common::repo().join("tests/python/node_peer.py"))
         .args(["relabel", &ns])
@@ -101,10 +126,8 @@ fn relabel_without_a_bank_says_gdc_is_off() {
         .output()
         .unwrap();
     assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["all"]["success"], false);
-    assert!(r["all"]["error"].as_str().unwrap().contains("GDC is off"), "{}", r["all"]);
     assert!(node.stop().success());
+    Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
 fn probabilities(label: &Value) -> Vec<(String, f64)> {

@@ -95,7 +95,8 @@ pub fn handle(queue: Option<&ClassQueue>, gdc: Option<&Mutex<Gdc>>, per_class: u
 
 /// Embeds a generated class with the GDC backbone and adds it to the bank
 /// (on the generation worker); the bank is then saved to `save_path` if set.
-pub fn add_to_bank(gdc: &Mutex<Gdc>, set: &ClassImages, save_path: &str) -> Result<(), String> {
+/// Returns the number of classes in the bank.
+pub fn add_to_bank(gdc: &Mutex<Gdc>, set: &ClassImages, save_path: &str) -> Result<usize, String> {
     let images = set.paths.iter().map(|p| read_rgb(p)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
     let mut rows = Vec::with_capacity(images.len());
     for chunk in images.chunks(EMBED_CHUNK) {
@@ -103,20 +104,20 @@ pub fn add_to_bank(gdc: &Mutex<Gdc>, set: &ClassImages, save_path: &str) -> Resu
         let (classifier, _) = g.as_ref().map_err(Clone::clone)?;
         rows.extend(classifier.embed(chunk).map_err(|e| e.to_string())?);
     }
-    let bank = {
+    let (classes, to_save) = {
         let mut g = lock(gdc);
         let (classifier, _) = g.as_mut().map_err(|e| e.clone())?;
         classifier.add_class(&set.class, &rows, set.prompts.clone()).map_err(|e| e.to_string())?;
-        (!save_path.is_empty()).then(|| classifier.bank().clone())
+        (classifier.bank().len(), (!save_path.is_empty()).then(|| classifier.bank().clone()))
     };
-    if let Some(bank) = bank {
+    if let Some(bank) = to_save {
         // the class is usable either way: a failed save is an error in the log, not a failed class
         match bank.save(save_path) {
             Ok(()) => tracing::info!(path = save_path, classes = bank.len(), "GDC bank with run-time classes saved"),
             Err(e) => tracing::error!("saving the GDC bank to gdc.generator.save_bank_path failed: {e}"),
         }
     }
-    Ok(())
+    Ok(classes)
 }
 
 /// The `~/gdc_bank` message for the bank's classes and the queue.

@@ -38,7 +38,7 @@ use crate::dataset::kitti::Calibration;
 use crate::frame_slot::LatestSlot;
 use crate::gdc::frame_history::{FrameHistory, FrameRecord, ImageRecord};
 use crate::geometry::Box3D;
-use crate::stats::{DetectorStats, ElossStats, InputStats};
+use crate::stats::{DetectorStats, ElossStats, GdcStats, InputStats};
 use anyhow::Context as _;
 use futures::StreamExt;
 use r2r::diagnostic_msgs::msg::DiagnosticArray;
@@ -70,6 +70,7 @@ struct Stats {
     camera_info: InputStats,
     detector: DetectorStats,
     eloss: ElossStats,
+    gdc: GdcStats,
 }
 
 /// What the cloud worker publishes.
@@ -201,7 +202,15 @@ pub async fn run() -> anyhow::Result<()> {
         match &g {
             Ok((c, _)) => tracing::info!("GDC ready: {} classes, backbone {}", c.bank().len(), c.bank().spec().backbone),
             Err(e) if gdc_params.auto_relabel => tracing::warn!("gdc.auto_relabel is on, but {e}"),
-            Err(e) => tracing::warn!("{e}"),
+            Err(e) if gdc_params.bank_path.is_empty() => tracing::info!("{e}"),
+            Err(e) => tracing::error!("{e}"),
+        }
+        {
+            let mut stats = lock(&sh.stats);
+            stats.gdc.configured = !gdc_params.bank_path.is_empty();
+            stats.gdc.generator = sh.generator.is_some();
+            stats.gdc.bank = Some(g.as_ref().map(|(c, _)| c.bank().len()).map_err(Clone::clone));
+            stats.gdc.backbone = g.as_ref().map(|(c, _)| c.bank().spec().backbone.clone()).unwrap_or_default();
         }
         let _ = sh.gdc.set(Mutex::new(g));
     });
@@ -279,10 +288,12 @@ pub async fn run() -> anyhow::Result<()> {
             };
             let period = if period.is_finite() && period > 0.0 { period } else { 1.0 };
             tokio::time::sleep(Duration::from_secs_f64(period)).await;
+            let queue = sh.class_queue.status();
             let now = {
                 let mut stats = lock(&sh.stats);
                 stats.cloud.dropped = sh.clouds.dropped();
                 stats.image.dropped = sh.images.dropped();
+                (stats.gdc.pending_classes, stats.gdc.failed_classes) = (queue.pending.len(), queue.failed.len());
                 stats.clone()
             };
             let statuses = [
@@ -291,6 +302,7 @@ pub async fn run() -> anyhow::Result<()> {
                 now.camera_info.status(&format!("{NODE_NAME}: camera info input"), &hw, &previous.camera_info),
                 now.detector.status(&format!("{NODE_NAME}: detector"), &hw, &previous.detector),
                 now.eloss.status(&format!("{NODE_NAME}: eloss monitor"), &hw),
+                now.gdc.status(&format!("{NODE_NAME}: gdc"), &hw),
             ];
             previous = now;
             let stamp = ros_now(&clock);
@@ -554,6 +566,14 @@ fn relabel(sh: &Shared, req: &RelabelObjects::Request) -> RelabelObjects::Respon
     });
     let crops = response.labels.iter().filter(|l| l.valid).count();
     tracing::debug!(success = response.success, crops, elapsed = ?t.elapsed(), "relabel request");
+    let mut stats = lock(&sh.stats);
+    stats.gdc.requests += 1;
+    stats.gdc.request.record(t.elapsed());
+    if !response.success {
+        stats.gdc.failed_requests += 1;
+        stats.gdc.last_error = Some(response.error.clone());
+    }
+    drop(stats);
     response
 }
 
@@ -570,7 +590,11 @@ fn class_generator(sh: &Shared) {
         std::thread::sleep(Duration::from_millis(50));
     };
     let save_path = lock(&sh.params).gdc.generator.save_bank_path.clone();
-    sh.class_queue.run_worker(settings, &sh.stop, &mut |set| super::add_classes::add_to_bank(gdc, set, &save_path));
+    sh.class_queue.run_worker(settings, &sh.stop, &mut |set| {
+        let classes = super::add_classes::add_to_bank(gdc, set, &save_path)?;
+        lock(&sh.stats).gdc.bank = Some(Ok(classes));
+        Ok(())
+    });
 }
 
 /// Publishes `~/gdc_bank` when GDC has loaded and on every queue change.

@@ -256,6 +256,9 @@ def relabel(ns, image_png, boxes):
     by_id = RelabelObjects.Request()
     by_id.source = RelabelObjects.Request.SOURCE_RECENT_FRAME
     out["by_id"] = call(by_id)
+    # the node's GDC diagnostics count the five requests
+    p.spin_until(lambda: count(p.diag, "gdc", "relabel_requests") >= 5, 15, "GDC diagnostics counting the requests")
+    out["diagnostics"] = p.diag["gdc"]
     print(json.dumps(out))
     p.close()
 

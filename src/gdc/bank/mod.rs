@@ -344,6 +344,9 @@ pub enum BankError {
     NoSpreadEstimate(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// A file that was read but is not a valid bank: the parse error, with the file.
+    #[error("{path}: {source}")]
+    File { path: PathBuf, source: Box<BankError> },
     #[error("not a readable safetensors file: {0}")]
     SafeTensors(#[from] safetensors::SafeTensorError),
     #[error("invalid bank file: {0}")]
@@ -618,7 +621,7 @@ impl GaussianBank {
             path: path.to_path_buf(),
             source,
         })?;
-        file::from_bytes(&bytes)
+        file::from_bytes(&bytes).map_err(|e| BankError::File { path: path.to_path_buf(), source: Box::new(e) })
     }
 
     /// Read a bank and refuse it unless it was built for this backbone and recipe.

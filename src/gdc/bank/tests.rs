@@ -710,6 +710,11 @@ fn gdc_file_round_trip_is_bit_exact() {
     }
     let err = GaussianBank::load(dir.path().join("missing.safetensors")).unwrap_err();
     assert!(matches!(err, BankError::Io { .. }), "{err}");
+    // a file that is not a bank: the parse error names the file
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
+    let err = GaussianBank::load(&junk).unwrap_err();
+    assert!(matches!(err, BankError::File { .. }) && err.to_string().contains("junk.safetensors"), "{err}");
 }
 
 /// Rebuild the file after `edit` changed its tensors or metadata; expect an error containing `needle`.
