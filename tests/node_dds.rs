@@ -69,3 +69,32 @@ fn node_decodes_real_and_malformed_input_over_dds() {
     // the node kept serving after every malformed message and exits cleanly
     assert!(node.stop().success(), "node exits cleanly on SIGINT");
 }
+
+/// Broken weights never stop the node: a corrupt detector checkpoint and a
+/// corrupt GDC bank are ERROR diagnostics naming the file, and clouds are
+/// still decoded and counted.
+#[test]
+fn corrupt_weights_are_errors_in_diagnostics_and_the_node_keeps_serving() {
+    let (Some(py), Some(kitti)) = (common::python(), common::kitti_dir()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (model, bank) = (dir.path().join("broken_model.safetensors"), dir.path().join("broken_bank.safetensors"));
+    std::fs::write(&model, b"PK\x03\x04 a zip, not safetensors").unwrap();
+    std::fs::write(&bank, [0u8; 3]).unwrap();
+    let ns = format!("/eloss_broken_{}", std::process::id());
+    let node = NodeProcess::start(&ns, &[format!("detector.model_path:={}", model.display()), format!("gdc.bank_path:={}", bank.display())]);
+    let out = Command::new(py)
+        .arg(common::repo().join("tests/python/node_peer.py"))
+        .args(["status", &ns])
+        .arg(kitti.join("000008.bin"))
+        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        .output()
+        .expect("run node_peer.py");
+    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let d: Value = serde_json::from_slice(&out.stdout).expect("peer prints JSON");
+    assert_eq!(d["detector"]["level"], 2, "{}", d["detector"]);
+    assert!(d["detector"]["message"].as_str().unwrap().contains("broken_model.safetensors"), "{}", d["detector"]);
+    assert_eq!(d["gdc"]["level"], 2, "{}", d["gdc"]);
+    assert!(d["gdc"]["message"].as_str().unwrap().contains("broken_bank.safetensors"), "{}", d["gdc"]);
+    assert!(counter(&d["point cloud input"], "frames_processed") >= 1, "{}", d["point cloud input"]);
+    assert!(node.stop().success(), "node exits cleanly on SIGINT");
+}

@@ -3,6 +3,8 @@ eloss_perception_node over loopback DDS, for tests/node_dds.rs.
 
   drive  NS KITTI_BIN  publish good and malformed clouds/images/camera infos,
                        wait for diagnostics that account for all of them
+  status NS KITTI_BIN   publish the cloud until the node counts it processed, then
+                       report the node's whole diagnostics (e.g. with broken weights)
   listen TOPIC N T     receive N clouds on TOPIC within T seconds (e.g. while a
                        bag is replayed) and report what arrived
   relabel NS IMG BOXES call NS/eloss_perception_node/relabel with the PNG IMG and
@@ -195,6 +197,23 @@ def drive(ns, kitti_bin):
     bad_info.p = [0.0] * 12
     send_and_wait(pub_info, bad_info, info, "frames_malformed", "uncalibrated_camera_info")
     print(json.dumps(result))
+    p.close()
+
+
+def status(ns, kitti_bin):
+    xyzi = np.fromfile(kitti_bin, dtype="<f4").reshape(-1, 4)
+    p = Peer(ns)
+    pub = p.node.create_publisher(PointCloud2, f"{ns}/points", qos_profile_sensor_data)
+    p.spin_until(lambda: pub.get_subscription_count() > 0 and p.diag is not None, 30, "the node and its diagnostics")
+    end = time.monotonic() + 30
+    while count(p.diag, "point cloud input", "frames_processed") < 1 and time.monotonic() < end:
+        pub.publish(cloud_msg(xyzi))
+        t = time.monotonic() + 0.5
+        while time.monotonic() < t:
+            rclpy.spin_once(p.node, timeout_sec=0.05)
+    seen = p.diag
+    p.spin_until(lambda: p.diag is not seen, 5, "the next diagnostics")
+    print(json.dumps(p.diag))
     p.close()
 
 
@@ -495,5 +514,5 @@ def detect(ns, cloud_bin, anomalous_bin):
 
 
 if __name__ == "__main__":
-    {"drive": drive, "listen": listen, "relabel": relabel, "relabel_frame": relabel_frame, "add_classes": add_classes,
+    {"drive": drive, "status": status, "listen": listen, "relabel": relabel, "relabel_frame": relabel_frame, "add_classes": add_classes,
      "detect": detect}[sys.argv[1]](*sys.argv[2:])
