@@ -2,8 +2,10 @@
 //! (colour patches, tiny random DINOv2) and a tiny random Stable Diffusion
 //! generator (tests/python/generator_reference.py); an rclpy client adds
 //! classes by name, without and with waiting, follows `~/gdc_bank`, and
-//! relabels a generated image against old and new classes. Bad names are
-//! error responses; the extended bank is saved where configured.
+//! relabels a generated image against old and new classes (the node's
+//! probabilities must equal the library's on the saved bank). Bad names are
+//! error responses; the extended bank is saved where configured. Then the
+//! zero-shot start: no bank at all, only class names in the parameters.
 #![cfg(feature = "ros")]
 mod common;
 
@@ -17,6 +19,31 @@ use std::process::Command;
 
 fn strings(v: &Value) -> Vec<&str> {
     v.as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect()
+}
+
+/// The node's answer must be the library's: the saved bank and the backbone
+/// classify the same whole-image crop (random tiny models: which class wins
+/// means nothing, equality does).
+fn assert_same_as_library(node_probabilities: &Value, bank: &std::path::Path, backbone: &std::path::Path, image: &std::path::Path, candidates: &[String]) {
+    use eloss_perception::gdc::classifier::GdcClassifier;
+    use eloss_perception::gdc::crops::{crop_pixels, CropConfig};
+    let classifier = GdcClassifier::new(Box::new(Dinov2Encoder::load(backbone, EmbeddingRecipe::Cls, tch::Device::Cpu).unwrap()), GaussianBank::load(bank).unwrap()).unwrap();
+    let img = eloss_perception::gdc::bank_builder::read_rgb(image).unwrap();
+    let crop = crop_pixels(&img, [0.0, 0.0, img.width as f64, img.height as f64], &CropConfig::default());
+    let expected = classifier.classify_some(vec![crop], candidates).unwrap().remove(0).unwrap();
+    let got = node_probabilities.as_object().unwrap();
+    assert_eq!(got.len(), expected.len(), "{got:?} vs {expected:?}");
+    for (class, p) in &expected {
+        let q = got[class].as_f64().unwrap();
+        assert!((q - p).abs() < 1e-4, "{class}: node {q}, library {p}");
+    }
+    assert!((got.values().map(|v| v.as_f64().unwrap()).sum::<f64>() - 1.0).abs() < 1e-5);
+}
+
+/// The first generated image of `class` under a settings-keyed cache folder.
+fn first_image(cache: &std::path::Path, class: &str) -> std::path::PathBuf {
+    let keyed = std::fs::read_dir(cache).unwrap().map(|e| e.unwrap().path()).find(|p| p.join(class).is_dir()).unwrap();
+    keyed.join(class).join("00000.png")
 }
 
 #[test]
@@ -91,14 +118,11 @@ fn classes_added_by_name_at_run_time() {
     assert_eq!(waited["estimated_seconds"], 0.0);
     assert_eq!(strings(&waited["classes"]), ["brick", "grass", "sky", "traffic_cone", "bus"]);
 
-    // a generated traffic_cone image is a traffic_cone among old and new classes
+    // a generated image relabelled among old and new classes: the library's answer
     let relabel = &r["relabel"];
     assert_eq!(relabel["success"], true, "{relabel}");
-    let p = relabel["probabilities"][0].as_object().unwrap();
-    assert_eq!(p.len(), 3);
-    assert!((p.values().map(|v| v.as_f64().unwrap()).sum::<f64>() - 1.0).abs() < 1e-5);
-    let best = p.iter().max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap())).unwrap().0;
-    assert_eq!(best, "traffic_cone", "{p:?}");
+    let candidates: Vec<String> = ["grass", "traffic_cone", "bus"].map(String::from).to_vec();
+    assert_same_as_library(&relabel["probabilities"][0], &saved, &backbone, &first_image(&cache, "traffic_cone"), &candidates);
 
     let last = &r["last_status"];
     assert!(strings(&last["pending"]).is_empty() && last["failed"].as_object().unwrap().is_empty(), "{last}");
@@ -111,4 +135,51 @@ fn classes_added_by_name_at_run_time() {
     let cone = &extended.classes()[3];
     assert_eq!((cone.count(), cone.prompts()[0].as_str()), (3, "a photo of a traffic cone."));
     assert_eq!(extended.spec(), bank.spec());
+}
+
+/// No bank file: the node starts with an empty bank, generates the classes
+/// named in `gdc.generator.classes`, serves them, and saves the bank.
+#[test]
+fn zero_shot_start_from_class_names_only() {
+    let Some(py) = common::python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for script in ["generator_reference.py", "dinov2_reference.py"] {
+        let out = Command::new(&py).arg(common::repo().join("tests/python").join(script)).arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let saved = dir.path().join("zero_shot.safetensors");
+    let ns = format!("/eloss_zero_shot_{}", std::process::id());
+    let node = NodeProcess::start(
+        &ns,
+        &[
+            format!("gdc.backbone_path:={}", dir.path().join("plain").display()),
+            format!("gdc.generator.path:={}", dir.path().join("sd").display()),
+            "gdc.generator.classes:=car,traffic_cone".into(),
+            "gdc.generator.per_class:=3".into(),
+            "gdc.generator.steps:=2".into(),
+            "gdc.generator.guidance:=2.5".into(),
+            "gdc.generator.size:=32".into(),
+            format!("gdc.generator.save_bank_path:={}", saved.display()),
+        ],
+    );
+    let cache = dir.path().join("zero_shot.safetensors.images");
+    let out = Command::new(&py)
+        .arg(common::repo().join("tests/python/node_peer.py"))
+        .args(["zero_shot", &ns])
+        .arg(&cache)
+        .arg("car,traffic_cone")
+        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let last = r["statuses"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(strings(&last["classes"]), ["car", "traffic_cone"], "{r}");
+    assert!(node.stop().success());
+    let relabel = &r["relabel"];
+    assert_eq!(relabel["success"], true, "{relabel}");
+    assert_same_as_library(&relabel["probabilities"][0], &saved, &dir.path().join("plain"), &first_image(&cache, "car"), &[]);
+    let bank = GaussianBank::load(&saved).unwrap();
+    assert_eq!(bank.class_names(), ["car", "traffic_cone"]);
+    assert_eq!(bank.spec().recipe, "cls");
 }

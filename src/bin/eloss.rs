@@ -463,8 +463,10 @@ fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
             Ok(())
         }
         GdcCmd::Bench { backbone, recipe, batch, iters, threads, side } => {
-            let recipe = recipe.unwrap_or_else(|| if backbone.is_dir() { "cls".into() } else { "pooled".into() });
-            let recipe = EmbeddingRecipe::from_id(&recipe).with_context(|| format!("unknown recipe {recipe:?}"))?;
+            let recipe = match recipe {
+                Some(r) => EmbeddingRecipe::from_id(&r).with_context(|| format!("unknown recipe {r:?}"))?,
+                None => EmbeddingRecipe::default_for(&backbone),
+            };
             tch::set_num_threads(threads.max(1));
             let enc = encoder::load_encoder(&backbone, recipe, tch::Device::Cpu)?;
             let _guard = tch::no_grad_guard();

@@ -63,6 +63,9 @@ impl GdcClassifier {
     /// One distribution per crop, over `candidates` (all bank classes when empty).
     /// Unknown candidate names fail the whole call, naming them.
     pub fn classify(&self, crops: &[RgbImage], candidates: &[String]) -> Result<Vec<Distribution>, ClassifierError> {
+        if self.bank.is_empty() {
+            return Err(BankError::Empty.into());
+        }
         let names: Vec<&str> = if candidates.is_empty() {
             self.bank.class_names()
         } else {

@@ -27,7 +27,16 @@ pub fn settings(p: &GdcParams) -> Option<GeneratorSettings> {
     if g.path.is_empty() {
         return None;
     }
-    let cache_root = if g.cache_dir.is_empty() { PathBuf::from(format!("{}.images", p.bank_path)) } else { PathBuf::from(&g.cache_dir) };
+    let cache_root = if !g.cache_dir.is_empty() {
+        PathBuf::from(&g.cache_dir)
+    } else if !p.bank_path.is_empty() {
+        PathBuf::from(format!("{}.images", p.bank_path))
+    } else if !g.save_bank_path.is_empty() {
+        PathBuf::from(format!("{}.images", g.save_bank_path))
+    } else {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        home.join(".cache/eloss_perception/generated_images")
+    };
     Some(GeneratorSettings {
         generator_dir: PathBuf::from(&g.path),
         cache_root,
@@ -169,6 +178,13 @@ mod tests {
         p.generator.size = 512;
         let s = settings(&p).unwrap();
         assert_eq!((s.cache_root, s.size), (PathBuf::from("/tmp/c"), Some(512)));
+        // zero-shot start (no bank file): the cache goes beside the bank to be saved
+        (p.bank_path, p.generator.cache_dir, p.generator.save_bank_path) = (String::new(), String::new(), "/data/new.safetensors".into());
+        assert_eq!(settings(&p).unwrap().cache_root, PathBuf::from("/data/new.safetensors.images"));
+        p.generator.save_bank_path.clear();
+        assert!(settings(&p).unwrap().cache_root.ends_with(".cache/eloss_perception/generated_images"));
+        p.generator.classes = " car, traffic_cone ,bus".into();
+        assert_eq!(p.generator.class_names(), ["car", "traffic_cone", "bus"]);
     }
 
     #[test]

@@ -212,6 +212,16 @@ pub async fn run() -> anyhow::Result<()> {
             stats.gdc.bank = Some(g.as_ref().map(|(c, _)| c.bank().len()).map_err(Clone::clone));
             stats.gdc.backbone = g.as_ref().map(|(c, _)| c.bank().spec().backbone.clone()).unwrap_or_default();
         }
+        // start-up classes (gdc.generator.classes) the bank lacks go to the generator
+        let startup = gdc_params.generator.class_names();
+        if let (Ok((c, _)), Some(settings), false) = (&g, &sh.generator, startup.is_empty()) {
+            let have: Vec<String> = c.bank().class_names().into_iter().map(String::from).collect();
+            match sh.class_queue.enqueue(&startup, &have, settings.per_class) {
+                Ok(e) if !e.queued.is_empty() => tracing::info!("generating start-up classes {:?}", e.queued),
+                Ok(_) => {}
+                Err(e) => tracing::error!("gdc.generator.classes: {e}"),
+            }
+        }
         let _ = sh.gdc.set(Mutex::new(g));
     });
     let sh = shared.clone();

@@ -205,8 +205,10 @@ pub struct GdcParams {
 #[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorParams {
-    /// Hugging Face diffusers folder (SD 1.x/2.x, SD-Turbo, SDXL, SDXL-Turbo; docs/generators.md); empty = ~/add_classes answers with an error
+    /// Hugging Face diffusers folder (SD 1.x/2.x, SD-Turbo, SDXL, SDXL-Turbo; docs/generators.md); empty = ~/add_classes answers with an error. With it and gdc.backbone_path but no gdc.bank_path, the node starts with an empty bank (zero-shot: classes come from names only)
     pub path: String,
+    /// Class names generated at start-up unless the bank has them, comma-separated (e.g. car,pedestrian,cyclist); empty = none
+    pub classes: String,
     /// Images generated per new class, >= 2 (the paper: 240)
     pub per_class: i64,
     /// Prompt templates: default (8 built in) or a file with one template containing {} per line
@@ -221,10 +223,20 @@ pub struct GeneratorParams {
     pub seed: i64,
     /// Images per generator call, >= 1
     pub batch: i64,
-    /// Cache of generated images and contact sheets (resumed after a restart); empty = <gdc.bank_path>.images
+    /// Cache of generated images and contact sheets (resumed after a restart); empty = <gdc.bank_path>.images, else <save_bank_path>.images, else ~/.cache/eloss_perception/generated_images
     pub cache_dir: String,
     /// The bank with the run-time classes is written here after each new class (so a restart can load it as gdc.bank_path); empty = kept in memory only
     pub save_bank_path: String,
+}
+
+impl GeneratorParams {
+    /// The start-up class names, trimmed, in order.
+    pub fn class_names(&self) -> Vec<String> {
+        if self.classes.trim().is_empty() {
+            return Vec::new();
+        }
+        self.classes.split(',').map(|c| c.trim().to_string()).collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -314,6 +326,9 @@ impl NodeParams {
         }
         if g.batch < 1 {
             return bad("gdc.generator.batch", g.batch as f64, "must be >= 1");
+        }
+        if let Some(bad) = g.class_names().iter().find(|c| c.is_empty() || c.contains(['/', '\\'])) {
+            return Err(ParamsError::Invalid { name: "gdc.generator.classes", value: format!("{bad:?}"), rule: "must be plain names separated by commas" });
         }
         if g.templates.is_empty() {
             return Err(ParamsError::Invalid { name: "gdc.generator.templates", value: String::new(), rule: "must be default or a file" });
@@ -409,6 +424,7 @@ mod tests {
                 "gdc.max_image_lag_s",
                 "gdc.auto_relabel",
                 "gdc.generator.path",
+                "gdc.generator.classes",
                 "gdc.generator.per_class",
                 "gdc.generator.templates",
                 "gdc.generator.steps",

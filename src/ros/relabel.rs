@@ -16,7 +16,7 @@ use super::convert;
 use super::params::GdcParams;
 use crate::dataset::kitti::Calibration;
 use crate::gdc::backbone::EmbeddingRecipe;
-use crate::gdc::bank::GaussianBank;
+use crate::gdc::bank::{EmbeddingSpec, FitOptions, GaussianBank};
 use crate::gdc::classifier::{Distribution, GdcClassifier};
 use crate::gdc::crops::{crop_box, crop_pixels, CropConfig, CropSkip};
 use crate::gdc::frame_history::Selection;
@@ -31,15 +31,29 @@ use std::path::Path;
 pub type Gdc = Result<(GdcClassifier, CropConfig), String>;
 
 /// Loads the bank and the backbone named by the parameters.
+/// Without a bank but with a generator and a backbone, the bank starts
+/// empty (full covariance, default ridge; the backbone's default recipe) and
+/// fills with run-time classes.
 pub fn load(p: &GdcParams) -> Gdc {
-    if p.bank_path.is_empty() {
-        return Err("GDC is off: set gdc.bank_path (and gdc.backbone_path) to a bank built with `eloss gdc bank`".into());
+    let zero_shot = p.bank_path.is_empty() && !p.generator.path.is_empty() && !p.backbone_path.is_empty();
+    if p.bank_path.is_empty() && !zero_shot {
+        return Err("GDC is off: set gdc.bank_path (and gdc.backbone_path) to a bank built with `eloss gdc bank`, or gdc.generator.path and gdc.backbone_path to start from class names".into());
     }
-    let bank = GaussianBank::load(&p.bank_path).map_err(|e| format!("GDC bank: {e}"))?;
-    let recipe = EmbeddingRecipe::from_id(&bank.spec().recipe)
-        .ok_or_else(|| format!("GDC bank {}: unknown embedding recipe {:?}", p.bank_path, bank.spec().recipe))?;
+    let backbone = Path::new(&p.backbone_path);
+    let (bank, recipe) = if zero_shot {
+        (None, EmbeddingRecipe::default_for(backbone))
+    } else {
+        let bank = GaussianBank::load(&p.bank_path).map_err(|e| format!("GDC bank: {e}"))?;
+        let recipe = EmbeddingRecipe::from_id(&bank.spec().recipe)
+            .ok_or_else(|| format!("GDC bank {}: unknown embedding recipe {:?}", p.bank_path, bank.spec().recipe))?;
+        (Some(bank), recipe)
+    };
     let device = tch::Device::cuda_if_available();
-    let encoder = load_encoder(Path::new(&p.backbone_path), recipe, device).map_err(|e| format!("GDC backbone: {e}"))?;
+    let encoder = load_encoder(backbone, recipe, device).map_err(|e| format!("GDC backbone: {e}"))?;
+    let bank = match bank {
+        Some(b) => b,
+        None => GaussianBank::empty(EmbeddingSpec::new(encoder.backbone_id(), recipe.id()), FitOptions::default()).map_err(|e| e.to_string())?,
+    };
     let mut classifier = GdcClassifier::new(encoder, bank).map_err(|e| e.to_string())?;
     classifier.temperature = p.temperature;
     classifier.batch = p.batch_size.max(1) as usize;

@@ -19,6 +19,10 @@ eloss_perception_node over loopback DDS, for tests/node_dds.rs.
                        until it is in the bank), one with wait; then relabel the node's
                        first generated traffic_cone image (found under CACHE) with the
                        new classes and one old one as candidates
+  zero_shot NS CACHE CLASSES
+                       follow NS/eloss_perception_node/gdc_bank until the comma-separated
+                       CLASSES are in the bank (the node generated them at start-up), then
+                       relabel the first generated image of the first class
   detect NS CLOUD_BIN ANOMALOUS_BIN
                        publish the cloud (KITTI .bin layout) with a known stamp until
                        NS/detections, NS/markers and NS/eloss for that stamp arrive; then
@@ -345,6 +349,39 @@ def add_classes(ns, cache_dir):
     p.close()
 
 
+def zero_shot(ns, cache_dir, classes):
+    import glob
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from eloss_perception_msgs.msg import BoundingBox2D, GdcBankStatus
+    from eloss_perception_msgs.srv import RelabelObjects
+    from PIL import Image as PILImage
+
+    p = Peer(ns)
+    base = f"{ns}/eloss_perception_node"
+    wanted = classes.split(",")
+    statuses = []
+    qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+    p.node.create_subscription(GdcBankStatus, f"{base}/gdc_bank",
+                               lambda m: statuses.append({"classes": list(m.classes), "pending": list(m.pending_classes),
+                                                          "failed": dict(zip(m.failed_classes, m.failed_errors))}), qos)
+    p.spin_until(lambda: statuses and all(c in statuses[-1]["classes"] for c in wanted), 120, f"{wanted} in the bank")
+    client = p.node.create_client(RelabelObjects, f"{base}/relabel")
+    p.spin_until(client.service_is_ready, 30, "the relabel service")
+    png = sorted(glob.glob(f"{cache_dir}/*/{wanted[0]}/00000.png"))[0]
+    rgb = np.asarray(PILImage.open(png).convert("RGB"))
+    req = RelabelObjects.Request()
+    req.source = RelabelObjects.Request.SOURCE_EXPLICIT_IMAGE
+    req.image = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=3 * rgb.shape[1], data=rgb.tobytes())
+    req.boxes_2d = [BoundingBox2D(x_min=0.0, y_min=0.0, x_max=float(rgb.shape[1]), y_max=float(rgb.shape[0]))]
+    fut = client.call_async(req)
+    p.spin_until(fut.done, 60, "a relabel response")
+    r = fut.result()
+    print(json.dumps({"statuses": statuses, "relabel": {
+        "success": r.success, "error": r.error,
+        "probabilities": [{c.class_name: c.probability for c in l.probabilities} for l in r.labels]}}))
+    p.close()
+
+
 KITTI_P2 = [7.215377e+02, 0.0, 6.095593e+02, 4.485728e+01, 0.0, 7.215377e+02, 1.728540e+02, 2.163791e-01,
             0.0, 0.0, 1.0, 2.745884e-03]
 
@@ -514,5 +551,5 @@ def detect(ns, cloud_bin, anomalous_bin):
 
 
 if __name__ == "__main__":
-    {"drive": drive, "status": status, "listen": listen, "relabel": relabel, "relabel_frame": relabel_frame, "add_classes": add_classes,
+    {"drive": drive, "status": status, "listen": listen, "relabel": relabel, "relabel_frame": relabel_frame, "add_classes": add_classes, "zero_shot": zero_shot,
      "detect": detect}[sys.argv[1]](*sys.argv[2:])

@@ -33,4 +33,10 @@ impl EmbeddingRecipe {
     pub fn from_id(id: &str) -> Option<Self> {
         [Self::Cls, Self::ClsMeanPatch, Self::Pooled].into_iter().find(|r| r.id() == id)
     }
+
+    /// The recipe a backbone gets when none is named: CLS for a DINOv2
+    /// folder, the pooled features for an EfficientNet-Lite0 weights file.
+    pub fn default_for(backbone: &std::path::Path) -> Self {
+        if backbone.is_dir() { Self::Cls } else { Self::Pooled }
+    }
 }

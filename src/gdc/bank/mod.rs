@@ -460,14 +460,30 @@ impl GaussianBank {
         Ok(bank)
     }
 
+    /// A bank with no classes yet, filled by [`Self::add_class`] (zero-shot
+    /// classes generated at run time); the first class sets the dimension.
+    pub fn empty(spec: EmbeddingSpec, options: impl Into<FitOptions>) -> Result<GaussianBank, BankError> {
+        let options = options.into();
+        options.validate()?;
+        Ok(GaussianBank { spec, options, dim: 0, classes: Vec::new(), shared: None, created: CreationInfo::now() })
+    }
+
     /// Fit and append a class without touching the others (Shared: the pooled
     /// covariance is updated and refactored). Duplicate names are refused.
     pub fn add_class(&mut self, name: &str, samples: Samples<'_>) -> Result<(), BankError> {
         if self.class_index(name).is_some() {
             return Err(BankError::DuplicateClass(name.to_string()));
         }
-        let stats = class_stats(name, &samples, Some(self.dim), self.options.kind)?;
-        self.insert(vec![stats])
+        let first = self.dim == 0;
+        let stats = class_stats(name, &samples, (!first).then_some(self.dim), self.options.kind)?;
+        if first {
+            self.dim = stats.mean.len();
+        }
+        let result = self.insert(vec![stats]);
+        if result.is_err() && first {
+            self.dim = 0;
+        }
+        result
     }
 
     /// Remove a class and return it. Shared: the pooled covariance keeps the

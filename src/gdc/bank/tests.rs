@@ -592,6 +592,15 @@ fn gdc_add_class_equals_joint_fit() {
         CovarianceKind::Shared { ridge_rel: 1e-3 },
     ] {
         let joint = GaussianBank::fit(spec(), &all, kind).unwrap();
+        // an empty bank filled class by class (run-time zero-shot classes) is the same bank
+        let mut from_empty = GaussianBank::empty(spec(), kind).unwrap();
+        assert!(from_empty.is_empty());
+        assert!(from_empty.add_class("p", (&vec![vec![f64::NAN; d]]).into()).is_err());
+        assert_eq!(from_empty.dim(), 0, "a refused first class leaves the bank empty");
+        for (n, x) in &all {
+            from_empty.add_class(n, *x).unwrap();
+        }
+        assert_eq!((from_empty.classes(), &from_empty.shared), (joint.classes(), &joint.shared), "{kind:?}");
         let mut inc = GaussianBank::fit(spec(), &all[..1], kind).unwrap();
         inc.add_class("q", all[1].1).unwrap();
         inc.add_class("r", all[2].1).unwrap();
