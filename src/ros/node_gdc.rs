@@ -1,0 +1,215 @@
+//! The GDC part of `eloss_perception_node` (a child module of `node.rs`,
+//! whose doc lists all topics and services): the `~/relabel` and
+//! `~/add_classes` services, the `~/gdc_bank` status, the classifier's loader,
+//! the class generator and `gdc.auto_relabel` in the cloud worker. Message
+//! conversion and request handling are in `ros::relabel` and
+//! `ros::add_classes`, the ROS-free logic in `crate::gdc`.
+
+use super::{lock, ros_now, Shared, SERVICE_ADD_CLASSES, SERVICE_RELABEL, TOPIC_CAMERA_INFO, TOPIC_GDC_BANK};
+use crate::ros::params::NodeParams;
+use crate::dataset::kitti::Calibration;
+use crate::geometry::Box3D;
+use futures::StreamExt;
+use r2r::eloss_perception_msgs::msg::GdcBankStatus;
+use r2r::eloss_perception_msgs::srv::{AddClasses, RelabelObjects};
+use r2r::QosProfile;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Creates `~/relabel`, `~/add_classes` and `~/gdc_bank`, then starts the GDC
+/// loader, the service tasks, the class generator (when a generator is
+/// configured) and the bank-status publisher, whose thread is returned so
+/// shutdown can join it.
+pub(super) fn spawn(node: &mut r2r::Node, shared: &Arc<Shared>, clock: &Arc<Mutex<r2r::Clock>>) -> anyhow::Result<JoinHandle<()>> {
+    let mut relabel_requests =
+        node.create_service::<RelabelObjects::Service>(SERVICE_RELABEL, QosProfile::services_default())?;
+    let mut add_class_requests =
+        node.create_service::<AddClasses::Service>(SERVICE_ADD_CLASSES, QosProfile::services_default())?;
+    let bank_pub = node.create_publisher::<GdcBankStatus>(TOPIC_GDC_BANK, QosProfile::default().keep_last(1).transient_local())?;
+    // GDC loads off the async threads (weights can take seconds); requests
+    // arriving before it finished wait for it, a failed load answers every
+    // request with the reason
+    let gdc_params = lock(&shared.params).gdc.clone();
+    let sh = shared.clone();
+    let gdc_loader = tokio::task::spawn_blocking(move || {
+        let g = crate::ros::relabel::load(&gdc_params);
+        match &g {
+            Ok((c, _)) => tracing::info!("GDC ready: {} classes, backbone {}", c.bank().len(), c.bank().spec().backbone),
+            Err(e) if gdc_params.auto_relabel => tracing::warn!("gdc.auto_relabel is on, but {e}"),
+            Err(e) if gdc_params.bank_path.is_empty() => tracing::info!("{e}"),
+            Err(e) => tracing::error!("{e}"),
+        }
+        {
+            let mut stats = lock(&sh.stats);
+            stats.gdc.configured = !gdc_params.bank_path.is_empty();
+            stats.gdc.generator = sh.generator.is_some();
+            stats.gdc.bank = Some(g.as_ref().map(|(c, _)| c.bank().len()).map_err(Clone::clone));
+            stats.gdc.backbone = g.as_ref().map(|(c, _)| c.bank().spec().backbone.clone()).unwrap_or_default();
+        }
+        // start-up classes (gdc.generator.classes) the bank lacks go to the generator
+        let startup = gdc_params.generator.class_names();
+        if let (Ok((c, _)), Some(settings), false) = (&g, &sh.generator, startup.is_empty()) {
+            let have: Vec<String> = c.bank().class_names().into_iter().map(String::from).collect();
+            match sh.class_queue.enqueue(&startup, &have, settings.per_class) {
+                Ok(e) if !e.queued.is_empty() => tracing::info!("generating start-up classes {:?}", e.queued),
+                Ok(_) => {}
+                Err(e) => tracing::error!("gdc.generator.classes: {e}"),
+            }
+        }
+        let _ = sh.gdc.set(Mutex::new(g));
+    });
+    let sh = shared.clone();
+    tokio::spawn(async move {
+        if let Err(e) = gdc_loader.await {
+            let _ = sh.gdc.set(Mutex::new(Err(format!("GDC loader failed: {e}"))));
+        }
+        while let Some(req) = relabel_requests.next().await {
+            let sh = sh.clone();
+            let message = req.message.clone();
+            let response = tokio::task::spawn_blocking(move || relabel(&sh, &message))
+                .await
+                .unwrap_or_else(|e| RelabelObjects::Response { success: false, error: format!("internal error: {e}"), labels: vec![] });
+            if let Err(e) = req.respond(response) {
+                tracing::warn!("relabel response not delivered: {e}");
+            }
+        }
+    });
+    let sh = shared.clone();
+    tokio::spawn(async move {
+        while let Some(req) = add_class_requests.next().await {
+            // each request on its own task: one that waits for its classes must not hold up the next
+            let sh = sh.clone();
+            tokio::spawn(async move {
+                let message = req.message.clone();
+                let response = tokio::task::spawn_blocking(move || {
+                    let per_class = sh.generator.as_ref().map_or(0, |g| g.per_class);
+                    crate::ros::add_classes::handle(sh.generator.as_ref().map(|_| &sh.class_queue), sh.gdc.get(), per_class, &message)
+                })
+                .await
+                .unwrap_or_else(|e| AddClasses::Response { success: false, error: format!("internal error: {e}"), estimated_seconds: f64::NAN, ..Default::default() });
+                if let Err(e) = req.respond(response) {
+                    tracing::warn!("add_classes response not delivered: {e}");
+                }
+            });
+        }
+    });
+    if shared.generator.is_some() {
+        // not joined at shutdown: a class in generation may take minutes, and
+        // the images already made stay in the cache for the next start
+        std::thread::Builder::new().name("class-generator".into()).spawn({
+            let sh = shared.clone();
+            move || class_generator(&sh)
+        })?;
+    }
+    let bank_status = std::thread::Builder::new().name("gdc-bank-status".into()).spawn({
+        let (sh, clock) = (shared.clone(), clock.clone());
+        move || publish_bank_status(&sh, &bank_pub, &clock)
+    })?;
+    Ok(bank_status)
+}
+
+/// The camera calibration for crops: the newest CameraInfo's P with the
+/// `camera.*` extrinsic (read from the current parameters).
+fn camera_calibration(sh: &Shared, p: &NodeParams) -> Result<Calibration, String> {
+    let camera = lock(&sh.camera)
+        .clone()
+        .ok_or_else(|| format!("no valid CameraInfo received on '{TOPIC_CAMERA_INFO}' yet: 3D boxes cannot be projected into the image"))?;
+    let extrinsic = p.camera.extrinsic().map_err(|e| e.to_string())?;
+    Ok(Calibration::from_camera(camera.p, extrinsic))
+}
+
+/// `gdc.auto_relabel`: GDC labels for the frame's detections from the image
+/// nearest to the cloud (no waiting for a later one). A frame that cannot be
+/// labelled (GDC not loaded, no image, no CameraInfo) is published without
+/// labels and counted with its reason in the detector diagnostics.
+pub(super) fn auto_relabel(sh: &Shared, p: &NodeParams, stamp_ns: i64, boxes: &[Box3D], array: &mut r2r::eloss_perception_msgs::msg::Detection3DArray) {
+    let t = Instant::now();
+    let outcome = (|| -> Result<usize, String> {
+        let gdc = sh.gdc.get().ok_or("GDC is still loading")?;
+        let image = lock(&sh.history).image_near(stamp_ns, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?.image.clone();
+        let calib = camera_calibration(sh, p)?;
+        let gdc = lock(gdc);
+        let (classifier, crop_cfg) = gdc.as_ref().map_err(Clone::clone)?;
+        crate::ros::relabel::attach_labels(classifier, crop_cfg, &image, &calib, boxes, &mut array.detections)
+    })();
+    let mut stats = lock(&sh.stats);
+    match outcome {
+        Ok(crops) => stats.detector.record_gdc(crops as u64, t.elapsed()),
+        Err(e) => {
+            tracing::debug!("auto relabel skipped: {e}");
+            stats.detector.record_gdc_skip(e);
+        }
+    }
+}
+
+/// A `~/relabel` request (on a blocking thread).
+fn relabel(sh: &Shared, req: &RelabelObjects::Request) -> RelabelObjects::Response {
+    let Some(gdc) = sh.gdc.get() else {
+        return RelabelObjects::Response { success: false, error: "GDC is still loading".into(), labels: vec![] };
+    };
+    let t = Instant::now();
+    let response = crate::ros::relabel::handle(&lock(gdc), req, |stamp_ns, ids| {
+        let p = lock(&sh.params).clone();
+        // the history lock is held for the lookup only (boxes copied, image shared)
+        let selection = lock(&sh.history).select(stamp_ns, ids, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?;
+        Ok((selection, camera_calibration(sh, &p)?))
+    });
+    let crops = response.labels.iter().filter(|l| l.valid).count();
+    tracing::debug!(success = response.success, crops, elapsed = ?t.elapsed(), "relabel request");
+    let mut stats = lock(&sh.stats);
+    stats.gdc.requests += 1;
+    stats.gdc.request.record(t.elapsed());
+    if !response.success {
+        stats.gdc.failed_requests += 1;
+        stats.gdc.last_error = Some(response.error.clone());
+    }
+    drop(stats);
+    response
+}
+
+/// Generates queued classes (once GDC has loaded) and adds them to the bank.
+fn class_generator(sh: &Shared) {
+    let Some(settings) = &sh.generator else { return };
+    let gdc = loop {
+        if let Some(g) = sh.gdc.get() {
+            break g;
+        }
+        if sh.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let save_path = lock(&sh.params).gdc.generator.save_bank_path.clone();
+    sh.class_queue.run_worker(settings, &sh.stop, &mut |set| {
+        let classes = crate::ros::add_classes::add_to_bank(gdc, set, &save_path)?;
+        lock(&sh.stats).gdc.bank = Some(Ok(classes));
+        Ok(())
+    });
+}
+
+/// Publishes `~/gdc_bank` when GDC has loaded and on every queue change.
+fn publish_bank_status(sh: &Shared, publisher: &r2r::Publisher<GdcBankStatus>, clock: &Mutex<r2r::Clock>) {
+    let mut published: Option<u64> = None;
+    while !sh.stop.load(Ordering::Relaxed) {
+        let status = sh.class_queue.wait_change(published.unwrap_or(u64::MAX), Duration::from_millis(100));
+        let Some(gdc) = sh.gdc.get() else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        if published == Some(status.version) {
+            continue;
+        }
+        let classes = match &*lock(gdc) {
+            Ok((c, _)) => c.bank().class_names().into_iter().map(String::from).collect(),
+            Err(_) => Vec::new(),
+        };
+        let stamp = ros_now(clock);
+        let generator = sh.generator.as_ref().map(|g| g.generator_dir.display().to_string()).unwrap_or_default();
+        if let Err(e) = publisher.publish(&crate::ros::add_classes::bank_status(stamp, classes, &generator, &status)) {
+            tracing::warn!("publishing the GDC bank status failed: {e}");
+        }
+        published = Some(status.version);
+    }
+}
