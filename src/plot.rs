@@ -71,9 +71,10 @@ fn ensure_font() -> Result<(), PlotError> {
     .clone()
 }
 
-/// Distinct colours (Tableau 10), cycled.
+/// Distinct colours (Tableau 10, then its light variants: 20 before a
+/// colour repeats, e.g. 4 runs × 3 classes in one chart), cycled.
 pub fn color(i: usize) -> RGBColor {
-    const C: [(u8, u8, u8); 10] = [
+    const C: [(u8, u8, u8); 20] = [
         (31, 119, 180),
         (255, 127, 14),
         (44, 160, 44),
@@ -84,6 +85,16 @@ pub fn color(i: usize) -> RGBColor {
         (127, 127, 127),
         (188, 189, 34),
         (23, 190, 207),
+        (174, 199, 232),
+        (255, 187, 120),
+        (152, 223, 138),
+        (255, 152, 150),
+        (197, 176, 213),
+        (196, 156, 148),
+        (247, 182, 210),
+        (199, 199, 199),
+        (219, 219, 141),
+        (158, 218, 229),
     ];
     let (r, g, b) = C[i % C.len()];
     RGBColor(r, g, b)
