@@ -55,8 +55,14 @@ pub fn check_class_name(class: &str) -> Result<(), GeneratorError> {
     if bad {
         return Err(GeneratorError::Input(format!("class name {class:?} must be a plain, non-empty name (no slashes or surrounding spaces)")));
     }
+    // a folder name everywhere (255 bytes), and far more than a prompt's 77 tokens
+    if class.len() > MAX_CLASS_NAME_BYTES {
+        return Err(GeneratorError::Input(format!("class name of {} bytes: at most {MAX_CLASS_NAME_BYTES}", class.len())));
+    }
     Ok(())
 }
+
+pub const MAX_CLASS_NAME_BYTES: usize = 120;
 
 /// The cache folder for one generator and one set of settings.
 #[derive(Debug)]
@@ -170,6 +176,7 @@ mod tests {
             assert!(check_class_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_class_name("traffic_cone").is_ok());
+        assert!(check_class_name(&"x".repeat(MAX_CLASS_NAME_BYTES + 1)).is_err());
     }
 
     #[test]

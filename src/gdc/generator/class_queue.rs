@@ -57,6 +57,9 @@ pub struct QueueStatus {
     pub seconds_per_image: Option<f64>,
 }
 
+/// Classes that may wait at once: a request cannot queue days of GPU work by accident.
+pub const MAX_PENDING: usize = 256;
+
 /// What a request did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Enqueued {
@@ -103,6 +106,10 @@ impl ClassQueue {
             check_class_name(n)?;
         }
         let mut s = self.lock();
+        let new = names.iter().filter(|n| !bank_classes.contains(n) && !s.pending.iter().any(|p| &p.name == *n)).count();
+        if s.pending.len() + new > MAX_PENDING {
+            return Err(GeneratorError::Input(format!("{} classes queued already; at most {MAX_PENDING} may wait", s.pending.len())));
+        }
         let mut out = Enqueued::default();
         for n in names {
             if bank_classes.contains(n) || s.pending.iter().any(|p| &p.name == n) {
@@ -278,6 +285,11 @@ mod tests {
         assert!(q.enqueue(&[], &[], 10).is_err());
         assert_eq!(q.status().pending.len(), 2);
         assert_eq!(q.status().version, 1);
+        // a request that would overfill the queue is refused whole
+        let many: Vec<String> = (0..MAX_PENDING - 1).map(|i| format!("c{i}")).collect();
+        assert!(q.enqueue(&many, &[], 10).unwrap_err().to_string().contains("at most"));
+        assert_eq!(q.status().pending.len(), 2);
+        assert_eq!(q.enqueue(&many[..MAX_PENDING - 2], &[], 10).unwrap().queued.len(), MAX_PENDING - 2);
     }
 
     #[test]
