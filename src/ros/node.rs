@@ -370,7 +370,15 @@ fn cloud_worker(sh: &Shared, out: Outputs) {
                 tracing::debug!(points = points.len(), non_finite = report.non_finite, ?elapsed, "cloud decoded");
                 lock(&sh.stats).cloud.record_ok(points.len() as u64, elapsed);
                 if let Some(pipe) = &mut pipeline {
-                    detect_and_publish(sh, pipe, &p, &msg.header, &points, &out);
+                    // a libtorch panic on one cloud is a failed frame, not a dead worker
+                    let run = std::panic::AssertUnwindSafe(|| detect_and_publish(sh, pipe, &p, &msg.header, &points, &out));
+                    if let Err(panic) = std::panic::catch_unwind(run) {
+                        let e = crate::panic_message::panic_message(&*panic);
+                        tracing::error!("detector panicked on a cloud of {} points: {e}", points.len());
+                        let mut stats = lock(&sh.stats);
+                        stats.detector.failures += 1;
+                        stats.detector.last_error = Some(format!("panic: {e}"));
+                    }
                 }
             }
             Err(e) => {

@@ -204,7 +204,7 @@ impl ClassQueue {
                 let Some(head) = self.status().pending.first().cloned() else { break };
                 // a libtorch panic (tch's infallible ops) fails this class, not the worker
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.generate_one(&loaded, &head.name).and_then(|set| add(&set))))
-                    .unwrap_or_else(|panic| Err(format!("generation panicked: {}", panic_message(&*panic))));
+                    .unwrap_or_else(|panic| Err(format!("generation panicked: {}", crate::panic_message::panic_message(&*panic))));
                 self.finish_head(result);
             }
             tracing::info!("generation queue empty: generator unloaded");
@@ -234,10 +234,6 @@ impl ClassQueue {
         contact_sheet(&set.paths, &l.cache.sheet_path(class), 128).map_err(|e| e.to_string())?;
         Ok(set)
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown panic".into())
 }
 
 /// A loaded generator with its options and cache.
@@ -340,13 +336,5 @@ mod tests {
         assert_eq!(q.enqueue(&names(&["bus"]), &[], 2).unwrap().queued, ["bus"]);
         assert!(q.status().failed.is_empty());
         assert!(!q.wait_settled(&names(&["bus"]), Duration::from_millis(10)));
-    }
-
-    #[test]
-    fn panics_become_messages() {
-        let p = std::panic::catch_unwind(|| panic!("shape mismatch {}", 3)).unwrap_err();
-        assert_eq!(panic_message(&*p), "shape mismatch 3");
-        let p = std::panic::catch_unwind(|| panic!("static")).unwrap_err();
-        assert_eq!(panic_message(&*p), "static");
     }
 }
