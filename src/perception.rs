@@ -161,6 +161,52 @@ mod tests {
         assert_eq!(report.layer_entropies.len(), 16);
     }
 
+    /// Grossly out-of-distribution clouds (not the simulator's realistic
+    /// anomalies): random points move Eloss by well over 10x and are flagged,
+    /// the real frame is not. The table in docs/eloss_monitor.md:
+    /// `cargo test --release --lib out_of_distribution -- --nocapture`.
+    #[test]
+    fn out_of_distribution_clouds_move_eloss_by_orders_of_magnitude() {
+        use crate::cloud::Point;
+        let Some(dir) = crate::cloud::test_data::kitti_dir() else { return };
+        let real = crate::cloud::kitti_bin::read(dir.join("000008.bin")).unwrap();
+        let mut rng = crate::dataset::sim::Rng::new(9);
+        let uniform = |n: usize, rng: &mut crate::dataset::sim::Rng| {
+            let mut p = Points::with_capacity(n, false, false);
+            for _ in 0..n {
+                let (x, y, z) = (rng.range(0.0, 69.0) as f32, rng.range(-39.0, 39.0) as f32, rng.range(-3.0, 1.0) as f32);
+                p.push(Point { x, y, z, intensity: rng.uniform() as f32, ring: 0, time: 0.0 });
+            }
+            p
+        };
+        let mut scaled = real.clone();
+        scaled.x.iter_mut().chain(scaled.y.iter_mut()).for_each(|v| *v *= 0.3);
+        let mut dark = real.clone();
+        dark.intensity.iter_mut().for_each(|v| *v = 0.0);
+        let mut lifted = real.clone();
+        lifted.z.iter_mut().for_each(|v| *v += 1.5);
+        let cases: Vec<(&str, Points)> = vec![
+            ("real KITTI 000008", real.clone()),
+            ("uniform random points, same count", uniform(real.len(), &mut rng)),
+            ("uniform random points, 100k", uniform(100_000, &mut rng)),
+            ("x, y scaled by 0.3", scaled),
+            ("z + 1.5 m (sensor mounted higher)", lifted),
+            ("intensity zeroed", dark),
+        ];
+        let mut pipe = FramePipeline::load("", Device::Cpu, &ElossSettings::default()).unwrap();
+        println!("| input | Eloss | deviation factor | score (threshold) | flagged |\n|---|---:|---:|---:|---|");
+        let mut reports = Vec::new();
+        for (name, pts) in &cases {
+            let r = pipe.process(pts, 0.3).unwrap().eloss.unwrap();
+            println!("| {name} | {:.4e} | {:.2} | {:.2} ({:.2}) | {} |", r.eloss, r.deviation_factor, r.anomaly_score, r.threshold, r.anomalous_frame);
+            reports.push(r);
+        }
+        assert!(!reports[0].anomalous_frame, "the real frame is normal");
+        for r in &reports[1..3] {
+            assert!(r.anomalous_frame && r.deviation_factor > 10.0, "random points: factor {}", r.deviation_factor);
+        }
+    }
+
     #[test]
     fn a_bad_model_path_is_an_error_not_a_crash() {
         let dir = tempfile::tempdir().unwrap();
