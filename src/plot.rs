@@ -114,6 +114,28 @@ fn draw_err(path: &Path) -> impl Fn(String) -> PlotError + '_ {
     move |reason| PlotError::Draw { path: path.to_path_buf(), reason }
 }
 
+/// A white canvas with the title, labelled axes over the given ranges and a
+/// grid: the frame every chart draws into, in one style.
+fn axes<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    path: &Path,
+    title: &str,
+    (x, x_label): (std::ops::Range<f64>, &str),
+    (y, y_label): (std::ops::Range<f64>, &str),
+) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>, PlotError> {
+    let err = draw_err(path);
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FAMILY, 24))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x, y)
+        .map_err(|e| err(e.to_string()))?;
+    chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style((FAMILY, 14)).draw().map_err(|e| err(e.to_string()))?;
+    Ok(chart)
+}
+
 /// The legend of every chart, in one style; only its corner differs.
 fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, DB, CT>, position: SeriesLabelPosition, path: &Path) -> Result<(), PlotError> {
     chart
@@ -137,15 +159,7 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
     };
     let err = draw_err(path);
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FAMILY, 24))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|e| err(e.to_string()))?;
-    chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style((FAMILY, 14)).draw().map_err(|e| err(e.to_string()))?;
+    let mut chart = axes(&root, path, title, (x0..x1, x_label), (y0..y1, y_label))?;
     for (i, s) in series.iter().enumerate() {
         let c = color(i);
         let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
@@ -194,15 +208,7 @@ pub fn histograms(path: &Path, title: &str, x_label: &str, hists: &[Histogram], 
     let y1 = fractions.iter().flatten().copied().fold(0.0f64, f64::max).max(1e-3) * 1.1;
     let err = draw_err(path);
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FAMILY, 24))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, 0.0..y1)
-        .map_err(|e| err(e.to_string()))?;
-    chart.configure_mesh().x_desc(x_label).y_desc("fraction of frames").label_style((FAMILY, 14)).draw().map_err(|e| err(e.to_string()))?;
+    let mut chart = axes(&root, path, title, (x0..x1, x_label), (0.0..y1, "fraction of frames"))?;
     for (i, (h, f)) in hists.iter().zip(&fractions).enumerate() {
         let c = color(i);
         // a step outline: up, across and down each bin

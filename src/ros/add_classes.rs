@@ -55,7 +55,8 @@ fn failure(error: String) -> AddClasses::Response {
     AddClasses::Response { success: false, error, estimated_seconds: f64::NAN, ..Default::default() }
 }
 
-fn bank_classes(gdc: &Mutex<Gdc>) -> Result<Vec<String>, String> {
+/// The bank's class names, or why there is no bank.
+pub(crate) fn bank_classes(gdc: &Mutex<Gdc>) -> Result<Vec<String>, String> {
     match &*lock(gdc) {
         Ok((c, _)) => Ok(c.bank().class_names().into_iter().map(String::from).collect()),
         Err(e) => Err(e.clone()),

@@ -201,10 +201,8 @@ fn publish_bank_status(sh: &Shared, publisher: &r2r::Publisher<GdcBankStatus>, c
         if published == Some(status.version) {
             continue;
         }
-        let classes = match &*lock(gdc) {
-            Ok((c, _)) => c.bank().class_names().into_iter().map(String::from).collect(),
-            Err(_) => Vec::new(),
-        };
+        // no bank (GDC off or broken): an empty class list; diagnostics say why
+        let classes = crate::ros::add_classes::bank_classes(gdc).unwrap_or_default();
         let stamp = ros_now(clock);
         let generator = sh.generator.as_ref().map(|g| g.generator_dir.display().to_string()).unwrap_or_default();
         if let Err(e) = publisher.publish(&crate::ros::add_classes::bank_status(stamp, classes, &generator, &status)) {

@@ -327,7 +327,8 @@ impl NodeParams {
         if g.batch < 1 {
             return bad("gdc.generator.batch", g.batch as f64, "must be >= 1");
         }
-        if let Some(bad) = g.class_names().iter().find(|c| c.is_empty() || c.contains(['/', '\\'])) {
+        // the rule ~/add_classes applies to requested names
+        if let Some(bad) = g.class_names().iter().find(|c| crate::gdc::generator::class_images::check_class_name(c).is_err()) {
             return Err(ParamsError::Invalid { name: "gdc.generator.classes", value: format!("{bad:?}"), rule: "must be plain names separated by commas" });
         }
         if g.templates.is_empty() {
@@ -468,6 +469,13 @@ mod tests {
         p = NodeParams::defaults().unwrap();
         p.gdc.max_image_lag_s = -0.1;
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "gdc.max_image_lag_s", .. })));
+        for bad in ["car,a/b", "car,,bus", "car,.."] {
+            p = NodeParams::defaults().unwrap();
+            p.gdc.generator.classes = bad.into();
+            assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "gdc.generator.classes", .. })), "{bad}");
+        }
+        p.gdc.generator.classes = " car, traffic_cone ".into();
+        assert!(p.validate().is_ok());
     }
 
     #[test]

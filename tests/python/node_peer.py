@@ -291,19 +291,44 @@ def finite_or_none(x):
     return None if x != x else x
 
 
-def add_classes(ns, cache_dir):
-    import glob
+def follow_bank_status(p, base, on_status):
+    """Subscribe to NS/eloss_perception_node/gdc_bank as the node publishes it
+    (transient local: the latest status arrives even if published before)."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from eloss_perception_msgs.msg import BoundingBox2D, GdcBankStatus
-    from eloss_perception_msgs.srv import AddClasses, RelabelObjects
+    from eloss_perception_msgs.msg import GdcBankStatus
+    qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+    p.node.create_subscription(GdcBankStatus, f"{base}/gdc_bank", on_status, qos)
+
+
+def relabel_generated(p, client, cache_dir, class_name, candidates=()):
+    """Relabel the node's first generated image of `class_name` (one box over
+    the whole image) through `client`; the response as JSON-ready data."""
+    import glob
+    from eloss_perception_msgs.msg import BoundingBox2D
+    from eloss_perception_msgs.srv import RelabelObjects
     from PIL import Image as PILImage
+    png = sorted(glob.glob(f"{cache_dir}/*/{class_name}/00000.png"))[0]
+    rgb = np.asarray(PILImage.open(png).convert("RGB"))
+    req = RelabelObjects.Request()
+    req.source = RelabelObjects.Request.SOURCE_EXPLICIT_IMAGE
+    req.image = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=3 * rgb.shape[1], data=rgb.tobytes())
+    req.boxes_2d = [BoundingBox2D(x_min=0.0, y_min=0.0, x_max=float(rgb.shape[1]), y_max=float(rgb.shape[0]))]
+    req.candidate_classes = list(candidates)
+    fut = client.call_async(req)
+    p.spin_until(fut.done, 60, "a relabel response")
+    r = fut.result()
+    return {"success": r.success, "error": r.error,
+            "probabilities": [{c.class_name: c.probability for c in l.probabilities} for l in r.labels]}
+
+
+def add_classes(ns, cache_dir):
+    from eloss_perception_msgs.srv import AddClasses, RelabelObjects
 
     p = Peer(ns)
     base = f"{ns}/eloss_perception_node"
     add = p.node.create_client(AddClasses, f"{base}/add_classes")
     relabel_client = p.node.create_client(RelabelObjects, f"{base}/relabel")
     statuses = []
-    qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
     def on_status(m):
         statuses.append({"classes": list(m.classes), "generator": m.generator, "pending": list(m.pending_classes),
@@ -311,7 +336,7 @@ def add_classes(ns, cache_dir):
                          "seconds_per_image": finite_or_none(m.seconds_per_image),
                          "failed": dict(zip(m.failed_classes, m.failed_errors))})
 
-    p.node.create_subscription(GdcBankStatus, f"{base}/gdc_bank", on_status, qos)
+    follow_bank_status(p, base, on_status)
     p.spin_until(lambda: add.service_is_ready() and relabel_client.service_is_ready(), 30, "the add_classes and relabel services")
     # transient local: the bank as loaded arrives although it was published before we joined
     p.spin_until(lambda: statuses, 30, "the first gdc_bank status")
@@ -332,53 +357,25 @@ def add_classes(ns, cache_dir):
     out["statuses_while_queued"] = statuses[1:]
     out["waited"] = call(["bus", "traffic_cone"], wait=True, timeout=120)
 
-    image_png = sorted(glob.glob(f"{cache_dir}/*/traffic_cone/00000.png"))[0]
-    rgb = np.asarray(PILImage.open(image_png).convert("RGB"))
-    req = RelabelObjects.Request()
-    req.source = RelabelObjects.Request.SOURCE_EXPLICIT_IMAGE
-    req.image = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=3 * rgb.shape[1], data=rgb.tobytes())
-    req.boxes_2d = [BoundingBox2D(x_min=0.0, y_min=0.0, x_max=float(rgb.shape[1]), y_max=float(rgb.shape[0]))]
-    req.candidate_classes = ["grass", "traffic_cone", "bus"]
-    fut = relabel_client.call_async(req)
-    p.spin_until(fut.done, 60, "a relabel response")
-    r = fut.result()
-    out["relabel"] = {"success": r.success, "error": r.error,
-                      "probabilities": [{c.class_name: c.probability for c in l.probabilities} for l in r.labels]}
+    out["relabel"] = relabel_generated(p, relabel_client, cache_dir, "traffic_cone", ["grass", "traffic_cone", "bus"])
     out["last_status"] = statuses[-1]
     print(json.dumps(out))
     p.close()
 
 
 def zero_shot(ns, cache_dir, classes):
-    import glob
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from eloss_perception_msgs.msg import BoundingBox2D, GdcBankStatus
     from eloss_perception_msgs.srv import RelabelObjects
-    from PIL import Image as PILImage
 
     p = Peer(ns)
     base = f"{ns}/eloss_perception_node"
     wanted = classes.split(",")
     statuses = []
-    qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
-    p.node.create_subscription(GdcBankStatus, f"{base}/gdc_bank",
-                               lambda m: statuses.append({"classes": list(m.classes), "pending": list(m.pending_classes),
-                                                          "failed": dict(zip(m.failed_classes, m.failed_errors))}), qos)
+    follow_bank_status(p, base, lambda m: statuses.append({"classes": list(m.classes), "pending": list(m.pending_classes),
+                                                           "failed": dict(zip(m.failed_classes, m.failed_errors))}))
     p.spin_until(lambda: statuses and all(c in statuses[-1]["classes"] for c in wanted), 120, f"{wanted} in the bank")
     client = p.node.create_client(RelabelObjects, f"{base}/relabel")
     p.spin_until(client.service_is_ready, 30, "the relabel service")
-    png = sorted(glob.glob(f"{cache_dir}/*/{wanted[0]}/00000.png"))[0]
-    rgb = np.asarray(PILImage.open(png).convert("RGB"))
-    req = RelabelObjects.Request()
-    req.source = RelabelObjects.Request.SOURCE_EXPLICIT_IMAGE
-    req.image = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=3 * rgb.shape[1], data=rgb.tobytes())
-    req.boxes_2d = [BoundingBox2D(x_min=0.0, y_min=0.0, x_max=float(rgb.shape[1]), y_max=float(rgb.shape[0]))]
-    fut = client.call_async(req)
-    p.spin_until(fut.done, 60, "a relabel response")
-    r = fut.result()
-    print(json.dumps({"statuses": statuses, "relabel": {
-        "success": r.success, "error": r.error,
-        "probabilities": [{c.class_name: c.probability for c in l.probabilities} for l in r.labels]}}))
+    print(json.dumps({"statuses": statuses, "relabel": relabel_generated(p, client, cache_dir, wanted[0])}))
     p.close()
 
 
