@@ -32,11 +32,32 @@ fi
 ELOSS_MSGS_HASH="$(cat "$ELOSS_ROOT"/msg/package.xml "$ELOSS_ROOT"/msg/CMakeLists.txt "$ELOSS_ROOT"/msg/msg/*.msg "$ELOSS_ROOT"/msg/srv/*.srv | sha256sum | cut -c1-12)"
 export ELOSS_MSGS_PREFIX="$ELOSS_CACHE/msgs/$ELOSS_ROS_MODE-$ELOSS_MSGS_HASH/install"
 
+# Standard interface packages the node speaks (vision_msgs, tf2_msgs,
+# autoware_perception_msgs): those the ROS 2 underneath lacks (all three in
+# wheels mode) are built by setup.sh from the verbatim upstream definitions
+# in msg/upstream/ into a prefix named by their hash (msg/upstream/README.md).
+ELOSS_UPSTREAM_PKGS=""
+for _p in vision_msgs tf2_msgs autoware_perception_msgs; do
+  _found=""
+  for _pre in ${ELOSS_BASE_PREFIX//:/ }; do [ -f "$_pre/share/$_p/package.xml" ] && _found=1; done
+  [ -n "$_found" ] || ELOSS_UPSTREAM_PKGS="$ELOSS_UPSTREAM_PKGS $_p"
+done
+ELOSS_UPSTREAM_PKGS="${ELOSS_UPSTREAM_PKGS# }"
+export ELOSS_UPSTREAM_PKGS
+if [ -n "$ELOSS_UPSTREAM_PKGS" ]; then
+  ELOSS_UPSTREAM_HASH="$(for _p in $ELOSS_UPSTREAM_PKGS; do echo "$_p"; cat "$ELOSS_ROOT/msg/upstream/$_p"/package.xml "$ELOSS_ROOT/msg/upstream/$_p"/CMakeLists.txt "$ELOSS_ROOT/msg/upstream/$_p"/msg/*.msg; done | sha256sum | cut -c1-12)"
+  export ELOSS_UPSTREAM_PREFIX="$ELOSS_CACHE/upstream_msgs/$ELOSS_ROS_MODE-$ELOSS_UPSTREAM_HASH/install"
+  _upstream_prefix="$ELOSS_UPSTREAM_PREFIX:"
+else
+  export ELOSS_UPSTREAM_PREFIX=""
+  _upstream_prefix=""
+fi
+
 export ROS_DISTRO=jazzy
-export AMENT_PREFIX_PATH="$ELOSS_MSGS_PREFIX:$ELOSS_BASE_PREFIX"
+export AMENT_PREFIX_PATH="$ELOSS_MSGS_PREFIX:$_upstream_prefix$ELOSS_BASE_PREFIX"
 export CMAKE_PREFIX_PATH="$AMENT_PREFIX_PATH"
 # Message packages r2r generates bindings for (nested dependencies included).
-export IDL_PACKAGE_FILTER="std_msgs;builtin_interfaces;rcl_interfaces;action_msgs;unique_identifier_msgs;rosgraph_msgs;service_msgs;geometry_msgs;sensor_msgs;visualization_msgs;diagnostic_msgs;eloss_perception_msgs"
+export IDL_PACKAGE_FILTER="std_msgs;builtin_interfaces;rcl_interfaces;action_msgs;unique_identifier_msgs;rosgraph_msgs;service_msgs;geometry_msgs;sensor_msgs;visualization_msgs;diagnostic_msgs;vision_msgs;tf2_msgs;autoware_perception_msgs;eloss_perception_msgs"
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 # large clouds and images over best-effort DDS on one machine need bigger
 # shared-memory segments and socket buffers (docs/ENVIRONMENT.md); a vehicle's
@@ -44,7 +65,7 @@ export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$ELOSS_ROOT/config/fastdds_large_data.xml}"
 
 _py_site="$ELOSS_VENV/lib/python3.11/site-packages"
-_ld="$ELOSS_MSGS_PREFIX/lib"
+_ld="$ELOSS_MSGS_PREFIX/lib${ELOSS_UPSTREAM_PREFIX:+:$ELOSS_UPSTREAM_PREFIX/lib}"
 if [ "$ELOSS_ROS_MODE" = wheels ]; then
   _ld="$_ld:$ELOSS_VENV/lib"
   for _d in "$_py_site"/ros_*.libs; do [ -d "$_d" ] && _ld="$_ld:$_d"; done
@@ -52,7 +73,7 @@ fi
 # libtorch from the venv's torch package (tch links it; see docs/ENVIRONMENT.md)
 _ld="$_ld:$_py_site/torch/lib"
 export LD_LIBRARY_PATH="$_ld${ELOSS_BASE_LD_LIBRARY_PATH:+:$ELOSS_BASE_LD_LIBRARY_PATH}"
-export PYTHONPATH="$ELOSS_MSGS_PREFIX/lib/python3.11/site-packages${ELOSS_BASE_PYTHONPATH:+:$ELOSS_BASE_PYTHONPATH}"
+export PYTHONPATH="$ELOSS_MSGS_PREFIX/lib/python3.11/site-packages${ELOSS_UPSTREAM_PREFIX:+:$ELOSS_UPSTREAM_PREFIX/lib/python3.11/site-packages}${ELOSS_BASE_PYTHONPATH:+:$ELOSS_BASE_PYTHONPATH}"
 export ELOSS_PYTHON="$ELOSS_VENV/bin/python"
 # tch builds against the venv's torch package (its lib/ and include/): no Python needed at build time
 export LIBTORCH="$ELOSS_VENV/lib/python3.11/site-packages/torch"
@@ -61,4 +82,4 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ELOSS_CACHE/target}"
 # libgomp spin-waits under contention; the node shares the CPU with DDS threads
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 case ":$PATH:" in *":$ELOSS_VENV/bin:"*) ;; *) export PATH="$PATH:$ELOSS_VENV/bin" ;; esac
-unset _py_site _ld _d
+unset _py_site _ld _d _p _pre _found _upstream_prefix

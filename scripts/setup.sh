@@ -65,18 +65,35 @@ if [ "$ELOSS_ROS_MODE" = wheels ]; then
   done
 fi
 
-# --- 4. interface package -----------------------------------------------------
-if [ ! -f "$ELOSS_MSGS_PREFIX/.eloss-built" ]; then
-  log "building interface package eloss_perception_msgs -> $ELOSS_MSGS_PREFIX"
-  build_dir="$(dirname "$ELOSS_MSGS_PREFIX")/build"
-  rm -rf "$build_dir" "$ELOSS_MSGS_PREFIX"; mkdir -p "$build_dir"
-  # only AMENT_PREFIX_PATH without our (not yet built) prefix
-  AMENT_PREFIX_PATH="$ELOSS_BASE_PREFIX" CMAKE_PREFIX_PATH="$ELOSS_BASE_PREFIX" PATH="$ELOSS_VENV/bin:$PATH" \
-    cmake -S "$ELOSS_ROOT/msg" -B "$build_dir" -DCMAKE_INSTALL_PREFIX="$ELOSS_MSGS_PREFIX" \
+# --- 4. interface packages ----------------------------------------------------
+# one ament_cmake interface package with plain cmake: build_interface SRC PREFIX DEPS_PREFIX
+build_interface() {
+  local src="$1" prefix="$2" deps="$3" build_dir
+  build_dir="$(dirname "$prefix")/build/$(basename "$src")"
+  rm -rf "$build_dir"; mkdir -p "$build_dir"
+  AMENT_PREFIX_PATH="$deps" CMAKE_PREFIX_PATH="$deps" PATH="$ELOSS_VENV/bin:$PATH" \
+    cmake -S "$src" -B "$build_dir" -DCMAKE_INSTALL_PREFIX="$prefix" \
       -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$ELOSS_PYTHON" \
       -DPYTHON_INSTALL_DIR=lib/python3.11/site-packages > "$build_dir.log" 2>&1 \
     && PATH="$ELOSS_VENV/bin:$PATH" cmake --build "$build_dir" --target install -j"$(nproc)" >> "$build_dir.log" 2>&1 \
-    || { tail -40 "$build_dir.log" >&2; log "interface build failed (full log: $build_dir.log)"; exit 1; }
+    || { tail -40 "$build_dir.log" >&2; log "interface build of $src failed (full log: $build_dir.log)"; exit 1; }
+}
+# standard packages the ROS underneath lacks (msg/upstream/README.md)
+if [ -n "$ELOSS_UPSTREAM_PREFIX" ] && [ ! -f "$ELOSS_UPSTREAM_PREFIX/.eloss-built" ]; then
+  log "building upstream interface definitions ($ELOSS_UPSTREAM_PKGS) -> $ELOSS_UPSTREAM_PREFIX"
+  rm -rf "$ELOSS_UPSTREAM_PREFIX"
+  for p in $ELOSS_UPSTREAM_PKGS; do
+    build_interface "$ELOSS_ROOT/msg/upstream/$p" "$ELOSS_UPSTREAM_PREFIX" "$ELOSS_UPSTREAM_PREFIX:$ELOSS_BASE_PREFIX"
+  done
+  rm -rf "$(dirname "$ELOSS_UPSTREAM_PREFIX")/build"
+  touch "$ELOSS_UPSTREAM_PREFIX/.eloss-built"
+  find "$ELOSS_CACHE/upstream_msgs" -mindepth 1 -maxdepth 1 -type d ! -name "$(basename "$(dirname "$ELOSS_UPSTREAM_PREFIX")")" -exec rm -rf {} +
+fi
+if [ ! -f "$ELOSS_MSGS_PREFIX/.eloss-built" ]; then
+  log "building interface package eloss_perception_msgs -> $ELOSS_MSGS_PREFIX"
+  rm -rf "$ELOSS_MSGS_PREFIX"
+  # AMENT_PREFIX_PATH without our (not yet built) prefix
+  build_interface "$ELOSS_ROOT/msg" "$ELOSS_MSGS_PREFIX" "${ELOSS_UPSTREAM_PREFIX:+$ELOSS_UPSTREAM_PREFIX:}$ELOSS_BASE_PREFIX"
   touch "$ELOSS_MSGS_PREFIX/.eloss-built"
   # drop prefixes of older interface versions
   find "$ELOSS_CACHE/msgs" -mindepth 1 -maxdepth 1 -type d ! -name "$(basename "$(dirname "$ELOSS_MSGS_PREFIX")")" -exec rm -rf {} +
