@@ -4,13 +4,14 @@ optionally RViz 2 with config/eloss_perception.rviz (cloud, boxes, image).
 ros2 launch eloss_perception eloss_perception.launch.py \
     namespace:=perception points_topic:=/sensing/lidar/points \
     image_topic:=/sensing/camera/image_raw camera_info_topic:=/sensing/camera/camera_info \
-    rviz:=true fixed_frame:=lidar_top
+    detector_frame:=base_link use_sim_time:=true rviz:=true fixed_frame:=base_link
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 
@@ -22,6 +23,7 @@ def generate_launch_description():
     input_remaps = [
         ('points', LaunchConfiguration('points_topic')),
         ('image', LaunchConfiguration('image_topic')),
+        ('image/compressed', LaunchConfiguration('compressed_image_topic')),
         ('camera_info', LaunchConfiguration('camera_info_topic')),
     ]
     return LaunchDescription([
@@ -33,10 +35,16 @@ def generate_launch_description():
                               description='Input sensor_msgs/PointCloud2'),
         DeclareLaunchArgument('image_topic', default_value='/image_raw',
                               description='Input sensor_msgs/Image'),
+        DeclareLaunchArgument('compressed_image_topic', default_value='/image_raw/compressed',
+                              description='Input sensor_msgs/CompressedImage (jpeg/png), as most bags carry'),
         DeclareLaunchArgument('camera_info_topic', default_value='/camera_info',
                               description='Input sensor_msgs/CameraInfo'),
         DeclareLaunchArgument('hardware_id', default_value='lidar_camera_rig',
                               description='Hardware id reported in diagnostics'),
+        DeclareLaunchArgument('detector_frame', default_value='',
+                              description='Frame detections are published in (e.g. base_link; tf places the LiDAR); empty = the cloud frame'),
+        DeclareLaunchArgument('use_sim_time', default_value='false',
+                              description='Follow /clock (bag replay with --clock)'),
         DeclareLaunchArgument('log_level', default_value='info',
                               description='Log level of the node'),
         DeclareLaunchArgument('rviz', default_value='false',
@@ -51,7 +59,9 @@ def generate_launch_description():
             output='screen',
             parameters=[
                 LaunchConfiguration('params_file'),
-                {'hardware_id': LaunchConfiguration('hardware_id')},
+                {'hardware_id': LaunchConfiguration('hardware_id'),
+                 'detector.frame': LaunchConfiguration('detector_frame'),
+                 'use_sim_time': ParameterValue(LaunchConfiguration('use_sim_time'), value_type=bool)},
             ],
             remappings=input_remaps,
             arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')],

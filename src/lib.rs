@@ -24,6 +24,7 @@ pub mod frame_slot;
 pub mod gdc;
 pub mod geometry;
 pub mod image;
+pub mod log_limit;
 pub mod panic_message;
 #[cfg(feature = "torch")]
 pub mod perception;

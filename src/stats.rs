@@ -268,6 +268,77 @@ impl GdcStats {
     }
 }
 
+/// Where a transform the node uses came from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum TransformSource {
+    /// Not needed (detector.frame empty: the cloud's own frame is used) or not used yet.
+    #[default]
+    Unused,
+    Tf,
+    /// The explicit fallback parameter, with the reason tf could not give it.
+    Parameter { name: &'static str, why: String },
+}
+
+impl std::fmt::Display for TransformSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransformSource::Unused => write!(f, "unused"),
+            TransformSource::Tf => write!(f, "tf"),
+            TransformSource::Parameter { name, why } => write!(f, "parameter {name} (fallback: {why})"),
+        }
+    }
+}
+
+/// Frames and tf: what the node received on /tf and /tf_static, where the
+/// LiDAR mounting and the camera extrinsic came from, and frame errors.
+/// A frame error (no transform, an image whose frame is not the
+/// CameraInfo's) since the previous report is an ERROR: a crop or a box in
+/// the wrong frame is never made silently; a fallback parameter in use is a
+/// WARN.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FrameStats {
+    pub tf_received: u64,
+    pub tf_static_received: u64,
+    pub tf_rejected: u64,
+    pub frames_known: usize,
+    pub mounting: TransformSource,
+    pub camera_extrinsic: TransformSource,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// The frame detections are published in.
+    pub output_frame: String,
+}
+
+impl FrameStats {
+    pub fn record_error(&mut self, e: impl ToString) {
+        self.errors += 1;
+        self.last_error = Some(e.to_string());
+    }
+
+    pub fn status(&self, name: &str, hardware_id: &str, previous: &FrameStats) -> DiagnosticStatus {
+        let fallback = [&self.mounting, &self.camera_extrinsic].into_iter().find(|s| matches!(s, TransformSource::Parameter { .. }));
+        let (level, message) = if self.errors > previous.errors {
+            (Level::Error, format!("{} frame errors: {}", self.errors - previous.errors, self.last_error.clone().unwrap_or_default()))
+        } else if let Some(f) = fallback {
+            (Level::Warn, format!("using {f}"))
+        } else {
+            (Level::Ok, format!("{} frames known", self.frames_known))
+        };
+        let values = vec![
+            ("output_frame".into(), self.output_frame.clone()),
+            ("tf_received".into(), self.tf_received.to_string()),
+            ("tf_static_received".into(), self.tf_static_received.to_string()),
+            ("tf_rejected".into(), self.tf_rejected.to_string()),
+            ("frames_known".into(), self.frames_known.to_string()),
+            ("lidar_mounting".into(), self.mounting.to_string()),
+            ("camera_extrinsic".into(), self.camera_extrinsic.to_string()),
+            ("frame_errors".into(), self.errors.to_string()),
+            ("last_error".into(), self.last_error.clone().unwrap_or_default()),
+        ];
+        DiagnosticStatus { level, name: name.to_string(), message, hardware_id: hardware_id.to_string(), values }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +361,24 @@ mod tests {
         g.request.record(Duration::from_millis(30));
         assert_eq!(value(&g.status("gdc", "hw"), "relabel_mean_ms"), "30.0");
         assert_eq!(value(&g.status("gdc", "hw"), "classes"), "5");
+    }
+
+    #[test]
+    fn frame_status_errors_then_fallbacks_then_ok() {
+        let mut f = FrameStats { frames_known: 3, ..Default::default() };
+        let before = f.clone();
+        assert_eq!(f.status("frames", "hw", &before).level, Level::Ok);
+        f.camera_extrinsic = TransformSource::Parameter { name: "camera.lidar_to_camera", why: "no tf from velodyne to cam".into() };
+        let s = f.status("frames", "hw", &before);
+        assert_eq!(s.level, Level::Warn);
+        assert!(s.message.contains("camera.lidar_to_camera") && s.message.contains("no tf"));
+        f.record_error("image frame 'cam1' is not the CameraInfo's 'cam0'");
+        let s = f.status("frames", "hw", &before);
+        assert_eq!(s.level, Level::Error);
+        assert!(s.message.contains("cam1"));
+        // no new error since the previous report: back to the fallback warning
+        assert_eq!(f.status("frames", "hw", &f.clone()).level, Level::Warn);
+        assert_eq!(value(&s, "frame_errors"), "1");
     }
 
     fn value<'a>(s: &'a DiagnosticStatus, k: &str) -> &'a str {

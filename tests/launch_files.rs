@@ -5,7 +5,7 @@
 #![cfg(feature = "ros")]
 mod common;
 
-use eloss_perception::ros::node::{TOPIC_CAMERA_INFO, TOPIC_IMAGE, TOPIC_MARKERS, TOPIC_POINTS};
+use eloss_perception::ros::node::{TOPIC_CAMERA_INFO, TOPIC_COMPRESSED_IMAGE, TOPIC_IMAGE, TOPIC_MARKERS, TOPIC_POINTS};
 use eloss_perception::ros::params::NodeParams;
 use serde_json::Value;
 use std::process::Command;
@@ -36,14 +36,16 @@ fn launch_files_name_only_what_the_node_has() {
         assert!(cargo.contains(&format!("name = \"{exe}\"")), "{kind}: executable {exe} is not a binary of this crate");
         assert_eq!(n["name"], eloss_perception::ros::node::NODE_NAME, "{kind}");
         for p in n["param_names"].as_array().unwrap() {
-            assert!(declared.iter().any(|d| d == p.as_str().unwrap()), "{kind}: parameter {p} is not a node parameter");
+            // use_sim_time is rcl's (r2r's time source follows /clock with it)
+            assert!(p == "use_sim_time" || declared.iter().any(|d| d == p.as_str().unwrap()), "{kind}: parameter {p} is not a node parameter");
         }
         assert_eq!(n["param_files"].as_array().unwrap().len(), 1, "{kind}: one params file");
+        assert!(n["param_names"].as_array().unwrap().iter().any(|p| p == "use_sim_time"), "{kind}: use_sim_time can be set");
         let remaps: Vec<&str> = n["remaps"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
         for t in &remaps {
-            assert!([TOPIC_POINTS, TOPIC_IMAGE, TOPIC_CAMERA_INFO].contains(t), "{kind}: remaps unknown topic {t}");
+            assert!([TOPIC_POINTS, TOPIC_IMAGE, TOPIC_COMPRESSED_IMAGE, TOPIC_CAMERA_INFO].contains(t), "{kind}: remaps unknown topic {t}");
         }
-        for t in [TOPIC_POINTS, TOPIC_IMAGE, TOPIC_CAMERA_INFO] {
+        for t in [TOPIC_POINTS, TOPIC_IMAGE, TOPIC_COMPRESSED_IMAGE, TOPIC_CAMERA_INFO] {
             assert!(remaps.contains(&t), "{kind}: input topic {t} cannot be remapped");
         }
         // every referenced argument is declared, and the default params file exists in the repo

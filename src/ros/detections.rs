@@ -1,8 +1,14 @@
-//! Detections as ROS messages: our `Detection3DArray` and a
+//! Detections as ROS messages: the standard `vision_msgs/Detection3DArray`
+//! (what trackers, fusion nodes and the vision_msgs RViz plugin read), our
+//! richer `eloss_perception_msgs/Detection3DArray` (GDC labels), optionally
+//! Autoware's `autoware_perception_msgs/DetectedObjects`, and a
 //! `visualization_msgs/MarkerArray` for RViz (a translucent box and a
 //! "Class 0.87" label per object, coloured by class). Each marker array
-//! starts with DELETEALL so boxes of the previous frame vanish even when the
-//! new frame has fewer objects; the lifetime clears them if the node stops.
+//! starts with one DELETEALL with an empty namespace: rviz2 applies a
+//! DELETEALL only to the namespace it names, and to all of them when the
+//! namespace is empty, so boxes and labels of the previous frame vanish even
+//! when the new frame has fewer objects; the lifetime clears them if the node
+//! stops.
 
 use crate::detect::postprocess::Detection;
 use r2r::builtin_interfaces::msg::Duration as RosDuration;
@@ -11,6 +17,8 @@ use r2r::eloss_perception_msgs::msg::{Detection3D, Detection3DArray, ElossReport
 use r2r::geometry_msgs::msg::{Point, Pose, Quaternion, Vector3};
 use r2r::std_msgs::msg::{ColorRGBA, Header};
 use r2r::visualization_msgs::msg::{Marker, MarkerArray};
+use r2r::autoware_perception_msgs::msg as autoware;
+use r2r::vision_msgs::msg as vision;
 
 const CUBE: i32 = 1;
 const TEXT_VIEW_FACING: i32 = 9;
@@ -38,6 +46,63 @@ pub fn detection_array(header: &Header, model_id: &str, dets: &[Detection], clas
         })
         .collect();
     Detection3DArray { header: header.clone(), model_id: model_id.to_string(), detections }
+}
+
+/// The standard message: per detection one hypothesis (the detector's class
+/// name as `class_id`, its score), the box as `bbox` and the hypothesis pose,
+/// and the detection id (unique within the frame, as in our message and
+/// `~/relabel`) as the string `id`.
+pub fn vision_detections(ours: &Detection3DArray) -> vision::Detection3DArray {
+    let detections = ours
+        .detections
+        .iter()
+        .map(|d| vision::Detection3D {
+            header: ours.header.clone(),
+            results: vec![vision::ObjectHypothesisWithPose {
+                hypothesis: vision::ObjectHypothesis { class_id: d.class_name.clone(), score: d.score as f64 },
+                pose: r2r::geometry_msgs::msg::PoseWithCovariance { pose: d.pose.clone(), covariance: vec![0.0; 36] },
+            }],
+            bbox: vision::BoundingBox3D { center: d.pose.clone(), size: d.size.clone() },
+            id: d.id.to_string(),
+        })
+        .collect();
+    vision::Detection3DArray { header: ours.header.clone(), detections }
+}
+
+/// Autoware's label for one of our class names (KITTI's and the simulator's
+/// classes); anything else is UNKNOWN.
+pub fn autoware_label(class_name: &str) -> u8 {
+    match class_name {
+        "Car" | "Van" => autoware::ObjectClassification::CAR as u8,
+        "Truck" => autoware::ObjectClassification::TRUCK as u8,
+        "Pedestrian" | "Person_sitting" => autoware::ObjectClassification::PEDESTRIAN as u8,
+        "Cyclist" => autoware::ObjectClassification::BICYCLE as u8,
+        _ => autoware::ObjectClassification::UNKNOWN as u8,
+    }
+}
+
+/// Autoware's message: existence probability = score, one classification
+/// (probability 1, as Autoware's own LiDAR detectors fill it), an oriented
+/// bounding box, the heading known (the detector predicts the direction).
+pub fn autoware_objects(ours: &Detection3DArray) -> autoware::DetectedObjects {
+    let objects = ours
+        .detections
+        .iter()
+        .map(|d| autoware::DetectedObject {
+            existence_probability: d.score,
+            classification: vec![autoware::ObjectClassification { label: autoware_label(&d.class_name), probability: 1.0 }],
+            kinematics: autoware::DetectedObjectKinematics {
+                pose_with_covariance: r2r::geometry_msgs::msg::PoseWithCovariance { pose: d.pose.clone(), covariance: vec![0.0; 36] },
+                has_position_covariance: false,
+                orientation_availability: autoware::DetectedObjectKinematics::AVAILABLE as u8,
+                has_twist: false,
+                has_twist_covariance: false,
+                ..Default::default()
+            },
+            shape: autoware::Shape { type_: autoware::Shape::BOUNDING_BOX as u8, dimensions: d.size.clone(), ..Default::default() },
+        })
+        .collect();
+    autoware::DetectedObjects { header: ours.header.clone(), objects }
 }
 
 /// The monitor's report as the message (`model_id` as in the detection array).
@@ -70,7 +135,7 @@ pub fn class_colour(class: usize) -> [f32; 3] {
 
 pub fn marker_array(header: &Header, dets: &[Detection], class_names: &[String], lifetime_s: f64) -> MarkerArray {
     let lifetime = RosDuration { sec: lifetime_s.trunc() as i32, nanosec: (lifetime_s.fract() * 1e9) as u32 };
-    let mut markers = vec![Marker { header: header.clone(), ns: "eloss_detections".into(), action: DELETEALL, ..Default::default() }];
+    let mut markers = vec![Marker { header: header.clone(), ns: String::new(), action: DELETEALL, ..Default::default() }];
     for (i, d) in dets.iter().enumerate() {
         let [r, g, b] = class_colour(d.class);
         let name = class_names.get(d.class).map(String::as_str).unwrap_or("?");
@@ -118,9 +183,34 @@ mod tests {
         let m = marker_array(&header, &dets, &names, 0.25);
         assert_eq!(m.markers.len(), 3);
         assert_eq!(m.markers[0].action, DELETEALL);
+        assert_eq!(m.markers[0].ns, "", "an empty namespace: rviz2 clears every namespace");
+        assert!(m.markers[1..].iter().all(|k| k.action == ADD && !k.ns.is_empty()));
         assert_eq!(m.markers[1].type_, CUBE);
         assert_eq!((m.markers[1].scale.x, m.markers[1].lifetime.nanosec), (3.9, 250_000_000));
         assert_eq!(m.markers[2].text, "Pedestrian 0.75");
         assert_eq!(m.markers[1].color.r, class_colour(1)[0]);
+
+        let v = vision_detections(&arr);
+        assert_eq!(v.header.frame_id, "velodyne");
+        let h = &v.detections[0].results[0];
+        assert_eq!((h.hypothesis.class_id.as_str(), h.hypothesis.score), ("Pedestrian", 0.75));
+        assert_eq!(v.detections[0].id, "0");
+        assert_eq!(v.detections[0].bbox.size.x, 3.9);
+        assert_eq!(v.detections[0].bbox.center, d.pose);
+        assert_eq!(h.pose.covariance.len(), 36);
+
+        let a = autoware_objects(&arr);
+        let o = &a.objects[0];
+        assert_eq!((o.existence_probability, o.classification[0].label), (0.75, autoware::ObjectClassification::PEDESTRIAN as u8));
+        assert_eq!(o.shape.dimensions.z, 1.5);
+        assert_eq!(o.kinematics.pose_with_covariance.pose, d.pose);
+    }
+
+    #[test]
+    fn autoware_labels_follow_the_issue_mapping() {
+        assert_eq!(autoware_label("Car"), autoware::ObjectClassification::CAR as u8);
+        assert_eq!(autoware_label("Pedestrian"), autoware::ObjectClassification::PEDESTRIAN as u8);
+        assert_eq!(autoware_label("Cyclist"), autoware::ObjectClassification::BICYCLE as u8);
+        assert_eq!(autoware_label("traffic_cone"), autoware::ObjectClassification::UNKNOWN as u8);
     }
 }

@@ -4,7 +4,9 @@
 pub mod add_classes;
 pub mod convert;
 pub mod detections;
+pub mod logging;
 pub mod node;
+pub mod param_guard;
 pub mod params;
 pub mod relabel;
 pub mod replay;

@@ -7,12 +7,19 @@
 //! frame. A malformed message is counted and logged, never fatal.
 //!
 //! Topics (relative names, so namespaces and `-r from:=to` remaps apply):
-//! inputs `points` (PointCloud2), `image` (Image), `camera_info` (CameraInfo),
-//! all with sensor-data QoS; outputs `detections` (Detection3DArray) and
-//! `markers` (MarkerArray for RViz) and `eloss` (ElossReport: the Eloss
-//! anomaly report of the same forward pass) per cloud, in the cloud's frame
-//! and with its stamp, and `/diagnostics` (DiagnosticArray, incl. detector
-//! latency and the anomaly alarm);
+//! inputs `points` (PointCloud2), `image` (Image), `image/compressed`
+//! (CompressedImage, jpeg/png), `camera_info` (CameraInfo), all with
+//! sensor-data QoS, and `/tf`, `/tf_static` (tf2_msgs/TFMessage, tf2's QoS);
+//! outputs per cloud, with its stamp, in `detector.frame` (or the cloud's
+//! frame when that is empty): `detections` (vision_msgs/Detection3DArray,
+//! the standard type), `annotated_detections` (our Detection3DArray: GDC
+//! labels, model id), `detected_objects` (Autoware's DetectedObjects, with
+//! `detector.autoware_objects`), `markers` (MarkerArray for RViz) and
+//! `eloss` (ElossReport: the Eloss anomaly report of the same forward pass);
+//! and `/diagnostics` (DiagnosticArray, incl. detector latency, frames and
+//! tf, and the anomaly alarm). Time is the ROS clock: with
+//! `-p use_sim_time:=true` it follows `/clock` (r2r's time source).
+//! Logs go through rcutils (console, `/rosout`, `--log-level`: logging.rs).
 //! services `~/relabel` (RelabelObjects, GDC labels for image crops) and
 //! `~/add_classes` (AddClasses: new GDC classes from their names through the
 //! configured generator, in the background), with `~/gdc_bank`
@@ -30,37 +37,44 @@
 //! child module `gdc`; this file holds the rest of the node.
 
 use super::convert;
-use super::detections::{detection_array, marker_array};
+use super::param_guard::GuardedParams;
 use super::params::NodeParams;
 use super::relabel::Gdc;
 use crate::gdc::generator::class_queue::{ClassQueue, GeneratorSettings};
 use crate::perception::FramePipeline;
 use crate::camera::PinholeCamera;
-use crate::cloud::Points;
 use crate::frame_slot::LatestSlot;
-use crate::gdc::frame_history::{FrameHistory, FrameRecord, ImageRecord};
-use crate::geometry::Box3D;
-use crate::stats::{DetectorStats, ElossStats, GdcStats, InputStats};
+use crate::frames::TransformBuffer;
+use crate::log_limit::{suppressed_note, LogLimiter};
+use crate::gdc::frame_history::{FrameHistory, ImageRecord};
+use crate::stats::{DetectorStats, ElossStats, FrameStats, GdcStats, InputStats};
 use anyhow::Context as _;
 use futures::StreamExt;
 use r2r::diagnostic_msgs::msg::DiagnosticArray;
 use r2r::eloss_perception_msgs::msg::{Detection3DArray, ElossReport};
 use r2r::visualization_msgs::msg::MarkerArray;
-use r2r::sensor_msgs::msg::{CameraInfo, Image, PointCloud2};
+use r2r::sensor_msgs::msg::{CameraInfo, CompressedImage, Image, PointCloud2};
 use r2r::QosProfile;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+#[path = "node_detect.rs"]
+mod detect;
+#[path = "node_frames.rs"]
+pub mod frames;
 #[path = "node_gdc.rs"]
 mod gdc;
 
 pub const NODE_NAME: &str = "eloss_perception_node";
 pub const TOPIC_POINTS: &str = "points";
 pub const TOPIC_IMAGE: &str = "image";
+pub const TOPIC_COMPRESSED_IMAGE: &str = "image/compressed";
 pub const TOPIC_CAMERA_INFO: &str = "camera_info";
 pub const TOPIC_DIAGNOSTICS: &str = "/diagnostics";
 pub const TOPIC_DETECTIONS: &str = "detections";
+pub const TOPIC_ANNOTATED_DETECTIONS: &str = "annotated_detections";
+pub const TOPIC_DETECTED_OBJECTS: &str = "detected_objects";
 pub const TOPIC_MARKERS: &str = "markers";
 pub const TOPIC_ELOSS: &str = "eloss";
 pub const SERVICE_RELABEL: &str = "~/relabel";
@@ -71,7 +85,9 @@ pub const TOPIC_GDC_BANK: &str = "~/gdc_bank";
 struct Stats {
     cloud: InputStats,
     image: InputStats,
+    compressed_image: InputStats,
     camera_info: InputStats,
+    frames: FrameStats,
     detector: DetectorStats,
     eloss: ElossStats,
     gdc: GdcStats,
@@ -79,20 +95,32 @@ struct Stats {
 
 /// What the cloud worker publishes.
 struct Outputs {
-    detections: r2r::Publisher<Detection3DArray>,
+    detections: r2r::Publisher<r2r::vision_msgs::msg::Detection3DArray>,
+    annotated: r2r::Publisher<Detection3DArray>,
+    autoware: Option<r2r::Publisher<r2r::autoware_perception_msgs::msg::DetectedObjects>>,
     markers: r2r::Publisher<MarkerArray>,
     eloss: r2r::Publisher<ElossReport>,
 }
 
+/// A camera image as it arrived: raw, or compressed (jpeg/png).
+enum CameraImage {
+    Raw(Image),
+    Compressed(CompressedImage),
+}
+
 struct Shared {
-    params: Arc<Mutex<NodeParams>>,
+    params: Arc<Mutex<GuardedParams>>,
     clouds: LatestSlot<PointCloud2>,
-    images: LatestSlot<Image>,
+    images: LatestSlot<CameraImage>,
     stats: Mutex<Stats>,
     /// Recent frames and decoded images, for ~/relabel by id and auto relabelling.
     history: Mutex<FrameHistory>,
-    /// The newest valid CameraInfo.
-    camera: Mutex<Option<PinholeCamera>>,
+    /// The newest valid CameraInfo and its frame id (the camera's optical frame).
+    camera: Mutex<Option<(PinholeCamera, String)>>,
+    /// Transforms from /tf and /tf_static.
+    tf: Mutex<TransformBuffer>,
+    /// One warning per second per kind for warnings caused by input.
+    log_limit: LogLimiter,
     /// The GDC classifier once its loader finished (or why there is none).
     gdc: OnceLock<Mutex<Gdc>>,
     /// Classes asked for through ~/add_classes, generated one at a time.
@@ -112,13 +140,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub async fn run() -> anyhow::Result<()> {
     let ctx = r2r::Context::create().context("rcl init")?;
     let mut node = r2r::Node::create(ctx, NODE_NAME, "").context("creating node")?;
+    super::logging::set_logger_name(node.logger());
+    super::logging::attach_rosout(&mut node).context("creating the /rosout publisher")?;
 
     let defaults = NodeParams::defaults().context("compiled-in defaults")?;
-    let params = Arc::new(Mutex::new(defaults));
+    let params = Arc::new(Mutex::new(GuardedParams::new(defaults)));
     let (param_handler, mut param_events) = node
         .make_derived_parameter_handler(params.clone())
         .context("parameters (check --params-file values and types)")?;
     lock(&params).validate().context("invalid parameters")?;
+    // from now on a run-time change is validated, and start-up-only ones refused
+    lock(&params).running = true;
     tokio::spawn(param_handler);
 
     let history = FrameHistory::new(usize::try_from(lock(&params).gdc.history_frames).unwrap_or(1));
@@ -129,6 +161,8 @@ pub async fn run() -> anyhow::Result<()> {
         stats: Mutex::new(Stats::default()),
         history: Mutex::new(history),
         camera: Mutex::new(None),
+        tf: Mutex::new(TransformBuffer::default()),
+        log_limit: LogLimiter::new(Duration::from_secs(1)),
         gdc: OnceLock::new(),
         class_queue: ClassQueue::new(),
         generator: super::add_classes::settings(&lock(&params).gdc),
@@ -138,16 +172,25 @@ pub async fn run() -> anyhow::Result<()> {
     let qos = QosProfile::sensor_data();
     let mut clouds = node.subscribe::<PointCloud2>(TOPIC_POINTS, qos.clone())?;
     let mut images = node.subscribe::<Image>(TOPIC_IMAGE, qos.clone())?;
+    let mut compressed = node.subscribe::<CompressedImage>(TOPIC_COMPRESSED_IMAGE, qos.clone())?;
     let mut infos = node.subscribe::<CameraInfo>(TOPIC_CAMERA_INFO, qos)?;
     let diag_pub = node.create_publisher::<DiagnosticArray>(TOPIC_DIAGNOSTICS, QosProfile::default())?;
+    let autoware = lock(&params).detector.autoware_objects;
     let outputs = Outputs {
-        detections: node.create_publisher::<Detection3DArray>(TOPIC_DETECTIONS, QosProfile::default())?,
+        detections: node.create_publisher(TOPIC_DETECTIONS, QosProfile::default())?,
+        annotated: node.create_publisher::<Detection3DArray>(TOPIC_ANNOTATED_DETECTIONS, QosProfile::default())?,
+        autoware: if autoware { Some(node.create_publisher(TOPIC_DETECTED_OBJECTS, QosProfile::default())?) } else { None },
         markers: node.create_publisher::<MarkerArray>(TOPIC_MARKERS, QosProfile::default())?,
         eloss: node.create_publisher::<ElossReport>(TOPIC_ELOSS, QosProfile::default())?,
     };
+    frames::spawn(&mut node, &shared)?;
     let clock = node.get_ros_clock();
     let bank_status = gdc::spawn(&mut node, &shared, &clock)?;
-    tracing::info!(node = %node.fully_qualified_name()?, "started; params: {:?}", lock(&params));
+    tracing::info!(node = %node.fully_qualified_name()?, "started; params: {:?}", lock(&params).params);
+    tracing::debug!(
+        "inputs {TOPIC_POINTS}, {TOPIC_IMAGE}, {TOPIC_COMPRESSED_IMAGE}, {TOPIC_CAMERA_INFO}, /tf, /tf_static; outputs {TOPIC_DETECTIONS}, {TOPIC_ANNOTATED_DETECTIONS}{}, {TOPIC_MARKERS}, {TOPIC_ELOSS}, {TOPIC_DIAGNOSTICS} (relative to the namespace, after remaps)",
+        if autoware { format!(", {TOPIC_DETECTED_OBJECTS}") } else { String::new() }
+    );
 
     let sh = shared.clone();
     tokio::spawn(async move {
@@ -160,7 +203,17 @@ pub async fn run() -> anyhow::Result<()> {
     tokio::spawn(async move {
         while let Some(msg) = images.next().await {
             lock(&sh.stats).image.received += 1;
-            sh.images.put(msg);
+            sh.images.put(CameraImage::Raw(msg));
+        }
+    });
+    let sh = shared.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = compressed.next().await {
+            let mut stats = lock(&sh.stats);
+            stats.image.received += 1;
+            stats.compressed_image.received += 1;
+            drop(stats);
+            sh.images.put(CameraImage::Compressed(msg));
         }
     });
     let sh = shared.clone();
@@ -173,10 +226,12 @@ pub async fn run() -> anyhow::Result<()> {
             match result {
                 Ok(cam) => {
                     stats.camera_info.record_ok(1, t.elapsed());
-                    *lock(&sh.camera) = Some(cam);
+                    *lock(&sh.camera) = Some((cam, msg.header.frame_id));
                 }
                 Err(e) => {
-                    tracing::warn!("malformed CameraInfo: {e}");
+                    if let Some(n) = sh.log_limit.allow("malformed CameraInfo") {
+                        tracing::warn!("malformed CameraInfo: {e}{}", suppressed_note(n));
+                    }
                     stats.camera_info.record_malformed(e);
                 }
             }
@@ -207,21 +262,25 @@ pub async fn run() -> anyhow::Result<()> {
                 let p = lock(&sh.params);
                 (p.diagnostics.period_s, p.hardware_id.clone())
             };
-            let period = if period.is_finite() && period > 0.0 { period } else { 1.0 };
+            // validated on every change; still never a panic in Duration::from_secs_f64
+            let period = if period.is_finite() && period > 0.0 { period.min(3600.0) } else { 1.0 };
             tokio::time::sleep(Duration::from_secs_f64(period)).await;
             let queue = sh.class_queue.status();
             let now = {
                 let mut stats = lock(&sh.stats);
                 stats.cloud.dropped = sh.clouds.dropped();
                 stats.image.dropped = sh.images.dropped();
+                stats.frames.frames_known = lock(&sh.tf).len();
                 (stats.gdc.pending_classes, stats.gdc.failed_classes) = (queue.pending.len(), queue.failed.len());
                 stats.clone()
             };
             let statuses = [
                 now.cloud.status(&format!("{NODE_NAME}: point cloud input"), &hw, &previous.cloud),
                 now.image.status(&format!("{NODE_NAME}: image input"), &hw, &previous.image),
+                now.compressed_image.status(&format!("{NODE_NAME}: compressed image input"), &hw, &previous.compressed_image),
                 now.camera_info.status(&format!("{NODE_NAME}: camera info input"), &hw, &previous.camera_info),
                 now.detector.status(&format!("{NODE_NAME}: detector"), &hw, &previous.detector),
+                now.frames.status(&format!("{NODE_NAME}: frames"), &hw, &previous.frames),
                 now.eloss.status(&format!("{NODE_NAME}: eloss monitor"), &hw),
                 now.gdc.status(&format!("{NODE_NAME}: gdc"), &hw),
             ];
@@ -258,7 +317,8 @@ pub async fn run() -> anyhow::Result<()> {
     let stats = lock(&shared.stats).clone();
     for (name, s, dropped) in [
         ("point clouds", &stats.cloud, shared.clouds.dropped()),
-        ("images", &stats.image, shared.images.dropped()),
+        ("images (raw and compressed)", &stats.image, shared.images.dropped()),
+        ("compressed images", &stats.compressed_image, 0),
         ("camera infos", &stats.camera_info, 0),
     ] {
         tracing::info!(
@@ -294,37 +354,11 @@ async fn wait_for_shutdown() {
     }
 }
 
-/// Parameters may be changed at run time through the ROS parameter services;
-/// a change that fails validation is logged once and ignored.
-struct ValidParams {
-    valid: NodeParams,
-    rejected: Option<NodeParams>,
-}
-
-impl ValidParams {
-    fn current(&mut self, sh: &Shared) -> &NodeParams {
-        let p = lock(&sh.params).clone();
-        if p != self.valid && self.rejected.as_ref() != Some(&p) {
-            match p.validate() {
-                Ok(()) => {
-                    self.valid = p;
-                    self.rejected = None;
-                }
-                Err(e) => {
-                    tracing::error!("ignoring parameter change: {e}; keeping the previous values");
-                    self.rejected = Some(p);
-                }
-            }
-        }
-        &self.valid
-    }
-}
-
 /// Loads the detector once (a failure is reported in diagnostics and the
 /// node keeps decoding without detections).
 fn load_pipeline(sh: &Shared, p: &NodeParams) -> Option<FramePipeline> {
     if p.detector.threads > 0 {
-        tch::set_num_threads(p.detector.threads as i32);
+        tch::set_num_threads(i32::try_from(p.detector.threads).unwrap_or(i32::MAX));
     }
     let device = match p.detector.device.as_str() {
         "cpu" => tch::Device::Cpu,
@@ -356,22 +390,26 @@ fn load_pipeline(sh: &Shared, p: &NodeParams) -> Option<FramePipeline> {
 }
 
 fn cloud_worker(sh: &Shared, out: Outputs) {
-    let mut params = ValidParams { valid: lock(&sh.params).clone(), rejected: None };
-    let mut pipeline = load_pipeline(sh, params.current(sh));
+    let mut pipeline = load_pipeline(sh, &lock(&sh.params).params.clone());
     while !sh.stop.load(Ordering::Relaxed) {
         let Some(msg) = sh.clouds.take_timeout(Duration::from_millis(100)) else { continue };
         let t = Instant::now();
-        let p = params.current(sh).clone();
+        // validated when set (param_guard.rs): a snapshot for this frame
+        let p = lock(&sh.params).params.clone();
         let (min_r, max_r) = (p.cloud.min_range_m as f32, p.cloud.max_range_m as f32);
         match convert::decode_cloud(&msg) {
             Ok((mut points, report)) => {
                 points.retain_range(min_r, max_r);
+                let scale = p.cloud.intensity_scale as f32;
+                if scale != 1.0 {
+                    points.intensity.iter_mut().for_each(|v| *v *= scale);
+                }
                 let elapsed = t.elapsed();
                 tracing::debug!(points = points.len(), non_finite = report.non_finite, ?elapsed, "cloud decoded");
                 lock(&sh.stats).cloud.record_ok(points.len() as u64, elapsed);
                 if let Some(pipe) = &mut pipeline {
                     // a libtorch panic on one cloud is a failed frame, not a dead worker
-                    let run = std::panic::AssertUnwindSafe(|| detect_and_publish(sh, pipe, &p, &msg.header, &points, &out));
+                    let run = std::panic::AssertUnwindSafe(|| detect::detect_and_publish(sh, pipe, &p, &msg.header, &points, &out));
                     if let Err(panic) = std::panic::catch_unwind(run) {
                         let e = crate::panic_message::panic_message(&*panic);
                         tracing::error!("detector panicked on a cloud of {} points: {e}", points.len());
@@ -382,79 +420,13 @@ fn cloud_worker(sh: &Shared, out: Outputs) {
                 }
             }
             Err(e) => {
-                tracing::warn!("malformed PointCloud2 (frame '{}'): {e}", msg.header.frame_id);
+                if let Some(n) = sh.log_limit.allow("malformed PointCloud2") {
+                    tracing::warn!("malformed PointCloud2 (frame '{}'): {e}{}", convert::printable(&msg.header.frame_id), suppressed_note(n));
+                }
                 lock(&sh.stats).cloud.record_malformed(e);
             }
         }
     }
-}
-
-/// Detects and publishes; the frame's boxes (index = detection id) enter the
-/// history before the detections are published, so a client that saw them
-/// can relabel them at once.
-fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &NodeParams, header: &r2r::std_msgs::msg::Header, points: &Points, out: &Outputs) {
-    let t = Instant::now();
-    let result = match pipe.process(points, p.detector.score_threshold as f32) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("detector failed on a cloud of {} points: {e}", points.len());
-            let mut stats = lock(&sh.stats);
-            stats.detector.failures += 1;
-            stats.detector.last_error = Some(e.to_string());
-            return;
-        }
-    };
-    let names = pipe.class_names();
-    let boxes: Vec<Box3D> = result.detections.iter().map(|d| d.bbox).collect();
-    let stamp_ns = convert::stamp_ns(&header.stamp);
-    let mut array = detection_array(header, pipe.model_id(), &result.detections, &names);
-    if p.gdc.auto_relabel {
-        gdc::auto_relabel(sh, p, stamp_ns, &boxes, &mut array);
-    }
-    {
-        let mut history = lock(&sh.history);
-        history.set_capacity(usize::try_from(p.gdc.history_frames).unwrap_or(1));
-        history.push_frame(FrameRecord { stamp_ns, frame_id: header.frame_id.clone(), boxes });
-    }
-    if let Err(e) = out.detections.publish(&array) {
-        tracing::warn!("publishing detections failed: {e}");
-    }
-    if let Err(e) = out.markers.publish(&marker_array(header, &result.detections, &names, p.detector.marker_lifetime_s)) {
-        tracing::warn!("publishing markers failed: {e}");
-    }
-    match &result.eloss {
-        Ok(report) => {
-            if let Err(e) = out.eloss.publish(&super::detections::eloss_report(header, pipe.model_id(), report)) {
-                tracing::warn!("publishing the Eloss report failed: {e}");
-            }
-        }
-        Err(e) => tracing::warn!("Eloss failed: {e}"),
-    }
-    let mut stats = lock(&sh.stats);
-    let s = &mut stats.eloss;
-    match &result.eloss {
-        Ok(r) => {
-            s.frames += 1;
-            if r.anomaly && !s.alarm {
-                s.alarms_raised += 1;
-                tracing::warn!(score = r.anomaly_score, threshold = r.threshold, kind = %r.anomaly_type, "Eloss anomaly alarm raised");
-            }
-            (s.last_eloss, s.last_score, s.threshold, s.alarm) = (r.eloss, r.anomaly_score, r.threshold, r.anomaly);
-            s.alarm_type = r.anomaly_type.clone();
-            s.compute.record(r.compute_time);
-        }
-        Err(e) => {
-            s.failures += 1;
-            s.last_error = Some(e.clone());
-        }
-    }
-    let d = &mut stats.detector;
-    d.frames += 1;
-    d.last_detections = result.detections.len() as u64;
-    d.pillarize.record(result.timings.pillarize);
-    d.network.record(result.timings.network);
-    d.postprocess.record(result.timings.postprocess);
-    d.total.record(t.elapsed());
 }
 
 fn ros_now(clock: &Mutex<r2r::Clock>) -> r2r::builtin_interfaces::msg::Time {
@@ -464,22 +436,48 @@ fn ros_now(clock: &Mutex<r2r::Clock>) -> r2r::builtin_interfaces::msg::Time {
         .unwrap_or_default()
 }
 
+/// Most pixels a compressed image may declare in its header (decoding
+/// stops before allocating more): 8K UHD.
+pub const MAX_COMPRESSED_PIXELS: u64 = 7680 * 4320;
+
 fn image_worker(sh: &Shared) {
     while !sh.stop.load(Ordering::Relaxed) {
         let Some(msg) = sh.images.take_timeout(Duration::from_millis(100)) else { continue };
         let t = Instant::now();
-        match convert::decode_image(&msg) {
+        let (header, decoded, what) = match msg {
+            CameraImage::Raw(m) => {
+                let encoding = convert::printable(&m.encoding);
+                (m.header.clone(), convert::decode_image(&m).map_err(|e| e.to_string()), format!("Image (encoding '{encoding}')"))
+            }
+            CameraImage::Compressed(m) => {
+                let format = convert::printable(&m.format);
+                let decoded = crate::image::decode_compressed(&m.format, &m.data, MAX_COMPRESSED_PIXELS).map_err(|e| e.to_string());
+                (m.header.clone(), decoded, format!("CompressedImage (format '{format}')"))
+            }
+        };
+        let compressed = what.starts_with("Compressed");
+        match decoded {
             Ok(img) => {
                 let pixels = img.width as u64 * img.height as u64;
                 let elapsed = t.elapsed();
                 // into the history before it counts as processed (tests wait on that count)
-                let record = ImageRecord { stamp_ns: convert::stamp_ns(&msg.header.stamp), frame_id: msg.header.frame_id, image: Arc::new(img) };
+                let record = ImageRecord { stamp_ns: convert::stamp_ns(&header.stamp), frame_id: header.frame_id, image: Arc::new(img) };
                 lock(&sh.history).push_image(record);
-                lock(&sh.stats).image.record_ok(pixels, elapsed);
+                let mut stats = lock(&sh.stats);
+                stats.image.record_ok(pixels, elapsed);
+                if compressed {
+                    stats.compressed_image.record_ok(pixels, elapsed);
+                }
             }
             Err(e) => {
-                tracing::warn!("malformed Image (encoding '{}'): {e}", msg.encoding);
-                lock(&sh.stats).image.record_malformed(e);
+                if let Some(n) = sh.log_limit.allow("malformed image") {
+                    tracing::warn!("malformed {what}: {e}{}", suppressed_note(n));
+                }
+                let mut stats = lock(&sh.stats);
+                stats.image.record_malformed(&e);
+                if compressed {
+                    stats.compressed_image.record_malformed(e);
+                }
             }
         }
     }

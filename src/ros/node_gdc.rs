@@ -9,6 +9,7 @@ use super::{lock, ros_now, Shared, SERVICE_ADD_CLASSES, SERVICE_RELABEL, TOPIC_C
 use crate::ros::params::NodeParams;
 use crate::dataset::kitti::Calibration;
 use crate::geometry::Box3D;
+use crate::stats::TransformSource;
 use futures::StreamExt;
 use r2r::eloss_perception_msgs::msg::GdcBankStatus;
 use r2r::eloss_perception_msgs::srv::{AddClasses, RelabelObjects};
@@ -110,13 +111,46 @@ pub(super) fn spawn(node: &mut r2r::Node, shared: &Arc<Shared>, clock: &Arc<Mute
     Ok(bank_status)
 }
 
-/// The camera calibration for crops: the newest CameraInfo's P with the
-/// `camera.*` extrinsic (read from the current parameters).
-fn camera_calibration(sh: &Shared, p: &NodeParams) -> Result<Calibration, String> {
-    let camera = lock(&sh.camera)
+/// The camera calibration for crops of boxes in `boxes_frame` seen in an
+/// image from `image_frame`: the newest CameraInfo's P with the extrinsic
+/// camera optical frame ← `boxes_frame` from tf at `stamp_ns`. When tf has no
+/// such transform and the boxes are in the LiDAR's own frame
+/// (`detector.frame` empty), the `camera.*` parameters are the explicit
+/// fallback (a warning in the log and the frames diagnostics). An image from
+/// another frame than the CameraInfo, or boxes tf cannot place, are frame
+/// errors (ERROR in the frames diagnostics), never a silent wrong crop.
+fn camera_calibration(sh: &Shared, p: &NodeParams, boxes_frame: &str, image_frame: &str, stamp_ns: i64) -> Result<Calibration, String> {
+    let (camera, camera_frame) = lock(&sh.camera)
         .clone()
         .ok_or_else(|| format!("no valid CameraInfo received on '{TOPIC_CAMERA_INFO}' yet: 3D boxes cannot be projected into the image"))?;
-    let extrinsic = p.camera.extrinsic().map_err(|e| e.to_string())?;
+    let frame_error = |e: String| {
+        lock(&sh.stats).frames.record_error(&e);
+        e
+    };
+    if !image_frame.is_empty() && !camera_frame.is_empty() && image_frame != camera_frame {
+        return Err(frame_error(format!(
+            "the image's frame '{}' is not the CameraInfo's '{}': no crops",
+            super::convert::printable(image_frame),
+            super::convert::printable(&camera_frame)
+        )));
+    }
+    let from_tf = if camera_frame.is_empty() {
+        Err("the CameraInfo has no frame_id".to_string())
+    } else {
+        super::frames::lookup(sh, &camera_frame, boxes_frame, stamp_ns, Duration::ZERO)
+    };
+    let (extrinsic, source) = match from_tf {
+        Ok(iso) => (super::frames::matrix_3x4(&iso), TransformSource::Tf),
+        Err(e) if p.detector.frame.is_empty() => {
+            if let Some(n) = sh.log_limit.allow("camera extrinsic fallback") {
+                tracing::warn!("{e}; using camera.lidar_to_camera / camera.calib_file{}", crate::log_limit::suppressed_note(n));
+            }
+            let m = p.camera.extrinsic().map_err(|e| e.to_string())?;
+            (m, TransformSource::Parameter { name: "camera.lidar_to_camera", why: e })
+        }
+        Err(e) => return Err(frame_error(format!("{e}: no crops (the camera parameters describe the LiDAR frame, not '{}')", super::convert::printable(boxes_frame)))),
+    };
+    lock(&sh.stats).frames.camera_extrinsic = source;
     Ok(Calibration::from_camera(camera.p, extrinsic))
 }
 
@@ -124,12 +158,13 @@ fn camera_calibration(sh: &Shared, p: &NodeParams) -> Result<Calibration, String
 /// nearest to the cloud (no waiting for a later one). A frame that cannot be
 /// labelled (GDC not loaded, no image, no CameraInfo) is published without
 /// labels and counted with its reason in the detector diagnostics.
-pub(super) fn auto_relabel(sh: &Shared, p: &NodeParams, stamp_ns: i64, boxes: &[Box3D], array: &mut r2r::eloss_perception_msgs::msg::Detection3DArray) {
+pub(super) fn auto_relabel(sh: &Shared, p: &NodeParams, stamp_ns: i64, frame: &str, boxes: &[Box3D], array: &mut r2r::eloss_perception_msgs::msg::Detection3DArray) {
     let t = Instant::now();
     let outcome = (|| -> Result<usize, String> {
         let gdc = sh.gdc.get().ok_or("GDC is still loading")?;
-        let image = lock(&sh.history).image_near(stamp_ns, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?.image.clone();
-        let calib = camera_calibration(sh, p)?;
+        let record = lock(&sh.history).image_near(stamp_ns, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?.clone();
+        let calib = camera_calibration(sh, p, frame, &record.frame_id, stamp_ns)?;
+        let image = record.image;
         let gdc = lock(gdc);
         let (classifier, crop_cfg) = gdc.as_ref().map_err(Clone::clone)?;
         crate::ros::relabel::attach_labels(classifier, crop_cfg, &image, &calib, boxes, &mut array.detections)
@@ -151,10 +186,11 @@ fn relabel(sh: &Shared, req: &RelabelObjects::Request) -> RelabelObjects::Respon
     };
     let t = Instant::now();
     let response = crate::ros::relabel::handle(&lock(gdc), req, |stamp_ns, ids| {
-        let p = lock(&sh.params).clone();
+        let p = lock(&sh.params).params.clone();
         // the history lock is held for the lookup only (boxes copied, image shared)
         let selection = lock(&sh.history).select(stamp_ns, ids, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?;
-        Ok((selection, camera_calibration(sh, &p)?))
+        let calib = camera_calibration(sh, &p, &selection.frame_id, &selection.image.frame_id, selection.stamp_ns)?;
+        Ok((selection, calib))
     });
     let crops = response.labels.iter().filter(|l| l.valid).count();
     tracing::debug!(success = response.success, crops, elapsed = ?t.elapsed(), "relabel request");

@@ -25,7 +25,7 @@ pub struct NodeParams {
 #[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct DiagnosticsParams {
-    /// Period of diagnostic_msgs/DiagnosticArray reports [s], > 0
+    /// Period of diagnostic_msgs/DiagnosticArray reports [s], in (0, 3600]
     pub period_s: f64,
 }
 
@@ -36,6 +36,8 @@ pub struct CloudParams {
     pub min_range_m: f64,
     /// Points farther than this 3D range are dropped [m], > min_range_m
     pub max_range_m: f64,
+    /// Intensities are multiplied by this before detection, > 0: the model was trained on KITTI's 0..1 reflectance; use 0.00392157 (1/255) for drivers that publish 0..255 (velodyne_driver, ouster-ros, hesai and most others; docs/ros_integration.md)
+    pub intensity_scale: f64,
 }
 
 #[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -51,6 +53,19 @@ pub struct DetectorParams {
     pub score_threshold: f64,
     /// Lifetime of the RViz markers [s], > 0 (they also vanish when the next frame's arrive)
     pub marker_lifetime_s: f64,
+    /// Frame the detections are published in (e.g. base_link: level, x forward, z up). Clouds are transformed into it by tf (or detector.sensor_pose) and from there into the model's frame (x forward, z up, the LiDAR at the height the model was trained at), so any mounting works; empty = the cloud's own frame, taken as a KITTI-mounted x-forward LiDAR
+    pub frame: String,
+    /// Height of the ground plane in detector.frame [m] (0 for base_link on the ground, as REP-105 vehicles and Autoware place it); used with detector.frame
+    pub ground_z_m: f64,
+    /// LiDAR pose in detector.frame as 6 numbers [x, y, z, roll, pitch, yaw] (m, rad), used only when tf has no transform from the cloud's frame (a warning in diagnostics says so); empty = tf only
+    #[serde(default)]
+    pub sensor_pose: DoubleArray,
+    /// How long a cloud may wait for tf to reach its stamp before the latest transform is tried [s], 0..=1
+    pub tf_timeout_s: f64,
+    /// front = the model's field ahead of the LiDAR (0..69 m); full = also the rear half (the cloud turned 180 degrees, a second pass): 360 degrees at about twice the network time
+    pub coverage: String,
+    /// Also publish autoware_perception_msgs/DetectedObjects on detected_objects (Car -> CAR, Pedestrian -> PEDESTRIAN, Cyclist -> BICYCLE, existence probability = score)
+    pub autoware_objects: bool,
 }
 
 #[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -68,6 +83,22 @@ pub struct ElossParams {
     pub hysteresis_enter: i64,
     /// Hysteresis: consecutive normal frames that clear the alarm, 1..=1000. Read at start-up
     pub hysteresis_exit: i64,
+}
+
+impl DetectorParams {
+    /// `detector.sensor_pose` as [x, y, z, roll, pitch, yaw]; `None` when empty.
+    pub fn sensor_pose(&self) -> Result<Option<[f64; 6]>, ParamsError> {
+        let v = &self.sensor_pose.0;
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |rule| ParamsError::Invalid { name: "detector.sensor_pose", value: format!("{v:?}"), rule };
+        let pose: [f64; 6] = v.as_slice().try_into().map_err(|_| invalid("must be empty or 6 numbers [x, y, z, roll, pitch, yaw]"))?;
+        if !pose.iter().all(|x| x.is_finite()) || pose[..3].iter().any(|x| x.abs() > 100.0) {
+            return Err(invalid("must be finite, with |x|, |y|, |z| <= 100 m"));
+        }
+        Ok(Some(pose))
+    }
 }
 
 impl ElossParams {
@@ -180,9 +211,9 @@ impl CameraParams {
 #[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct GdcParams {
-    /// Gaussian class bank file (safetensors, from `eloss gdc bank`); empty = GDC off, ~/relabel answers with an error
+    /// Gaussian class bank file (safetensors, from `eloss gdc bank`); empty = GDC off, ~/relabel answers with an error. Read at start-up
     pub bank_path: String,
-    /// Backbone the bank was built with: a Hugging Face DINOv2 folder (config.json + model.safetensors) or an EfficientNet-Lite0 .safetensors file
+    /// Backbone the bank was built with: a Hugging Face DINOv2 folder (config.json + model.safetensors) or an EfficientNet-Lite0 .safetensors file. Read at start-up
     pub backbone_path: String,
     /// Divides the class log-likelihoods before Bayes' rule (1 = plain Bayes), > 0
     pub temperature: f64,
@@ -271,8 +302,8 @@ impl NodeParams {
     /// Rejects out-of-range values instead of clamping them.
     pub fn validate(&self) -> Result<(), ParamsError> {
         let bad = |name, value: f64, rule| Err(ParamsError::Invalid { name, value: value.to_string(), rule });
-        if !(self.diagnostics.period_s.is_finite() && self.diagnostics.period_s > 0.0) {
-            return bad("diagnostics.period_s", self.diagnostics.period_s, "must be > 0");
+        if !(self.diagnostics.period_s > 0.0 && self.diagnostics.period_s <= 3600.0) {
+            return bad("diagnostics.period_s", self.diagnostics.period_s, "must be in (0, 3600]");
         }
         if !(self.cloud.min_range_m.is_finite() && self.cloud.min_range_m >= 0.0) {
             return bad("cloud.min_range_m", self.cloud.min_range_m, "must be >= 0");
@@ -291,6 +322,22 @@ impl NodeParams {
         }
         if !(self.detector.marker_lifetime_s.is_finite() && self.detector.marker_lifetime_s > 0.0) {
             return bad("detector.marker_lifetime_s", self.detector.marker_lifetime_s, "must be > 0");
+        }
+        if !(self.cloud.intensity_scale.is_finite() && self.cloud.intensity_scale > 0.0) {
+            return bad("cloud.intensity_scale", self.cloud.intensity_scale, "must be > 0");
+        }
+        if self.detector.frame.len() > 256 || self.detector.frame.chars().any(|c| c.is_control()) {
+            return Err(ParamsError::Invalid { name: "detector.frame", value: format!("{} bytes", self.detector.frame.len()), rule: "must be a frame id of at most 256 printable characters" });
+        }
+        if !self.detector.ground_z_m.is_finite() || self.detector.ground_z_m.abs() > 100.0 {
+            return bad("detector.ground_z_m", self.detector.ground_z_m, "must be within +-100 m");
+        }
+        self.detector.sensor_pose()?;
+        if !(0.0..=1.0).contains(&self.detector.tf_timeout_s) {
+            return bad("detector.tf_timeout_s", self.detector.tf_timeout_s, "must be in [0, 1]");
+        }
+        if !matches!(self.detector.coverage.as_str(), "front" | "full") {
+            return Err(ParamsError::Invalid { name: "detector.coverage", value: self.detector.coverage.clone(), rule: "must be front or full" });
         }
         self.eloss.settings()?;
         if !(self.gdc.temperature.is_finite() && self.gdc.temperature > 0.0) {
@@ -403,11 +450,18 @@ mod tests {
                 "diagnostics.period_s",
                 "cloud.min_range_m",
                 "cloud.max_range_m",
+                "cloud.intensity_scale",
                 "detector.model_path",
                 "detector.device",
                 "detector.threads",
                 "detector.score_threshold",
                 "detector.marker_lifetime_s",
+                "detector.frame",
+                "detector.ground_z_m",
+                "detector.sensor_pose",
+                "detector.tf_timeout_s",
+                "detector.coverage",
+                "detector.autoware_objects",
                 "eloss.calibration_path",
                 "eloss.estimator",
                 "eloss.threshold",

@@ -64,6 +64,13 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub fn start(ns: &str, params: &[String]) -> Self {
+        Self::start_with(ns, params, &[])
+    }
+
+    /// As [`NodeProcess::start`], with more `--ros-args` (remaps, `--log-level`).
+    /// `/tf`, `/tf_static` and `/clock` are always remapped into the
+    /// namespace, so parallel tests never see each other's transforms or time.
+    pub fn start_with(ns: &str, params: &[String], ros_args: &[&str]) -> Self {
         let repo = repo();
         let child = Command::new(env!("CARGO_BIN_EXE_eloss_perception_node"))
             .args(["--ros-args", "--params-file"])
@@ -71,6 +78,8 @@ impl NodeProcess {
             .args(["-p", "diagnostics.period_s:=0.2", "-r", &format!("__ns:={ns}")])
             .args(["-r", &format!("/diagnostics:={ns}/diagnostics")])
             .args(params.iter().flat_map(|p| ["-p", p.as_str()]))
+            .args(["-r", &format!("/tf:={ns}/tf"), "-r", &format!("/tf_static:={ns}/tf_static"), "-r", &format!("/clock:={ns}/clock")])
+            .args(ros_args)
             .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
             .stdout(Stdio::null())
             .spawn()

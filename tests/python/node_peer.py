@@ -11,7 +11,7 @@ eloss_perception_node over loopback DDS, for tests/node_dds.rs.
                        2D boxes "x0,y0,x1,y1;..." (plus error cases), report responses
   relabel_frame NS CLOUD_BIN IMAGE_PNG
                        publish a camera frame (image + CameraInfo with KITTI's P2) and then
-                       the cloud, all with one stamp, until NS/detections for it arrive;
+                       the cloud, all with one stamp, until NS/annotated_detections for it arrive;
                        then call relabel by detection id (all, a subset, unknown id,
                        unknown stamp, candidates) and report responses with call times
   add_classes NS CACHE extend the GDC bank at run time: bad and known names, one class
@@ -25,7 +25,7 @@ eloss_perception_node over loopback DDS, for tests/node_dds.rs.
                        relabel the first generated image of the first class
   detect NS CLOUD_BIN ANOMALOUS_BIN
                        publish the cloud (KITTI .bin layout) with a known stamp until
-                       NS/detections, NS/markers and NS/eloss for that stamp arrive; then
+                       NS/annotated_detections, NS/markers and NS/eloss for that stamp arrive; then
                        the anomalous cloud 8 times (new stamps), collecting its Eloss reports
 
 Prints one JSON object on stdout; exits 1 with a message when a wait times out.
@@ -400,7 +400,7 @@ def relabel_frame(ns, cloud_bin, image_png):
                                   "gdc_probabilities": {c.class_name: c.probability for c in d.gdc_probabilities}}
                                  for d in m.detections]
 
-    p.node.create_subscription(Detection3DArray, f"{ns}/detections", on_dets, 10)
+    p.node.create_subscription(Detection3DArray, f"{ns}/annotated_detections", on_dets, 10)
     pub_pts = p.node.create_publisher(PointCloud2, f"{ns}/points", qos_profile_sensor_data)
     pub_img = p.node.create_publisher(Image, f"{ns}/image", qos_profile_sensor_data)
     pub_info = p.node.create_publisher(CameraInfo, f"{ns}/camera_info", qos_profile_sensor_data)
@@ -508,7 +508,7 @@ def detect(ns, cloud_bin, anomalous_bin):
             "compute_time_ms": m.compute_time_ms}
 
     p.node.create_subscription(ElossReport, f"{ns}/eloss", on_eloss, 50)
-    p.node.create_subscription(Detection3DArray, f"{ns}/detections", on_dets, 10)
+    p.node.create_subscription(Detection3DArray, f"{ns}/annotated_detections", on_dets, 10)
     p.node.create_subscription(MarkerArray, f"{ns}/markers", on_markers, 10)
     pub = p.node.create_publisher(PointCloud2, f"{ns}/points", qos_profile_sensor_data)
     p.spin_until(lambda: pub.get_subscription_count() > 0, 30, "the node to subscribe points")

@@ -1,0 +1,76 @@
+//! Rate limits for log lines caused by input: a peer that floods the node
+//! with malformed messages must not flood the log (and `/rosout`) as well.
+//! At most one line per kind per period; the next allowed line says how many
+//! were suppressed in between.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub struct LogLimiter {
+    period: Duration,
+    /// kind → (time of the last line let through, lines suppressed since)
+    state: Mutex<HashMap<&'static str, (Instant, u64)>>,
+}
+
+impl LogLimiter {
+    pub fn new(period: Duration) -> Self {
+        Self { period, state: Mutex::new(HashMap::new()) }
+    }
+
+    /// `Some(suppressed)` when a line of this kind may be logged now (with the
+    /// number of lines held back since the last one), `None` when it must be
+    /// dropped. Kinds are static names, so the map stays small.
+    pub fn allow(&self, kind: &'static str) -> Option<u64> {
+        self.allow_at(kind, Instant::now())
+    }
+
+    fn allow_at(&self, kind: &'static str, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match state.get_mut(kind) {
+            Some((last, suppressed)) if now.duration_since(*last) < self.period => {
+                *suppressed += 1;
+                None
+            }
+            Some((last, suppressed)) => {
+                *last = now;
+                Some(std::mem::take(suppressed))
+            }
+            None => {
+                state.insert(kind, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+/// " (N similar suppressed)" or nothing, for the end of a rate-limited line.
+pub fn suppressed_note(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} similar messages suppressed in the last period)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_kind_per_period_with_the_count_held_back() {
+        let l = LogLimiter::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(l.allow_at("cloud", t0), Some(0));
+        for i in 1..=50 {
+            assert_eq!(l.allow_at("cloud", t0 + Duration::from_millis(10 * i)), None);
+        }
+        // another kind is independent
+        assert_eq!(l.allow_at("image", t0 + Duration::from_millis(20)), Some(0));
+        assert_eq!(l.allow_at("cloud", t0 + Duration::from_millis(1000)), Some(50));
+        assert_eq!(l.allow_at("cloud", t0 + Duration::from_millis(1500)), None);
+        assert_eq!(l.allow_at("cloud", t0 + Duration::from_millis(2001)), Some(1));
+        assert_eq!(suppressed_note(0), "");
+        assert!(suppressed_note(3).contains("3 similar"));
+    }
+}

@@ -1,0 +1,125 @@
+//! The cloud worker's per-frame work after decoding: the cloud into the
+//! model's frame (the LiDAR mounting from tf, see node_frames.rs), detection
+//! (front or 360 degrees), and everything published from the one forward
+//! pass: the standard detections, our annotated detections (with GDC labels
+//! under `gdc.auto_relabel`), Autoware objects on request, RViz markers and
+//! the Eloss report; and the detector and Eloss statistics.
+
+use crate::ros::detections::{autoware_objects, detection_array, eloss_report, marker_array, vision_detections};
+use super::{convert, frames, gdc, lock, Outputs, Shared};
+use crate::cloud::Points;
+use crate::frames::mounting::{Mounting, TRAINED_SENSOR_HEIGHT_M};
+use crate::gdc::frame_history::FrameRecord;
+use crate::geometry::Box3D;
+use crate::perception::{Coverage, FramePipeline};
+use crate::ros::params::NodeParams;
+use std::time::Instant;
+
+/// The frame detections are published in, and how the cloud gets into the
+/// model's frame from the cloud's own; `Err` = this cloud cannot be placed
+/// (logged and counted as a frame error by the caller's diagnostics).
+fn placement(sh: &Shared, p: &NodeParams, header: &r2r::std_msgs::msg::Header) -> Result<(String, Mounting), String> {
+    let base_from_sensor = if p.detector.frame.is_empty() {
+        // the cloud's own frame is the model's (a KITTI-mounted, x-forward LiDAR):
+        // identity, with the ground where the trained height puts it
+        return Ok((header.frame_id.clone(), Mounting::identity()));
+    } else {
+        frames::mounting(sh, p, &header.frame_id, convert::stamp_ns(&header.stamp))?
+    };
+    let mounting = Mounting::new(base_from_sensor, p.detector.ground_z_m, TRAINED_SENSOR_HEIGHT_M).map_err(|e| {
+        let e = format!("LiDAR mounting of '{}' in '{}': {e}", convert::printable(&header.frame_id), p.detector.frame);
+        lock(&sh.stats).frames.record_error(&e);
+        e
+    })?;
+    Ok((p.detector.frame.clone(), mounting))
+}
+
+/// Detects and publishes; the frame's boxes (index = detection id) enter the
+/// history before the detections are published, so a client that saw them
+/// can relabel them at once.
+pub(super) fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &NodeParams, header: &r2r::std_msgs::msg::Header, points: &Points, out: &Outputs) {
+    let t = Instant::now();
+    let (frame, mounting) = match placement(sh, p, header) {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(n) = sh.log_limit.allow("cloud frame") {
+                tracing::error!("{e}{}", crate::log_limit::suppressed_note(n));
+            }
+            lock(&sh.stats).detector.failures += 1;
+            return;
+        }
+    };
+    lock(&sh.stats).frames.output_frame = frame.clone();
+    let coverage = if p.detector.coverage == "full" { Coverage::Full } else { Coverage::Front };
+    let result = match pipe.process_in(points, &mounting, coverage, p.detector.score_threshold as f32) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("detector failed on a cloud of {} points: {e}", points.len());
+            let mut stats = lock(&sh.stats);
+            stats.detector.failures += 1;
+            stats.detector.last_error = Some(e.to_string());
+            return;
+        }
+    };
+    let header = r2r::std_msgs::msg::Header { stamp: header.stamp.clone(), frame_id: frame };
+    let names = pipe.class_names();
+    let boxes: Vec<Box3D> = result.detections.iter().map(|d| d.bbox).collect();
+    let stamp_ns = convert::stamp_ns(&header.stamp);
+    let mut array = detection_array(&header, pipe.model_id(), &result.detections, &names);
+    if p.gdc.auto_relabel {
+        gdc::auto_relabel(sh, p, stamp_ns, &header.frame_id, &boxes, &mut array);
+    }
+    {
+        let mut history = lock(&sh.history);
+        history.set_capacity(usize::try_from(p.gdc.history_frames).unwrap_or(1));
+        history.push_frame(FrameRecord { stamp_ns, frame_id: header.frame_id.clone(), boxes });
+    }
+    let published = [
+        ("detections", out.detections.publish(&vision_detections(&array))),
+        ("annotated detections", out.annotated.publish(&array)),
+        ("markers", out.markers.publish(&marker_array(&header, &result.detections, &names, p.detector.marker_lifetime_s))),
+    ];
+    for (what, r) in published {
+        if let Err(e) = r {
+            tracing::warn!("publishing {what} failed: {e}");
+        }
+    }
+    if let Some(autoware) = &out.autoware {
+        if let Err(e) = autoware.publish(&autoware_objects(&array)) {
+            tracing::warn!("publishing Autoware objects failed: {e}");
+        }
+    }
+    match &result.eloss {
+        Ok(report) => {
+            if let Err(e) = out.eloss.publish(&eloss_report(&header, pipe.model_id(), report)) {
+                tracing::warn!("publishing the Eloss report failed: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("Eloss failed: {e}"),
+    }
+    let mut stats = lock(&sh.stats);
+    let s = &mut stats.eloss;
+    match &result.eloss {
+        Ok(r) => {
+            s.frames += 1;
+            if r.anomaly && !s.alarm {
+                s.alarms_raised += 1;
+                tracing::warn!(score = r.anomaly_score, threshold = r.threshold, kind = %r.anomaly_type, "Eloss anomaly alarm raised");
+            }
+            (s.last_eloss, s.last_score, s.threshold, s.alarm) = (r.eloss, r.anomaly_score, r.threshold, r.anomaly);
+            s.alarm_type = r.anomaly_type.clone();
+            s.compute.record(r.compute_time);
+        }
+        Err(e) => {
+            s.failures += 1;
+            s.last_error = Some(e.clone());
+        }
+    }
+    let d = &mut stats.detector;
+    d.frames += 1;
+    d.last_detections = result.detections.len() as u64;
+    d.pillarize.record(result.timings.pillarize);
+    d.network.record(result.timings.network);
+    d.postprocess.record(result.timings.postprocess);
+    d.total.record(t.elapsed());
+}
