@@ -21,6 +21,7 @@ pub mod detect;
 #[cfg(feature = "torch")]
 pub mod eloss;
 pub mod frame_slot;
+pub mod frames;
 pub mod gdc;
 pub mod geometry;
 pub mod image;

@@ -1,7 +1,39 @@
 //! The node's per-frame perception without ROS: a decoded cloud goes through
 //! the detector once, and the same forward pass yields the detections and
 //! the compression network's layer outputs (for the Eloss monitor). The ROS
-//! adapter only converts messages around [`FramePipeline::process`].
+//! adapter only converts messages around [`FramePipeline::process`] or
+//! [`FramePipeline::process_in`].
+//!
+//! Two ways in:
+//! - [`FramePipeline::process`]`(points, score_threshold)`: the cloud's
+//!   frame is the model frame (a KITTI-mounted LiDAR: x forward, z up, 1.73 m
+//!   above the ground); boxes come out in it. Only the model's range ahead
+//!   is covered.
+//! - [`FramePipeline::process_in`]`(points, mounting, coverage,
+//!   score_threshold)`: the cloud is in any sensor frame; the
+//!   [`Mounting`] (from tf or a fixed parameter) moves it into the model
+//!   frame and the boxes come out in the user's detector (base) frame.
+//!   [`Coverage::Full`] also runs the rear half of the circle (the cloud
+//!   turned 180° about z) through the model, in the same forward pass as a
+//!   batch of two BEV maps, turns those boxes back and merges both sets with
+//!   the detector's class-wise NMS, so an object straddling x = 0 is kept
+//!   once.
+//!
+//! The Eloss report is always computed from the front half only, the input
+//! the monitor was calibrated on.
+//!
+//! ```no_run
+//! use eloss_perception::frames::Mounting;
+//! use eloss_perception::perception::{Coverage, ElossSettings, FramePipeline};
+//! use nalgebra::{Isometry3, Vector3};
+//! let mut pipe = FramePipeline::load("", tch::Device::Cpu, &ElossSettings::default()).unwrap();
+//! // a y-forward LiDAR (nuScenes LIDAR_TOP) 1.84 m above base_link, drivers' 0..255 intensities
+//! let base_from_sensor = Isometry3::new(Vector3::new(0.9, 0.0, 1.84), Vector3::z() * -std::f64::consts::FRAC_PI_2);
+//! let mounting = Mounting::new(base_from_sensor, 0.0, pipe.trained_sensor_height_m()).unwrap().with_intensity_scale(1.0 / 255.0).unwrap();
+//! let cloud = eloss_perception::cloud::kitti_bin::read("../shared/data/kitti_000008/000008.bin").unwrap();
+//! let out = pipe.process_in(&cloud, &mounting, Coverage::Full, 0.5).unwrap();
+//! println!("{} boxes in base_link", out.detections.len());
+//! ```
 
 use crate::cloud::Points;
 use crate::detect::checkpoint::{self, CheckpointError, CheckpointInfo};
@@ -10,7 +42,9 @@ use crate::eloss::hysteresis::HysteresisConfig;
 use crate::eloss::monitor::{Monitor, MonitorConfig, MonitorReport};
 use crate::detect::detector::{Detector, DetectorError, StageTimings};
 use crate::detect::model::backbone::LayerOutputs;
+use crate::detect::nms::nms_bev_classwise;
 use crate::detect::postprocess::Detection;
+use crate::frames::mounting::{half_turn, transform_box, Mounting};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tch::Device;
@@ -58,12 +92,49 @@ pub struct FramePipeline {
     calibration_problem: Option<String>,
 }
 
+/// Which part of the circle around the sensor is searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Coverage {
+    /// The model's own range ahead of the sensor (the embedded model: x in
+    /// [0, 69.12] m, |y| < 39.68 m): one pass.
+    #[default]
+    Front,
+    /// Front and rear: the rear half, turned 180° about z, goes through the
+    /// same model in the same forward pass (a batch of two).
+    Full,
+}
+
+impl Coverage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Coverage::Front => "front",
+            Coverage::Full => "full",
+        }
+    }
+}
+
+impl std::str::FromStr for Coverage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "front" => Ok(Coverage::Front),
+            "full" => Ok(Coverage::Full),
+            _ => Err(format!("coverage {s:?}: expected \"front\" or \"full\"")),
+        }
+    }
+}
+
 /// What one cloud produced.
 pub struct FrameResult {
+    /// In the model frame ([`FramePipeline::process`]) or the mounting's
+    /// base frame ([`FramePipeline::process_in`]).
     pub detections: Vec<Detection>,
+    /// Layer outputs of the front pass (batch element 0 for full coverage).
     pub layers: LayerOutputs,
+    /// Pillarize and network of the whole batch; post-processing includes
+    /// the merge of both halves.
     pub timings: StageTimings,
-    /// Whole frame, pillarization to NMS.
+    /// Whole frame: transform (for `process_in`), pillarization to NMS.
     pub total: Duration,
     /// The Eloss report of the same forward pass (or why it failed).
     pub eloss: Result<MonitorReport, String>,
@@ -129,6 +200,14 @@ impl FramePipeline {
         &self.detector
     }
 
+    /// Height above the ground of the LiDAR the model was trained with, for
+    /// [`Mounting::new`]: KITTI's and the simulator's 1.73 m. Checkpoints do
+    /// not record it; every model this project trains comes from
+    /// KITTI-format data at that height.
+    pub fn trained_sensor_height_m(&self) -> f64 {
+        crate::frames::TRAINED_SENSOR_HEIGHT_M
+    }
+
     /// Detections with a score below `score_threshold` are dropped (on top of
     /// the model's own threshold).
     pub fn process(&mut self, points: &Points, score_threshold: f32) -> Result<FrameResult, DetectorError> {
@@ -138,6 +217,58 @@ impl FramePipeline {
         let total = t.elapsed();
         let eloss = self.monitor.observe(&out.layers).map_err(|e| e.to_string());
         Ok(FrameResult { detections, layers: out.layers, timings: out.timings, total, eloss })
+    }
+
+    /// A cloud in any sensor frame: moved into the model frame by
+    /// `mounting`, searched ahead ([`Coverage::Front`]) or all around
+    /// ([`Coverage::Full`]), detections returned in the mounting's base
+    /// frame with a score of at least `score_threshold`. The Eloss report
+    /// comes from the front half.
+    pub fn process_in(&mut self, points: &Points, mounting: &Mounting, coverage: Coverage, score_threshold: f32) -> Result<FrameResult, DetectorError> {
+        let t = Instant::now();
+        let (front, mut detections, timings) = match coverage {
+            Coverage::Front => {
+                let mut out = self.detector.detect(&mounting.to_model(points))?;
+                let dets = std::mem::take(&mut out.detections);
+                let timings = out.timings;
+                (out, dets, timings)
+            }
+            Coverage::Full => {
+                let x_min = self.detector.config.pillars.range[0] as f32;
+                let (front_cloud, rear_cloud) = mounting.to_model_halves(points, x_min);
+                let mut outs = self.detector.detect_batch(&[&front_cloud, &rear_cloud])?.into_iter();
+                let (Some(mut front), Some(rear)) = (outs.next(), outs.next()) else {
+                    unreachable!("detect_batch returns one output per cloud")
+                };
+                let merge_start = Instant::now();
+                let turn = half_turn();
+                let mut all = std::mem::take(&mut front.detections);
+                all.extend(rear.detections.iter().map(|d| Detection { bbox: transform_box(&turn, &d.bbox), ..d.clone() }));
+                let dets = self.merge(all)?;
+                let mut timings = front.timings;
+                timings.postprocess += rear.timings.postprocess + merge_start.elapsed();
+                (front, dets, timings)
+            }
+        };
+        detections.retain(|d| d.score >= score_threshold);
+        for d in &mut detections {
+            d.bbox = mounting.box_to_base(&d.bbox);
+        }
+        let total = t.elapsed();
+        let eloss = self.monitor.observe(&front.layers).map_err(|e| e.to_string());
+        Ok(FrameResult { detections, layers: front.layers, timings, total, eloss })
+    }
+
+    /// Class-wise NMS over the boxes of both halves (already in the model
+    /// frame), best first, capped at the detector's maximum per frame.
+    fn merge(&self, all: Vec<Detection>) -> Result<Vec<Detection>, DetectorError> {
+        let boxes: Vec<_> = all.iter().map(|d| d.bbox).collect();
+        let scores: Vec<f32> = all.iter().map(|d| d.score).collect();
+        let classes: Vec<usize> = all.iter().map(|d| d.class).collect();
+        let kept = nms_bev_classwise(&boxes, &scores, &classes, self.detector.nms_config())?;
+        let mut out: Vec<Detection> = kept.into_iter().map(|i| all[i].clone()).collect();
+        out.truncate(self.detector.config.max_detections);
+        Ok(out)
     }
 }
 

@@ -173,11 +173,55 @@ impl Detector {
             (layers, self.head.forward(&self.neck.forward(&blocks, false)))
         });
         let t2 = Instant::now();
-        let mut dets = detections(&head.cls.get(0), &head.boxes.get(0), &head.dir.get(0), &self.grid, &self.bins, self.config.score_threshold, &self.nms)?;
-        // class-wise NMS caps each class; the frame as a whole is capped too (best first)
-        dets.truncate(self.config.max_detections);
+        let dets = self.postprocess(&head, 0)?;
         let t3 = Instant::now();
         Ok(FrameOutput { detections: dets, layers, head, timings: StageTimings { pillarize: t1 - t0, network: t2 - t1, postprocess: t3 - t2 } })
+    }
+
+    /// Several clouds in one forward pass: each cloud is pillarized, encoded
+    /// and scattered on its own, then backbone, neck and head run once on
+    /// the stacked BEV maps (batch = `clouds.len()`). Element i is what
+    /// `detect(clouds[i])` gives, up to the float rounding of a batched
+    /// convolution; its layer and head outputs are views of batch element i
+    /// (shape [1, ...]). Every element carries the batch's pillarize and
+    /// network times and its own post-processing time.
+    pub fn detect_batch(&self, clouds: &[&Points]) -> Result<Vec<FrameOutput>, DetectorError> {
+        if clouds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t0 = Instant::now();
+        let pillars = clouds.iter().map(|p| pillarize(p, &self.config.pillars)).collect::<Result<Vec<_>, _>>()?;
+        let t1 = Instant::now();
+        let (layers, head) = tch::no_grad(|| {
+            let maps: Vec<_> = pillars.iter().map(|p| self.encoder.scatter(&self.encoder.encode(p, self.vs.device(), false), p)).collect();
+            let bev = tch::Tensor::cat(&maps, 0);
+            let (blocks, layers) = self.backbone.forward(&bev, false);
+            (layers, self.head.forward(&self.neck.forward(&blocks, false)))
+        });
+        let t2 = Instant::now();
+        let mut out = Vec::with_capacity(clouds.len());
+        for i in 0..clouds.len() as i64 {
+            let t = Instant::now();
+            let head_i = HeadOutput { cls: head.cls.narrow(0, i, 1), boxes: head.boxes.narrow(0, i, 1), dir: head.dir.narrow(0, i, 1) };
+            let detections = self.postprocess(&head_i, 0)?;
+            let layers_i = LayerOutputs { blocks: layers.blocks.iter().map(|b| b.iter().map(|t| t.narrow(0, i, 1)).collect()).collect() };
+            let timings = StageTimings { pillarize: t1 - t0, network: t2 - t1, postprocess: t.elapsed() };
+            out.push(FrameOutput { detections, layers: layers_i, head: head_i, timings });
+        }
+        Ok(out)
+    }
+
+    /// Detections of batch element `i` of the head outputs: decode,
+    /// class-wise NMS, then the frame as a whole capped (best first).
+    fn postprocess(&self, head: &HeadOutput, i: i64) -> Result<Vec<Detection>, DetectorError> {
+        let mut dets = detections(&head.cls.get(i), &head.boxes.get(i), &head.dir.get(i), &self.grid, &self.bins, self.config.score_threshold, &self.nms)?;
+        dets.truncate(self.config.max_detections);
+        Ok(dets)
+    }
+
+    /// The post-processing's NMS settings (score threshold, IoU, top-k).
+    pub fn nms_config(&self) -> &NmsConfig {
+        &self.nms
     }
 }
 
