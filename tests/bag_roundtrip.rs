@@ -3,12 +3,17 @@
 //!     and Python `rosbags` and `mcap-ros2-support` must decode it exactly;
 //! (b) Python `rosbags` writes a bag (plain and zstd chunks) and our reader
 //!     must decode it exactly.
+//! Both directions carry recorded QoS (`offered_qos_profiles`: a transient-local
+//! `/tf_static`, best-effort and reliable sensor topics, a topic with two
+//! publishers' profiles), which must survive the trip, in rosbag2's version 8
+//! (numbers) and 9 (names) spellings.
 //! The Python side is `tests/python/bag_peer.py`, run with `$ELOSS_PYTHON`
 //! (`source scripts/env.sh`). Without it the tests are skipped, except in CI.
 //! Nothing here depends on the `ros` feature.
 
 use eloss_perception::bag::{
-    BagReader, BagWriter, CameraInfo, Header, Image, PointCloud2, PointField, RosMessage, Time,
+    BagReader, BagWriter, CameraInfo, Header, Image, OfferedQos, PointCloud2, PointField, Quaternion, RosMessage,
+    TFMessage, Time, TopicInfo, Transform, TransformStamped, Vector3,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -108,6 +113,34 @@ fn kitti_camera_info(calib: &str, png: &[u8], stamp: u64) -> CameraInfo {
     }
 }
 
+/// A topic's recorded QoS as [history, depth, reliability, durability] rows (rmw numbers).
+fn qos_rows(t: &TopicInfo) -> Value {
+    let rows: Vec<Value> = t
+        .offered_qos()
+        .unwrap()
+        .iter()
+        .map(|q| json!([q.history.number(), q.depth, q.reliability.number(), q.durability.number()]))
+        .collect();
+    Value::from(rows)
+}
+
+/// Two static transforms, as a tf2 static broadcaster sends them in one message.
+fn static_tf(stamp: u64) -> TFMessage {
+    let tf = |parent: &str, child: &str, translation, rotation| TransformStamped {
+        header: header(stamp, parent),
+        child_frame_id: child.into(),
+        transform: Transform { translation, rotation },
+    };
+    let half = std::f64::consts::FRAC_1_SQRT_2;
+    TFMessage {
+        transforms: vec![
+            tf("base_link", "velodyne", Vector3 { x: 0.0, y: 0.0, z: 1.73 }, Quaternion::default()),
+            tf("velodyne", "camera", Vector3 { x: 0.27, y: -0.01, z: -0.08 }, Quaternion { x: -0.5, y: 0.5, z: -0.5, w: 0.5 }),
+            tf("base_link", "imu", Vector3 { x: -0.5, y: 0.25, z: 0.9 }, Quaternion { x: 0.0, y: 0.0, z: half, w: half }),
+        ],
+    }
+}
+
 fn synthetic_image(frame: u32, stamp: u64) -> Image {
     let (w, h) = (64u32, 48u32);
     let data = (0..h * w * 3).map(|i| ((i % (w * 3)) * 3 + (i / (w * 3)) * 5 + frame * 11) as u8).collect();
@@ -137,8 +170,11 @@ fn rust_writes_python_reads() {
     let t0: u64 = 1_317_000_000_000_000_000; // KITTI-era epoch ns, 10 Hz frames
     let (points, image, info) = ("/kitti/points", "/kitti/image", "/kitti/camera_info");
     let mut w = BagWriter::create(&bag).unwrap();
-    w.add_topic(points, PointCloud2::TYPE_NAME).unwrap();
+    w.add_topic_with_qos(points, PointCloud2::TYPE_NAME, &[OfferedQos::sensor_data()]).unwrap();
     w.add_topic(points, "sensor_msgs/PointCloud2").unwrap(); // idempotent, short form accepted
+    w.add_topic_with_qos(image, Image::TYPE_NAME, &[OfferedQos::reliable(10)]).unwrap();
+    w.add_topic_with_qos("/tf_static", TFMessage::TYPE_NAME, &[OfferedQos::static_broadcaster()]).unwrap();
+    w.write("/tf_static", t0, &static_tf(t0)).unwrap();
     assert!(w.add_topic(points, Image::TYPE_NAME).is_err());
     assert!(w.write_raw("/nope", 0, &[]).is_err());
     let mut images = Vec::new();
@@ -157,6 +193,16 @@ fn rust_writes_python_reads() {
     let topics: BTreeMap<_, _> =
         r.topics().unwrap().into_iter().map(|t| (t.topic, (t.type_name, t.message_count))).collect();
     assert_eq!(topics[points], (PointCloud2::TYPE_NAME.to_owned(), 5));
+    let qos: BTreeMap<_, _> = r.topics().unwrap().iter().map(|t| (t.topic.clone(), qos_rows(t))).collect();
+    let expect_qos = json!({
+        points: [[1, 5, 2, 2]],          // keep last 5, best effort, volatile
+        image: [[1, 10, 1, 2]],          // keep last 10, reliable, volatile
+        info: [],                        // declared without QoS
+        "/tf_static": [[1, 1, 1, 1]],    // keep last 1, reliable, transient local
+    });
+    assert_eq!(serde_json::to_value(&qos).unwrap(), expect_qos);
+    let tf: Vec<_> = r.messages_of::<TFMessage>("/tf_static").unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(tf, [(t0, static_tf(t0))]);
     let clouds: Vec<_> = r.messages_of::<PointCloud2>(points).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(clouds.len(), 5);
     assert_eq!(clouds[4].1, kitti_cloud(&bin, t0 + 400_000_000));
@@ -178,13 +224,24 @@ fn rust_writes_python_reads() {
     };
     let ci = kitti_camera_info(&calib, &png, t0);
     let times: Vec<u64> = (0..5).map(|i| t0 + i * 100_000_000).collect();
+    let tf_rows: Vec<Value> = static_tf(t0)
+        .transforms
+        .iter()
+        .map(|t| {
+            let (v, q) = (t.transform.translation, t.transform.rotation);
+            json!([t.header.frame_id, t.child_frame_id, t0, v.x, v.y, v.z, q.x, q.y, q.z, q.w])
+        })
+        .collect();
     let expect = json!({
         "topics": {
             points: {"type": PointCloud2::TYPE_NAME, "count": 5},
             image: {"type": Image::TYPE_NAME, "count": 5},
             info: {"type": CameraInfo::TYPE_NAME, "count": 5},
+            "/tf_static": {"type": TFMessage::TYPE_NAME, "count": 1},
         },
-        "log_times": {points: times, image: times, info: times},
+        "qos": expect_qos,
+        "tf": tf_rows,
+        "log_times": {points: times, image: times, info: times, "/tf_static": [t0]},
         "stamps": {points: times, image: times, info: times},
         "frame_ids": {points: "velodyne", image: "camera", info: "camera"},
         "cloud": {
@@ -210,15 +267,21 @@ fn rust_writes_python_reads() {
     std::fs::write(&expect_path, serde_json::to_string(&wrong).unwrap()).unwrap();
     let (ok, text) = run_peer(&python, &[Path::new("read"), &bag, &expect_path]);
     assert!(!ok && text.contains("MISMATCH"), "tampered expectation accepted:\n{text}");
+    // ... and a wrong QoS (volatile instead of transient local)
+    let mut wrong = expect.clone();
+    wrong["qos"]["/tf_static"][0][3] = json!(2);
+    std::fs::write(&expect_path, serde_json::to_string(&wrong).unwrap()).unwrap();
+    let (ok, text) = run_peer(&python, &[Path::new("read"), &bag, &expect_path]);
+    assert!(!ok && text.contains("offered QoS"), "tampered QoS accepted:\n{text}");
 }
 
 #[test]
 fn python_writes_rust_reads() {
     let Some(python) = python() else { return };
-    for compress in [false, true] {
+    for (compress, version) in [(false, "9"), (true, "8")] {
         let tmp = tempfile::tempdir().unwrap();
         let (bag, expect_path) = (tmp.path().join("py_bag"), tmp.path().join("expect.json"));
-        let mut args = vec![Path::new("write"), &bag, &expect_path];
+        let mut args = vec![Path::new("write"), &bag, &expect_path, Path::new("--version"), Path::new(version)];
         if compress {
             args.push(Path::new("--compress"));
         }
@@ -231,6 +294,12 @@ fn python_writes_rust_reads() {
         let topics = r.topics().unwrap();
         assert_eq!(topics.len(), 3);
         assert!(topics.iter().all(|t| t.message_count == 3), "{topics:?}");
+        // recorded QoS, in the version's spelling, reads back as rosbags wrote it
+        for t in &topics {
+            assert_eq!(qos_rows(t), expect["qos"][&t.topic], "{} (version {version})", t.topic);
+        }
+        let info = topics.iter().find(|t| t.topic == "/cam/info").unwrap();
+        assert!(eloss_perception::bag::qos::playback_profile(&info.offered_qos().unwrap(), 3).transient_local);
         let msgs: Vec<_> = r.messages().unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(msgs.len(), expected.len());
         for (m, e) in msgs.iter().zip(&expected) {

@@ -20,7 +20,8 @@ use super::BagError;
 use mcap::sans_io::indexed_reader::{IndexedReadEvent, IndexedReader, IndexedReaderOptions};
 use mcap::sans_io::summary_reader::{SummaryReadEvent, SummaryReader, SummaryReaderOptions};
 use mcap::{records::MessageHeader, Summary};
-use serde::{Deserialize, Serialize};
+use super::metadata::{BagInfo, FileEntry, MetadataFile, MetadataFiles, Nanos, Stamp, TopicMetadata, TopicWithCount};
+use super::qos::{self, OfferedQos};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom};
@@ -28,9 +29,6 @@ use std::path::{Path, PathBuf};
 
 const SCHEMA_ENCODING: &str = "ros2msg";
 const MESSAGE_ENCODING: &str = "cdr";
-/// rosbag2 stores the publishers' QoS as a YAML string; we record none, and
-/// `ros2 bag play` treats an empty string as "use the default profile".
-const NO_QOS: &str = "";
 /// Largest chunk or record we agree to load: far above any real chunk
 /// (rosbag2 and we write ~1 MiB, plus one message), but it stops a
 /// corrupt index from requesting an absurd allocation.
@@ -47,6 +45,16 @@ pub struct TopicInfo {
     /// `pkg/msg/Type`, e.g. `sensor_msgs/msg/PointCloud2`.
     pub type_name: String,
     pub message_count: u64,
+    /// The recorded publishers' QoS, as stored (a YAML list, see
+    /// [`qos`](super::qos)); empty when not recorded.
+    pub offered_qos_profiles: String,
+}
+
+impl TopicInfo {
+    /// The recorded QoS profiles, parsed; none when not recorded.
+    pub fn offered_qos(&self) -> Result<Vec<OfferedQos>, BagError> {
+        qos::parse(&self.offered_qos_profiles)
+    }
 }
 
 /// One recorded message, still CDR-encoded (encapsulation header included).
@@ -80,6 +88,8 @@ struct WriterTopic {
     type_name: String,
     channel_id: u16,
     count: u64,
+    /// `offered_qos_profiles`: the YAML of the declared QoS, empty for none.
+    qos_yaml: String,
 }
 
 /// Records CDR messages into a new bag. Call [`finish`](Self::finish): a
@@ -135,19 +145,38 @@ impl BagWriter {
         })
     }
 
-    /// Declares `topic` with a type like `sensor_msgs/msg/Image`. Repeating
-    /// an identical declaration is a no-op; redeclaring with another type
-    /// is an error (rosbag2 has one type per topic).
+    /// Declares `topic` with a type like `sensor_msgs/msg/Image` and no
+    /// recorded QoS (a player then uses its default profile). Repeating
+    /// an identical declaration, or declaring a topic again after
+    /// [`add_topic_with_qos`](Self::add_topic_with_qos), is a no-op;
+    /// redeclaring with another type is an error (rosbag2 has one type per topic).
     pub fn add_topic(&mut self, topic: &str, type_name: &str) -> Result<(), BagError> {
+        self.declare(topic, type_name, None)
+    }
+
+    /// Declares `topic` with the QoS profiles its publishers offered (one
+    /// per publisher, usually one), stored as rosbag2 stores them so that
+    /// players recreate the publishers with them (`/tf_static`:
+    /// [`OfferedQos::static_broadcaster`]). Declaring an existing topic
+    /// with other profiles is an error.
+    pub fn add_topic_with_qos(&mut self, topic: &str, type_name: &str, qos: &[OfferedQos]) -> Result<(), BagError> {
+        self.declare(topic, type_name, Some(qos))
+    }
+
+    fn declare(&mut self, topic: &str, type_name: &str, qos: Option<&[OfferedQos]>) -> Result<(), BagError> {
         let type_name = normalize_type_name(type_name)?;
+        let qos_yaml = qos::to_yaml(qos.unwrap_or_default());
         if let Some(&i) = self.topic_index.get(topic) {
-            let existing = &self.topics[i].type_name;
-            if *existing != type_name {
+            let existing = &self.topics[i];
+            if existing.type_name != type_name {
                 return Err(BagError::TypeMismatch {
                     topic: topic.into(),
-                    actual: existing.clone(),
+                    actual: existing.type_name.clone(),
                     requested: type_name,
                 });
+            }
+            if qos.is_some() && existing.qos_yaml != qos_yaml {
+                return Err(BagError::BadQos(format!("{topic} was already declared with other QoS profiles")));
             }
             return Ok(());
         }
@@ -159,10 +188,10 @@ impl BagWriter {
                 *self.schema_ids.entry(type_name.clone()).or_insert(id)
             }
         };
-        let metadata = BTreeMap::from([("offered_qos_profiles".to_owned(), NO_QOS.to_owned())]);
+        let metadata = BTreeMap::from([("offered_qos_profiles".to_owned(), qos_yaml.clone())]);
         let channel_id = self.mcap.add_channel(schema_id, topic, MESSAGE_ENCODING, &metadata)?;
         self.topic_index.insert(topic.to_owned(), self.topics.len());
-        self.topics.push(WriterTopic { topic: topic.to_owned(), type_name, channel_id, count: 0 });
+        self.topics.push(WriterTopic { topic: topic.to_owned(), type_name, channel_id, count: 0, qos_yaml });
         Ok(())
     }
 
@@ -219,8 +248,9 @@ impl BagWriter {
         let (start, end) = self.time_range.unwrap_or((0, 0));
         let message_count = self.topics.iter().map(|t| t.count).sum();
         BagInfo {
-            // Version 9 only changed how QoS entries are spelled; we record none, so 8 says the
-            // same and is also accepted by rosbag2 releases that predate 9.
+            // Version 9 only changed how QoS entries are spelled (names instead of numbers, and a
+            // list instead of a string in this file); 8 is read by every rosbag2 release since
+            // Humble and by rosbags, and we spell QoS numerically to match (bag::qos).
             version: 8,
             storage_identifier: "mcap".into(),
             duration: Nanos { nanoseconds: end - start },
@@ -234,7 +264,7 @@ impl BagWriter {
                         name: t.topic.clone(),
                         r#type: t.type_name.clone(),
                         serialization_format: MESSAGE_ENCODING.into(),
-                        offered_qos_profiles: NO_QOS.into(),
+                        offered_qos_profiles: t.qos_yaml.clone(),
                         type_description_hash: String::new(),
                     },
                     message_count: t.count,
@@ -253,72 +283,6 @@ impl BagWriter {
             ros_distro: std::env::var("ROS_DISTRO").unwrap_or_default(),
         }
     }
-}
-
-// rosbag2's metadata.yaml (rosbag2_storage/yaml.hpp); field order as rosbag2 writes it.
-#[derive(Serialize)]
-struct MetadataFile {
-    rosbag2_bagfile_information: BagInfo,
-}
-
-#[derive(Serialize)]
-struct BagInfo {
-    version: u32,
-    storage_identifier: String,
-    duration: Nanos,
-    starting_time: Stamp,
-    message_count: u64,
-    topics_with_message_count: Vec<TopicWithCount>,
-    compression_format: String,
-    compression_mode: String,
-    relative_file_paths: Vec<String>,
-    files: Vec<FileEntry>,
-    custom_data: BTreeMap<String, String>,
-    ros_distro: String,
-}
-
-#[derive(Serialize)]
-struct Nanos {
-    nanoseconds: u64,
-}
-
-#[derive(Serialize)]
-struct Stamp {
-    nanoseconds_since_epoch: u64,
-}
-
-#[derive(Serialize)]
-struct TopicWithCount {
-    topic_metadata: TopicMetadata,
-    message_count: u64,
-}
-
-#[derive(Serialize)]
-struct TopicMetadata {
-    name: String,
-    r#type: String,
-    serialization_format: String,
-    offered_qos_profiles: String,
-    type_description_hash: String,
-}
-
-#[derive(Serialize)]
-struct FileEntry {
-    path: String,
-    starting_time: Stamp,
-    duration: Nanos,
-    message_count: u64,
-}
-
-/// The only part of `metadata.yaml` the reader needs: which files, in order.
-#[derive(Deserialize)]
-struct MetadataFiles {
-    rosbag2_bagfile_information: RelativePaths,
-}
-
-#[derive(Deserialize)]
-struct RelativePaths {
-    relative_file_paths: Vec<String>,
 }
 
 // ---------------------------------------------------------------- reading
@@ -345,17 +309,23 @@ impl BagReader {
         let path = path.as_ref();
         let paths = if path.is_dir() { storage_paths(path)? } else { vec![path.to_owned()] };
         let mut files = Vec::new();
-        let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut counts: BTreeMap<(String, String), (u64, String)> = BTreeMap::new();
         for path in paths {
             let (file, file_counts) = open_storage(path)?;
-            for (key, n) in file_counts {
-                *counts.entry(key).or_default() += n;
+            for (key, n, qos) in file_counts {
+                let entry = counts.entry(key).or_insert_with(|| (0, qos));
+                entry.0 += n;
             }
             files.push(file);
         }
         let topics = counts
             .into_iter()
-            .map(|((topic, type_name), message_count)| TopicInfo { topic, type_name, message_count })
+            .map(|((topic, type_name), (message_count, offered_qos_profiles))| TopicInfo {
+                topic,
+                type_name,
+                message_count,
+                offered_qos_profiles,
+            })
             .collect();
         Ok(Self { files, topics })
     }
@@ -423,7 +393,8 @@ fn storage_paths(dir: &Path) -> Result<Vec<PathBuf>, BagError> {
     Ok(paths)
 }
 
-type TopicCounts = Vec<((String, String), u64)>;
+/// ((topic, type), messages, offered QoS YAML) of each channel of a file.
+type TopicCounts = Vec<((String, String), u64, String)>;
 
 /// Reads a file's summary (or scans it without one) and checks its channels.
 fn open_storage(path: PathBuf) -> Result<(StorageFile, TopicCounts), BagError> {
@@ -432,11 +403,13 @@ fn open_storage(path: PathBuf) -> Result<(StorageFile, TopicCounts), BagError> {
         _ => None,
     };
     let mut channels = HashMap::new();
+    let mut qos = HashMap::new();
     let mut counts = HashMap::new();
     match &summary {
         Some(s) => {
             for (&id, ch) in &s.channels {
                 channels.insert(id, checked_channel(ch)?);
+                qos.insert(id, offered_qos(ch));
             }
             for (id, &n) in s.stats.iter().flat_map(|st| &st.channel_message_counts) {
                 *counts.entry(*id).or_default() += n;
@@ -453,13 +426,22 @@ fn open_storage(path: PathBuf) -> Result<(StorageFile, TopicCounts), BagError> {
             for m in msgs {
                 if let std::collections::hash_map::Entry::Vacant(e) = channels.entry(m.channel.id) {
                     e.insert(checked_channel(&m.channel)?);
+                    qos.insert(m.channel.id, offered_qos(&m.channel));
                 }
                 *counts.entry(m.channel.id).or_default() += 1;
             }
         }
     }
-    let counts = channels.iter().map(|(id, key)| (key.clone(), counts.get(id).copied().unwrap_or(0))).collect();
+    let counts = channels
+        .iter()
+        .map(|(id, key)| (key.clone(), counts.get(id).copied().unwrap_or(0), qos.remove(id).unwrap_or_default()))
+        .collect();
     Ok((StorageFile { path, summary, channels }, counts))
+}
+
+/// The channel's `offered_qos_profiles` metadata, as stored (parsed on demand).
+fn offered_qos(ch: &mcap::Channel<'_>) -> String {
+    ch.metadata.get("offered_qos_profiles").cloned().unwrap_or_default()
 }
 
 fn checked_channel(ch: &mcap::Channel<'_>) -> Result<(String, String), BagError> {
@@ -558,111 +540,5 @@ fn file_messages(f: &StorageFile) -> Result<MessageIter<'_>, BagError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bag::{Header, Image, Time};
-
-    /// A throwaway install prefix with just the definitions Image needs, so
-    /// these tests run without a ROS environment.
-    fn resolver(root: &Path) -> SchemaResolver {
-        for (pkg, ty, text) in [
-            (
-                "sensor_msgs",
-                "Image",
-                "std_msgs/Header header\nuint32 height\nuint32 width\nstring encoding\nuint8 is_bigendian\nuint32 step\nuint8[] data\n",
-            ),
-            ("std_msgs", "Header", "builtin_interfaces/Time stamp\nstring frame_id\n"),
-            ("builtin_interfaces", "Time", "int32 sec\nuint32 nanosec\n"),
-        ] {
-            let dir = root.join("share").join(pkg).join("msg");
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(format!("{ty}.msg")), text).unwrap();
-        }
-        SchemaResolver::new([root])
-    }
-
-    fn image(i: u8) -> Image {
-        let header = Header { stamp: Time { sec: i.into(), nanosec: 0 }, frame_id: "cam".into() };
-        Image { header, height: 1, width: 3, encoding: "mono8".into(), step: 3, data: vec![i; 3], ..Default::default() }
-    }
-
-    /// Writes images at out-of-order log times to a single-file bag.
-    fn write_bag(dir: &Path) -> PathBuf {
-        let path = dir.join("t.mcap");
-        let mut w = BagWriter::create_with(&path, resolver(&dir.join("prefix"))).unwrap();
-        for (i, t) in [(0u8, 30u64), (1, 10), (2, 20), (3, 10)] {
-            w.write("/img", t, &image(i)).unwrap();
-        }
-        w.add_topic("/empty", "sensor_msgs/msg/Image").unwrap();
-        w.finish().unwrap();
-        path
-    }
-
-    #[test]
-    fn log_time_order_and_topics() {
-        let tmp = tempfile::tempdir().unwrap();
-        let r = BagReader::open(write_bag(tmp.path())).unwrap();
-        let topics = r.topics().unwrap();
-        assert_eq!(
-            topics.iter().map(|t| (t.topic.as_str(), t.message_count)).collect::<Vec<_>>(),
-            [("/empty", 0), ("/img", 4)]
-        );
-        let got: Vec<(u64, u8)> = r
-            .messages_of::<Image>("/img")
-            .unwrap()
-            .map(|m| m.map(|(t, img)| (t, img.data[0])))
-            .collect::<Result<_, _>>()
-            .unwrap();
-        // equal log times keep write order
-        assert_eq!(got, [(10, 1), (10, 3), (20, 2), (30, 0)]);
-        assert!(matches!(r.messages_of::<Image>("/none"), Err(BagError::UnknownTopic(_))));
-    }
-
-    /// A file cut short (recorder killed) still yields its complete
-    /// messages, then an error; no cut or corrupted byte may panic.
-    #[test]
-    fn truncated_and_corrupt_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        let bytes = std::fs::read(write_bag(tmp.path())).unwrap();
-        let path = tmp.path().join("bad.mcap");
-        let read_all = |data: &[u8]| -> Result<usize, BagError> {
-            std::fs::write(&path, data).unwrap();
-            let r = BagReader::open(&path)?;
-            let mut n = 0;
-            for m in r.messages()? {
-                m?.decode::<Image>()?;
-                n += 1;
-            }
-            Ok(n)
-        };
-        assert_eq!(read_all(&bytes).unwrap(), 4);
-        for cut in (0..bytes.len()).step_by(7) {
-            assert!(read_all(&bytes[..cut]).is_err(), "cut at {cut} read as complete");
-        }
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        for _ in 0..300 {
-            let mut b = bytes.clone();
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let i = (state % b.len() as u64) as usize;
-            b[i] ^= 1 << (state >> 61);
-            let _ = read_all(&b); // Ok (bit in unused padding or CRC-free data) or Err, never a panic
-        }
-    }
-
-    #[test]
-    fn refuses_non_ros2_channels() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("json.mcap");
-        let mut w = mcap::Writer::new(BufWriter::new(File::create(&path).unwrap())).unwrap();
-        let schema = w.add_schema("Foo", "jsonschema", b"{}").unwrap();
-        let ch = w.add_channel(schema, "/foo", "json", &BTreeMap::new()).unwrap();
-        let header = MessageHeader { channel_id: ch, sequence: 0, log_time: 1, publish_time: 1 };
-        w.write_to_known_channel(&header, b"{}").unwrap();
-        w.finish().unwrap();
-        drop(w);
-        let err = BagReader::open(&path).err().unwrap();
-        assert!(matches!(err, BagError::UnsupportedEncoding { .. }), "{err}");
-    }
-}
+#[path = "mcap_io_tests.rs"]
+mod tests;

@@ -6,6 +6,9 @@
 //!   [`CameraInfo`], ...) implementing [`RosMessage`];
 //! * [`schema`]: the schema text rosbag2 stores, built from installed `.msg` files;
 //! * [`mcap_io`]: [`BagWriter`] and [`BagReader`];
+//! * [`qos`]: the recorded publishers' QoS (`offered_qos_profiles`) and the
+//!   profile a player offers from it;
+//! * [`tf`]: `tf2_msgs/TFMessage` for `/tf` and `/tf_static`;
 //! * [`kitti_drive`]: a replayable drive made from one KITTI frame.
 //!
 //! ```no_run
@@ -23,12 +26,17 @@
 pub mod cdr;
 pub mod kitti_drive;
 pub mod mcap_io;
+mod metadata;
 pub mod messages;
+pub mod qos;
 pub mod schema;
+pub mod tf;
 
 pub use mcap_io::{BagMessage, BagReader, BagWriter, TopicInfo};
 pub use messages::{CameraInfo, Header, Image, PointCloud2, PointField, RegionOfInterest, RosMessage, StdString, Time};
+pub use qos::{OfferedQos, PlaybackQos};
 pub use schema::{schema_text, SchemaResolver};
+pub use tf::{Quaternion, TFMessage, Transform, TransformStamped, Vector3};
 
 use std::path::PathBuf;
 
@@ -63,6 +71,8 @@ pub enum BagError {
     SchemaNotFound { type_name: String, prefixes: Vec<PathBuf> },
     #[error("topic {topic}: schema encoding {schema_encoding:?} / message encoding {message_encoding:?} not supported (need ros2msg / cdr)")]
     UnsupportedEncoding { topic: String, schema_encoding: String, message_encoding: String },
+    #[error("offered_qos_profiles: {0}")]
+    BadQos(String),
     #[error("unknown topic {0}")]
     UnknownTopic(String),
     #[error("topic {topic} has type {actual}, not {requested}")]

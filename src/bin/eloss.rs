@@ -69,11 +69,11 @@ enum Cmd {
     #[cfg(feature = "torch")]
     #[command(subcommand)]
     Gdc(gdc_cmds::GdcCmd),
-    /// Publish a bag's messages through ROS 2 with their recorded timing
+    /// Publish a bag's messages through ROS 2 with their recorded timing and QoS
     #[cfg(feature = "ros")]
     Replay {
         bag: PathBuf,
-        /// Playback speed relative to the recording
+        /// Playback speed relative to the recording (0.001 to 1000)
         #[arg(long, default_value_t = 1.0, conflicts_with = "fast")]
         rate: f64,
         /// Publish as fast as possible, ignoring the recorded timing
@@ -85,9 +85,15 @@ enum Cmd {
         /// Seconds to wait for a subscriber on every topic before publishing
         #[arg(long, default_value_t = 0.0)]
         wait_subscribers: f64,
-        /// Number of times to play the bag
+        /// Number of times to play the bag (with --clock, time jumps back to the start each loop)
         #[arg(long, default_value_t = 1)]
         loops: u32,
+        /// Publish the bag's time on /clock (rosgraph_msgs/Clock), for nodes with use_sim_time
+        #[arg(long)]
+        clock: bool,
+        /// Steady /clock rate with --clock (besides one before every message), Hz
+        #[arg(long, default_value_t = eloss_perception::ros::replay::DEFAULT_CLOCK_HZ, requires = "clock")]
+        clock_hz: f64,
     },
 }
 
@@ -111,8 +117,12 @@ enum BagCmd {
         frames: u32,
         #[arg(long, default_value_t = 10.0)]
         hz: f64,
+        /// Vehicle frame on the ground below the LiDAR (parent of lidar_frame in /tf_static)
+        #[arg(long, default_value = "base_link")]
+        base_frame: String,
         #[arg(long, default_value = "velodyne")]
         lidar_frame: String,
+        /// Rectified camera-0 optical frame of the image and CameraInfo (child of lidar_frame in /tf_static)
         #[arg(long, default_value = "camera")]
         camera_frame: String,
         #[arg(long)]
@@ -257,8 +267,8 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Bag(BagCmd::FromKitti { bin, image, calib, frames, hz, lidar_frame, camera_frame, out }) => {
-            let spec = eloss_perception::bag::kitti_drive::DriveSpec { frames, hz, lidar_frame, camera_frame };
+        Cmd::Bag(BagCmd::FromKitti { bin, image, calib, frames, hz, base_frame, lidar_frame, camera_frame, out }) => {
+            let spec = eloss_perception::bag::kitti_drive::DriveSpec { frames, hz, base_frame, lidar_frame, camera_frame };
             let n = eloss_perception::bag::kitti_drive::write(&bin, image.as_deref(), calib.as_deref(), &spec, &out)?;
             println!("wrote {n} messages to {}", out.display());
             Ok(())
@@ -293,18 +303,26 @@ fn main() -> anyhow::Result<()> {
         #[cfg(feature = "torch")]
         Cmd::Gdc(c) => gdc_cmds::gdc(c),
         #[cfg(feature = "ros")]
-        Cmd::Replay { bag, rate, fast, topics, wait_subscribers, loops } => {
-            if !(wait_subscribers.is_finite() && wait_subscribers >= 0.0) {
-                anyhow::bail!("--wait-subscribers must be >= 0");
+        Cmd::Replay { bag, rate, fast, topics, wait_subscribers, loops, clock, clock_hz } => {
+            use eloss_perception::ros::replay;
+            let wait_for_subscribers = std::time::Duration::try_from_secs_f64(wait_subscribers)
+                .ok()
+                .filter(|_| wait_subscribers.is_finite())
+                .with_context(|| format!("--wait-subscribers must be a number of seconds >= 0 (got {wait_subscribers})"))?;
+            let rate = if fast { None } else { Some(rate) };
+            if let Some(r) = rate {
+                replay::check_rate(r).context("--rate")?;
             }
-            let opts = eloss_perception::ros::replay::ReplayOptions {
-                rate: if fast { None } else { Some(rate) },
-                topics,
-                wait_for_subscribers: std::time::Duration::from_secs_f64(wait_subscribers),
-                loops,
-            };
-            let report = eloss_perception::ros::replay::replay(&bag, &opts)?;
+            let clock_hz = if clock { Some(clock_hz) } else { None };
+            if let Some(hz) = clock_hz {
+                replay::check_clock_hz(hz).context("--clock-hz")?;
+            }
+            let opts = replay::ReplayOptions { rate, topics, wait_for_subscribers, loops, clock_hz };
+            let report = replay::replay(&bag, &opts)?;
             println!("published {} messages in {:.3} s", report.published, report.wall_time.as_secs_f64());
+            if clock {
+                println!("published {} /clock messages", report.clock_published);
+            }
             Ok(())
         }
     }

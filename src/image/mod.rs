@@ -1,4 +1,4 @@
-//! `sensor_msgs/Image` decoding without ROS types.
+//! `sensor_msgs/Image` and `sensor_msgs/CompressedImage` decoding without ROS types.
 //!
 //! Camera drivers publish many pixel formats; perception consumes one packed
 //! 8-bit RGB image ([`RgbImage`]), so the conversion lives here, once, for the
@@ -16,8 +16,14 @@
 //! that a depth or IR image that uses a narrow part of the 16-bit range is
 //! still visible; a constant frame becomes black. 16-bit samples honour
 //! `is_bigendian`; it is irrelevant for 8-bit encodings.
+//!
+//! JPEG and PNG payloads of `CompressedImage` decode to the same
+//! [`RgbImage`] through [`decode_compressed`] (see [`compressed`]).
 
 use std::str::FromStr;
+
+pub mod compressed;
+pub use compressed::decode_compressed;
 
 /// Why an image could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +40,22 @@ pub enum ImageError {
     WrongEncoding { expected: Encoding, found: Encoding },
     #[error("image size does not fit in memory addresses on this platform")]
     SizeOverflow,
+    #[error("unsupported CompressedImage format {format:?}: {reason}")]
+    UnsupportedCompressedFormat { format: String, reason: &'static str },
+    #[error("CompressedImage format says {declared} but the data is {found}")]
+    CodecMismatch { declared: &'static str, found: &'static str },
+    #[error("CompressedImage format says {declared} but the {len} data bytes do not start with its signature")]
+    NotCompressed { declared: &'static str, len: usize },
+    #[error("{width}x{height} image exceeds the limit of {max_pixels} pixels")]
+    TooLarge { width: u32, height: u32, max_pixels: u64 },
+    #[error("{codec} data could not be decoded: {source}")]
+    CompressedDecode {
+        codec: &'static str,
+        #[source]
+        source: ::image::ImageError,
+    },
+    #[error("decoded image is {decoded:?}, its header said {header:?}")]
+    SizeChanged { header: (u32, u32), decoded: (u32, u32) },
 }
 
 /// The pixel formats [`decode_rgb`] understands (see the module docs).

@@ -2,8 +2,12 @@
 """Independent peers for the Rust bag module (tests/bag_roundtrip.rs).
 
     bag_peer.py read  BAG_DIR EXPECT_JSON    check a bag written by Rust
-    bag_peer.py write BAG_DIR EXPECT_JSON [--compress]
+    bag_peer.py write BAG_DIR EXPECT_JSON [--compress] [--version 8|9]
                                              write a bag, describe it in JSON
+    bag_peer.py replay_listen POINTS N LATE_AFTER TIMEOUT
+                                             receive `eloss replay --clock`:
+                                             N messages on POINTS, /clock, and
+                                             /tf_static subscribed late
 
 `read` decodes the bag twice, with two unrelated implementations: `rosbags`
 (AnyReader on the rosbag2 directory, with *no* default typestore, so the
@@ -15,7 +19,18 @@ stderr on the first mismatch.
 `write` records PointCloud2 / Image / CameraInfo messages with
 `rosbags.rosbag2.Writer` (MCAP storage, ROS 2 Jazzy typestore), deliberately
 logging one message out of time order, and writes the expected decoded
-values to EXPECT_JSON for the Rust side to compare against.
+values to EXPECT_JSON for the Rust side to compare against. It also
+records offered QoS profiles (one topic with two), spelled as rosbag2
+metadata version 9 (names) or 8 (numbers).
+
+Both directions compare `offered_qos_profiles` as
+[history, depth, reliability, durability] (rmw enum numbers) per profile.
+
+`replay_listen` is an rclpy node (tests/replay_dds.rs): it subscribes to
+POINTS (reliable) and /clock (best effort) at once, and only after LATE_AFTER
+messages on POINTS to /tf_static twice: transient-local (must still get the
+static transforms) and volatile (must not). It prints arrival times
+(time.monotonic) of everything as JSON.
 """
 
 from __future__ import annotations
@@ -44,9 +59,38 @@ def stamp_ns(header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
+def qos_tuples(profiles) -> list[list[int]]:
+    """rosbags Qos objects as [history, depth, reliability, durability]."""
+    return [[q.history.value, q.depth, q.reliability.value, q.durability.value] for q in profiles]
+
+
+NAMED = {
+    "history": ["system_default", "keep_last", "keep_all", "unknown"],
+    "reliability": ["system_default", "reliable", "best_effort", "unknown", "best_available"],
+    "durability": ["system_default", "transient_local", "volatile", "unknown", "best_available"],
+}
+
+
+def qos_yaml_tuples(text: str) -> list[list[int]]:
+    """An offered_qos_profiles string parsed by PyYAML (not rosbags)."""
+    import yaml
+
+    items = yaml.safe_load(text) if text.strip() else []
+    num = lambda k, v: v if isinstance(v, int) else NAMED[k].index(v)
+    return [[num("history", q["history"]), q["depth"], num("reliability", q["reliability"]),
+             num("durability", q["durability"])] for q in items]
+
+
 def check_message(peer: str, topic: str, typ: str, msg, index: int, exp: dict) -> None:
     """Compares one decoded message (either peer's objects) with the expectation."""
     where = f"{peer} {topic}[{index}]"
+    if typ == "tf2_msgs/msg/TFMessage":
+        got = [[t.header.frame_id, t.child_frame_id, stamp_ns(t.header),
+                *[float(v) for v in (t.transform.translation.x, t.transform.translation.y, t.transform.translation.z,
+                                     t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z,
+                                     t.transform.rotation.w)]] for t in msg.transforms]
+        check(got == exp["tf"], f"{where}: transforms {got}")
+        return
     check(stamp_ns(msg.header) == exp["stamps"][topic][index], f"{where}: header stamp {stamp_ns(msg.header)}")
     check(msg.header.frame_id == exp["frame_ids"][topic], f"{where}: frame_id {msg.header.frame_id!r}")
     data = np.asarray(bytearray(msg.data), dtype=np.uint8) if hasattr(msg, "data") else None
@@ -85,6 +129,8 @@ def read_rosbags(bag: Path, exp: dict) -> None:
     with AnyReader([bag]) as reader:
         got = {c.topic: {"type": c.msgtype, "count": c.msgcount} for c in reader.connections}
         check(got == exp["topics"], f"rosbags: topics {got}")
+        qos = {c.topic: qos_tuples(c.ext.offered_qos_profiles) for c in reader.connections}
+        check(qos == exp["qos"], f"rosbags: offered QoS {qos}")
         times: dict[str, list[int]] = {t: [] for t in exp["topics"]}
         last = -1
         for conn, t, raw in reader.messages():
@@ -104,6 +150,8 @@ def read_mcap_ros2(bag: Path, exp: dict) -> None:
     times: dict[str, list[int]] = {t: [] for t in exp["topics"]}
     for m in read_ros2_messages(str(files[0])):
         topic, typ = m.channel.topic, m.schema.name
+        qos = qos_yaml_tuples(m.channel.metadata.get("offered_qos_profiles", ""))
+        check(qos == exp["qos"][topic], f"mcap_ros2: {topic} offered QoS {qos}")
         check(typ == exp["topics"][topic]["type"], f"mcap_ros2: {topic} schema {typ}")
         check(m.channel.message_encoding == "cdr" and m.schema.encoding == "ros2msg", "mcap_ros2: encodings")
         check_message("mcap_ros2", topic, typ, m.ros_msg, len(times[topic]), exp)
@@ -121,9 +169,23 @@ def cmd_read(args: argparse.Namespace) -> None:
 
 
 def cmd_write(args: argparse.Namespace) -> None:
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
     from rosbags.typesys import Stores, get_typestore
+
+    inf = QosTime(9223372036, 854775807)
+
+    def qos(history, depth, reliability, durability):
+        return Qos(QosHistory[history], depth, QosReliability[reliability], QosDurability[durability],
+                   inf, inf, QosLiveliness.AUTOMATIC, inf, False)
+
+    offered = {
+        "/lidar": [qos("KEEP_LAST", 5, "BEST_EFFORT", "VOLATILE")],
+        # two recorded publishers, one seen through the graph (history unknown, depth 0)
+        "/cam/image": [qos("KEEP_LAST", 7, "RELIABLE", "VOLATILE"), qos("UNKNOWN", 0, "BEST_EFFORT", "VOLATILE")],
+        "/cam/info": [qos("KEEP_LAST", 1, "RELIABLE", "TRANSIENT_LOCAL")],
+    }
 
     ts = get_typestore(Stores.ROS2_JAZZY)
     T = ts.types
@@ -134,12 +196,12 @@ def cmd_write(args: argparse.Namespace) -> None:
 
     t0 = 1_700_000_000_250_000_000
     expected: list[dict] = []
-    writer = Writer(args.bag, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer = Writer(args.bag, version=args.version, storage_plugin=StoragePlugin.MCAP)
     if args.compress:
         writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     with writer:
         conns = {
-            topic: writer.add_connection(topic, typ, typestore=ts)
+            topic: writer.add_connection(topic, typ, typestore=ts, offered_qos_profiles=offered[topic])
             for topic, typ in [("/lidar", "sensor_msgs/msg/PointCloud2"), ("/cam/image", "sensor_msgs/msg/Image"),
                                ("/cam/info", "sensor_msgs/msg/CameraInfo")]
         }
@@ -181,8 +243,61 @@ def cmd_write(args: argparse.Namespace) -> None:
                              r=info.r.tolist(), p=info.p.tolist(), binning=[i, 2 * i],
                              roi=[1, 2, 3, 4, bool(i % 2)])
                 expected.append(e)
-    Path(args.expect).write_text(json.dumps({"messages": expected}, indent=1))
+    qos_expect = {t: qos_tuples(q) for t, q in offered.items()}
+    Path(args.expect).write_text(json.dumps({"messages": expected, "qos": qos_expect}, indent=1))
     print(f"bag_peer: wrote {len(expected)} messages to {args.bag}")
+
+
+def cmd_replay_listen(args: argparse.Namespace) -> None:
+    import time
+
+    import rclpy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import PointCloud2
+    from tf2_msgs.msg import TFMessage
+
+    rclpy.init()
+    node = rclpy.create_node(f"bag_peer_replay_{__import__('os').getpid()}")
+    out = {"points": [], "clock": [], "tf_late": [], "tf_volatile": 0, "late_joined_at": None}
+
+    def on_points(m):
+        out["points"].append({"stamp_ns": stamp_ns(m.header), "arrival": time.monotonic(), "width": m.width})
+
+    def on_clock(m):
+        out["clock"].append({"ns": m.clock.sec * 1_000_000_000 + m.clock.nanosec, "arrival": time.monotonic()})
+
+    def on_tf_late(m):
+        for t in m.transforms:
+            tr, r = t.transform.translation, t.transform.rotation
+            out["tf_late"].append({"parent": t.header.frame_id, "child": t.child_frame_id, "stamp_ns": stamp_ns(t.header),
+                                   "xyz": [tr.x, tr.y, tr.z], "xyzw": [r.x, r.y, r.z, r.w], "arrival": time.monotonic()})
+
+    def on_tf_volatile(_m):
+        out["tf_volatile"] += 1
+
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(PointCloud2, args.points, on_points, reliable)
+    node.create_subscription(Clock, "/clock", on_clock, QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
+    deadline = time.monotonic() + args.timeout
+    late = []
+    while time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.005)
+        if not late and len(out["points"]) >= args.late_after:
+            out["late_joined_at"] = time.monotonic()
+            latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            late.append(node.create_subscription(TFMessage, "/tf_static", on_tf_late, latched))
+            late.append(node.create_subscription(TFMessage, "/tf_static", on_tf_volatile, reliable))
+        if len(out["points"]) >= args.n and out["tf_late"]:
+            break
+    # a little longer, so that stray late messages would be counted
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.01)
+    node.destroy_node()
+    rclpy.shutdown()
+    print(json.dumps(out))
 
 
 def main() -> int:
@@ -196,7 +311,14 @@ def main() -> int:
     w.add_argument("bag")
     w.add_argument("expect")
     w.add_argument("--compress", action="store_true", help="zstd-compress the MCAP chunks")
+    w.add_argument("--version", type=int, default=9, choices=[8, 9], help="rosbag2 metadata version")
     w.set_defaults(func=cmd_write)
+    rl = sub.add_parser("replay_listen", help="receive eloss replay --clock over DDS, print JSON")
+    rl.add_argument("points")
+    rl.add_argument("n", type=int)
+    rl.add_argument("late_after", type=int)
+    rl.add_argument("timeout", type=float)
+    rl.set_defaults(func=cmd_replay_listen)
     args = p.parse_args()
     try:
         args.func(args)
