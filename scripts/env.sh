@@ -31,6 +31,10 @@ fi
 # .msg must change AMENT_PREFIX_PATH to force regeneration.
 ELOSS_MSGS_HASH="$(cat "$ELOSS_ROOT"/msg/package.xml "$ELOSS_ROOT"/msg/CMakeLists.txt "$ELOSS_ROOT"/msg/msg/*.msg "$ELOSS_ROOT"/msg/srv/*.srv | sha256sum | cut -c1-12)"
 export ELOSS_MSGS_PREFIX="$ELOSS_CACHE/msgs/$ELOSS_ROS_MODE-$ELOSS_MSGS_HASH/install"
+# ELOSS_MSGS_FROM_WORKSPACE=1: the environment for a colcon workspace, which
+# builds msg/ itself (docs/ros_integration.md): everything but our interface
+# package, so the workspace's install/ is the only eloss_perception_msgs.
+if [ "${ELOSS_MSGS_FROM_WORKSPACE:-0}" = 1 ]; then _msgs_prefix=""; else _msgs_prefix="$ELOSS_MSGS_PREFIX"; fi
 
 # Standard interface packages the node speaks (vision_msgs, tf2_msgs,
 # autoware_perception_msgs): those the ROS 2 underneath lacks (all three in
@@ -54,10 +58,11 @@ else
 fi
 
 export ROS_DISTRO=jazzy
-export AMENT_PREFIX_PATH="$ELOSS_MSGS_PREFIX:$_upstream_prefix$ELOSS_BASE_PREFIX"
+export AMENT_PREFIX_PATH="${_msgs_prefix:+$_msgs_prefix:}$_upstream_prefix$ELOSS_BASE_PREFIX"
 export CMAKE_PREFIX_PATH="$AMENT_PREFIX_PATH"
-# Message packages r2r generates bindings for (nested dependencies included).
-export IDL_PACKAGE_FILTER="std_msgs;builtin_interfaces;rcl_interfaces;action_msgs;unique_identifier_msgs;rosgraph_msgs;service_msgs;geometry_msgs;sensor_msgs;visualization_msgs;diagnostic_msgs;vision_msgs;tf2_msgs;autoware_perception_msgs;eloss_perception_msgs"
+# The message packages r2r generates bindings for (IDL_PACKAGE_FILTER) are
+# set in .cargo/config.toml, where cargo sees them both here and in a colcon
+# workspace.
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 # large clouds and images over best-effort DDS on one machine need bigger
 # shared-memory segments and socket buffers (docs/ENVIRONMENT.md); a vehicle's
@@ -65,15 +70,16 @@ export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$ELOSS_ROOT/config/fastdds_large_data.xml}"
 
 _py_site="$ELOSS_VENV/lib/python3.11/site-packages"
-_ld="$ELOSS_MSGS_PREFIX/lib${ELOSS_UPSTREAM_PREFIX:+:$ELOSS_UPSTREAM_PREFIX/lib}"
+_ld="${_msgs_prefix:+$_msgs_prefix/lib:}${ELOSS_UPSTREAM_PREFIX:+$ELOSS_UPSTREAM_PREFIX/lib:}"
 if [ "$ELOSS_ROS_MODE" = wheels ]; then
-  _ld="$_ld:$ELOSS_VENV/lib"
-  for _d in "$_py_site"/ros_*.libs; do [ -d "$_d" ] && _ld="$_ld:$_d"; done
+  _ld="$_ld$ELOSS_VENV/lib:"
+  for _d in "$_py_site"/ros_*.libs; do [ -d "$_d" ] && _ld="$_ld$_d:"; done
 fi
 # libtorch from the venv's torch package (tch links it; see docs/ENVIRONMENT.md)
-_ld="$_ld:$_py_site/torch/lib"
+_ld="$_ld$_py_site/torch/lib"
 export LD_LIBRARY_PATH="$_ld${ELOSS_BASE_LD_LIBRARY_PATH:+:$ELOSS_BASE_LD_LIBRARY_PATH}"
-export PYTHONPATH="$ELOSS_MSGS_PREFIX/lib/python3.11/site-packages${ELOSS_UPSTREAM_PREFIX:+:$ELOSS_UPSTREAM_PREFIX/lib/python3.11/site-packages}${ELOSS_BASE_PYTHONPATH:+:$ELOSS_BASE_PYTHONPATH}"
+_pp="${_msgs_prefix:+$_msgs_prefix/lib/python3.11/site-packages:}${ELOSS_UPSTREAM_PREFIX:+$ELOSS_UPSTREAM_PREFIX/lib/python3.11/site-packages:}$ELOSS_BASE_PYTHONPATH"
+export PYTHONPATH="${_pp%:}"
 export ELOSS_PYTHON="$ELOSS_VENV/bin/python"
 # tch builds against the venv's torch package (its lib/ and include/): no Python needed at build time
 export LIBTORCH="$ELOSS_VENV/lib/python3.11/site-packages/torch"
@@ -82,4 +88,4 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ELOSS_CACHE/target}"
 # libgomp spin-waits under contention; the node shares the CPU with DDS threads
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 case ":$PATH:" in *":$ELOSS_VENV/bin:"*) ;; *) export PATH="$PATH:$ELOSS_VENV/bin" ;; esac
-unset _py_site _ld _d _p _pre _found _upstream_prefix
+unset _py_site _ld _d _p _pre _found _upstream_prefix _msgs_prefix _pp

@@ -11,4 +11,7 @@ t0=$(date +%s)
 cargo test --no-default-features --features torch --lib
 # everything: core + ROS adapter, node and bag tests over loopback DDS
 cargo test
+# the package in a colcon workspace: plain `colcon build`, then the installed
+# node started as `ros2 launch` would (docs/ros_integration.md)
+ELOSS_SKIP_SETUP=1 ./scripts/colcon_check.sh
 echo "[test] all tests passed in $(( $(date +%s) - t0 )) s"

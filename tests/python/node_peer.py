@@ -23,6 +23,10 @@ eloss_perception_node over loopback DDS, for tests/node_dds.rs.
                        follow NS/eloss_perception_node/gdc_bank until the comma-separated
                        CLASSES are in the bank (the node generated them at start-up), then
                        relabel the first generated image of the first class
+  alive NS HARDWARE_ID  the node started (e.g. from a colcon install, scripts/colcon_check.sh)
+                       in namespace NS with hardware_id HARDWARE_ID: wait for its
+                       /diagnostics with that hardware id, then read parameters through
+                       NS/eloss_perception_node/get_parameters; report both
   detect NS CLOUD_BIN ANOMALOUS_BIN
                        publish the cloud (KITTI .bin layout) with a known stamp until
                        NS/annotated_detections, NS/markers and NS/eloss for that stamp arrive; then
@@ -40,7 +44,7 @@ import rclpy
 from rclpy.qos import qos_profile_sensor_data
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 
@@ -547,6 +551,45 @@ def detect(ns, cloud_bin, anomalous_bin):
     p.close()
 
 
+def alive(ns, hardware_id):
+    rclpy.init()
+    node = rclpy.create_node("eloss_alive_peer", namespace=ns)
+    seen = {}
+
+    def on_diag(msg):  # other nodes may publish on /diagnostics too: ours by hardware id
+        for s in msg.status:
+            if s.hardware_id == hardware_id:
+                level = int.from_bytes(s.level, "little") if isinstance(s.level, bytes) else int(s.level)
+                seen[s.name] = {"level": level, "message": s.message}
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+
+    def spin_until(cond, timeout, what):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.05)
+            if cond():
+                return
+        print(f"timeout after {timeout}s waiting for {what}", file=sys.stderr)
+        sys.exit(1)
+
+    t0 = time.monotonic()
+    spin_until(lambda: seen, 60, f"/diagnostics from hardware_id {hardware_id}")
+    t_diag = time.monotonic() - t0
+    client = node.create_client(GetParameters, f"{ns.rstrip('/')}/eloss_perception_node/get_parameters")
+    spin_until(client.service_is_ready, 30, "the get_parameters service")
+    req = GetParameters.Request()
+    req.names = ["hardware_id", "diagnostics.period_s", "cloud.max_range_m"]
+    fut = client.call_async(req)
+    spin_until(fut.done, 10, "get_parameters response")
+    v = fut.result().values
+    print(json.dumps({"diagnostics": seen, "seconds_to_diagnostics": round(t_diag, 2),
+                      "parameters": {"hardware_id": v[0].string_value, "diagnostics.period_s": v[1].double_value,
+                                     "cloud.max_range_m": v[2].double_value}}))
+    node.destroy_node()
+    rclpy.shutdown()
+
+
 if __name__ == "__main__":
-    {"drive": drive, "status": status, "listen": listen, "relabel": relabel, "relabel_frame": relabel_frame, "add_classes": add_classes, "zero_shot": zero_shot,
+    {"alive": alive, "drive": drive, "status": status, "listen": listen, "relabel": relabel, "relabel_frame": relabel_frame, "add_classes": add_classes, "zero_shot": zero_shot,
      "detect": detect}[sys.argv[1]](*sys.argv[2:])
