@@ -16,11 +16,14 @@ rm -f "$demo/kitti_000008_drive.mcap"
   --calib "$kitti/000008.txt" --frames 30 --hz 10 --out "$demo/kitti_000008_drive.mcap"
 "$bin/eloss" bag info "$demo/kitti_000008_drive.mcap"
 
+# as on a vehicle: boxes in base_link (the bag's /tf_static places the LiDAR),
+# time from the bag's /clock
 "$bin/eloss_perception_node" --ros-args --params-file config/eloss_perception.yaml \
+  -p use_sim_time:=true -p detector.frame:=base_link \
   -r points:=/kitti/points -r image:=/kitti/image -r camera_info:=/kitti/camera_info &
 node_pid=$!
 trap 'kill -INT $node_pid 2>/dev/null || true' EXIT
-"$bin/eloss" replay "$demo/kitti_000008_drive.mcap" --wait-subscribers 20 --rate 1.0
+"$bin/eloss" replay "$demo/kitti_000008_drive.mcap" --wait-subscribers 20 --rate 1.0 --clock
 sleep 1.5  # let the node finish the last frame and report once more
 kill -INT $node_pid
 wait $node_pid

@@ -96,6 +96,69 @@ fn a_y_forward_lidar_placed_by_tf_static_gives_the_kitti_boxes_in_base_link() {
     }
 }
 
+/// A recorded drive end to end: `eloss bag from-kitti` writes the real KITTI
+/// frame as a 10 Hz drive with `/tf_static` (base_link → velodyne → camera);
+/// `eloss replay --clock` plays it; the node runs on sim time with
+/// detector.frame = base_link, placed only by the bag's `/tf_static`.
+#[test]
+fn a_bag_with_clock_and_tf_static_replays_on_sim_time() {
+    let (Some(py), Some(kitti)) = (common::python(), common::kitti_dir()) else { return };
+    use eloss_perception::bag::kitti_drive::{self, DriveSpec};
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let bag = dir.path().join("drive.mcap");
+    let spec = DriveSpec { frames: 20, hz: 10.0, base_frame: "base_link".into(), lidar_frame: "velodyne".into(), camera_frame: "camera".into() };
+    kitti_drive::write(&kitti.join("000008.bin"), None, None, &spec, &bag).unwrap();
+    let ns = format!("/eloss_bag_{}", std::process::id());
+    let node = common::NodeProcess::start_raw(
+        &ns,
+        &["use_sim_time:=true".into(), "detector.frame:=base_link".into()],
+        &["-r", &format!("points:={}", kitti_drive::TOPIC_POINTS)],
+    );
+    let mut listener = Command::new(py)
+        .arg(common::repo().join("tests/python/vehicle_peer.py"))
+        .args(["listen", &ns, "10", "90"])
+        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(listener.stderr.take().unwrap());
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 && !line.contains("ready") {
+        line.clear();
+    }
+    let replay = Command::new(env!("CARGO_BIN_EXE_eloss"))
+        .args(["replay", bag.to_str().unwrap(), "--clock", "--wait-subscribers", "30", "--topic", kitti_drive::TOPIC_POINTS, "--topic", "/tf_static"])
+        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "replay: {}", String::from_utf8_lossy(&replay.stderr));
+    let out = listener.wait_with_output().unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    assert!(out.status.success(), "listener failed: {rest}");
+    assert!(node.stop().success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first_ns: i64 = 1_700_000_000_000_000_000;
+    let bag_stamps: Vec<i64> = (0..20).map(|i| first_ns + i * 100_000_000).collect();
+    let dets = r["detections"].as_array().unwrap();
+    assert!(dets.len() >= 10, "{} of 20 frames detected", dets.len());
+    for d in dets {
+        assert!(bag_stamps.contains(&d["stamp_ns"].as_i64().unwrap()), "a bag stamp: {d}");
+        assert_eq!(d["frame_id"], "base_link");
+        assert!(d["boxes"].as_u64().unwrap() >= 3, "the real frame's cars: {d}");
+    }
+    assert_eq!(r["frames_diagnostics"]["lidar_mounting"], "tf", "placed by the bag's /tf_static");
+    // diagnostics after the first /clock carry bag time
+    let t0 = first_ns as f64 * 1e-9;
+    let sim: Vec<f64> = r["diagnostic_stamps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).filter(|&t| t > 1.0e9).collect();
+    assert!(!sim.is_empty(), "diagnostics on sim time");
+    for t in sim {
+        assert!(t >= t0 - 1e-6 && t <= t0 + 3.0, "diagnostics at {t}, the bag spans {t0}..{}", t0 + 2.0);
+    }
+}
+
 #[test]
 fn sim_time_stamps_detections_and_diagnostics_with_the_clock() {
     if common::python().is_none() {

@@ -71,6 +71,15 @@ impl NodeProcess {
     /// `/tf`, `/tf_static` and `/clock` are always remapped into the
     /// namespace, so parallel tests never see each other's transforms or time.
     pub fn start_with(ns: &str, params: &[String], ros_args: &[&str]) -> Self {
+        let own = [format!("/tf:={ns}/tf"), format!("/tf_static:={ns}/tf_static"), format!("/clock:={ns}/clock")];
+        let mut args: Vec<&str> = own.iter().flat_map(|r| ["-r", r.as_str()]).collect();
+        args.extend_from_slice(ros_args);
+        Self::start_raw(ns, params, &args)
+    }
+
+    /// The node on the global `/tf`, `/tf_static` and `/clock` (a bag replay):
+    /// tests that use it must not run at the same time as another such test.
+    pub fn start_raw(ns: &str, params: &[String], ros_args: &[&str]) -> Self {
         let repo = repo();
         let child = Command::new(env!("CARGO_BIN_EXE_eloss_perception_node"))
             .args(["--ros-args", "--params-file"])
@@ -78,7 +87,6 @@ impl NodeProcess {
             .args(["-p", "diagnostics.period_s:=0.2", "-r", &format!("__ns:={ns}")])
             .args(["-r", &format!("/diagnostics:={ns}/diagnostics")])
             .args(params.iter().flat_map(|p| ["-p", p.as_str()]))
-            .args(["-r", &format!("/tf:={ns}/tf"), "-r", &format!("/tf_static:={ns}/tf_static"), "-r", &format!("/clock:={ns}/clock")])
             .args(ros_args)
             .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
             .stdout(Stdio::null())

@@ -16,6 +16,10 @@ rcl_interfaces) to talk to the node over loopback DDS.
   rosout NS
       collect /rosout records of the node's logger until its "started" line
       (or 20 s); report their levels and texts
+  listen NS MIN_DETECTIONS TIMEOUT_S
+      record the stamps and frame ids of NS/detections (vision_msgs) and the
+      stamps of NS/diagnostics until MIN_DETECTIONS arrays came (while a bag
+      is replayed by another process); prints "ready" on stderr once subscribed
   params NS
       set parameters over rcl_interfaces/SetParameters: invalid values, a
       read-only one, a valid one; report the results and values read back
@@ -161,6 +165,27 @@ def rosout(ns):
     p.close()
 
 
+def listen(ns, min_detections, timeout_s):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from vision_msgs.msg import Detection3DArray
+    p = Peer(ns)
+    got = {"detections": [], "diagnostic_stamps": []}
+    p.node.create_subscription(Detection3DArray, f"{ns}/detections", lambda m: got["detections"].append(
+        {"stamp_ns": m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec, "frame_id": m.header.frame_id,
+         "boxes": len(m.detections)}), 100)
+    p.node.create_subscription(DiagnosticArray, f"{ns}/diagnostics", lambda m: got["diagnostic_stamps"].append(
+        m.header.stamp.sec + m.header.stamp.nanosec * 1e-9), 100)
+    p.spin_until(lambda: p.diag is not None, 30, "the node's diagnostics")
+    print("ready", file=sys.stderr, flush=True)
+    p.spin_until(lambda: len(got["detections"]) >= int(min_detections), float(timeout_s), "detections from the replayed bag")
+    end = time.monotonic() + 1.0  # the diagnostics that follow
+    while time.monotonic() < end:
+        rclpy.spin_once(p.node, timeout_sec=0.05)
+    got["frames_diagnostics"] = p.diag.get("frames")
+    print(json.dumps(got))
+    p.close()
+
+
 def params(ns):
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import GetParameters, SetParameters
@@ -196,4 +221,4 @@ def params(ns):
 
 
 if __name__ == "__main__":
-    {"mounted": mounted, "sim_time": sim_time, "rosout": rosout, "params": params}[sys.argv[1]](*sys.argv[2:])
+    {"mounted": mounted, "sim_time": sim_time, "rosout": rosout, "listen": listen, "params": params}[sys.argv[1]](*sys.argv[2:])
