@@ -4,14 +4,13 @@ optionally RViz 2 with config/eloss_perception.rviz (cloud, boxes, image).
 ros2 launch eloss_perception eloss_perception.launch.py \
     namespace:=perception points_topic:=/sensing/lidar/points \
     image_topic:=/sensing/camera/image_raw camera_info_topic:=/sensing/camera/camera_info \
-    detector_frame:=base_link use_sim_time:=true rviz:=true fixed_frame:=base_link
+    use_sim_time:=true rviz:=true fixed_frame:=base_link
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 
@@ -41,8 +40,6 @@ def generate_launch_description():
                               description='Input sensor_msgs/CameraInfo'),
         DeclareLaunchArgument('hardware_id', default_value='lidar_camera_rig',
                               description='Hardware id reported in diagnostics'),
-        DeclareLaunchArgument('detector_frame', default_value='',
-                              description='Frame detections are published in (e.g. base_link; tf places the LiDAR); empty = the cloud frame'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='Follow /clock (bag replay with --clock)'),
         DeclareLaunchArgument('log_level', default_value='info',
@@ -59,9 +56,9 @@ def generate_launch_description():
             output='screen',
             parameters=[
                 LaunchConfiguration('params_file'),
-                {'hardware_id': LaunchConfiguration('hardware_id'),
-                 'detector.frame': LaunchConfiguration('detector_frame'),
-                 'use_sim_time': ParameterValue(LaunchConfiguration('use_sim_time'), value_type=bool)},
+                # one dict per parameter, as the XML twin's <param> elements
+                {'hardware_id': LaunchConfiguration('hardware_id')},
+                {'use_sim_time': LaunchConfiguration('use_sim_time')},
             ],
             remappings=input_remaps,
             arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')],

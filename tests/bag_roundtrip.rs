@@ -12,7 +12,7 @@
 //! Nothing here depends on the `ros` feature.
 
 use eloss_perception::bag::{
-    BagReader, BagWriter, CameraInfo, Header, Image, OfferedQos, PointCloud2, PointField, Quaternion, RosMessage,
+    BagReader, BagWriter, CameraInfo, Header, Image, OfferedQos, PointCloud2, Quaternion, RosMessage,
     TFMessage, Time, TopicInfo, Transform, TransformStamped, Vector3,
 };
 use serde_json::{json, Value};
@@ -73,22 +73,7 @@ fn header(ns: u64, frame: &str) -> Header {
 /// reflectance) already is a 16-byte point, so the bytes go in unchanged.
 fn kitti_cloud(bin: &[u8], stamp: u64) -> PointCloud2 {
     assert_eq!(bin.len() % 16, 0);
-    let n = (bin.len() / 16) as u32;
-    PointCloud2 {
-        header: header(stamp, "velodyne"),
-        height: 1,
-        width: n,
-        fields: ["x", "y", "z", "intensity"]
-            .iter()
-            .zip(0..)
-            .map(|(f, i)| PointField::new(f, 4 * i, PointField::FLOAT32))
-            .collect(),
-        is_bigendian: false,
-        point_step: 16,
-        row_step: 16 * n,
-        data: bin.to_vec(),
-        is_dense: true,
-    }
+    PointCloud2::xyzi_f32(header(stamp, "velodyne"), bin.to_vec())
 }
 
 /// CameraInfo from a KITTI `P2` line. The file holds the 3x4 projection

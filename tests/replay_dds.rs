@@ -13,7 +13,7 @@ mod common;
 
 use eloss_perception::bag::kitti_drive::{self, DriveSpec, TOPIC_POINTS};
 use eloss_perception::bag::{
-    BagWriter, Header, OfferedQos, PointCloud2, PointField, Quaternion, RosMessage, TFMessage, Time, Transform,
+    BagWriter, Header, OfferedQos, PointCloud2, Quaternion, RosMessage, TFMessage, Time, Transform,
     TransformStamped, Vector3,
 };
 use serde_json::Value;
@@ -99,23 +99,8 @@ fn cloud_time(i: usize) -> u64 {
 }
 
 fn small_cloud(stamp: u64, frame: &str) -> PointCloud2 {
-    let n = 8u32;
-    let data = (0..n * 4).flat_map(|i| (i as f32 * 0.5).to_le_bytes()).collect();
-    PointCloud2 {
-        header: Header { stamp: Time::from_nanos(stamp as i64), frame_id: frame.into() },
-        height: 1,
-        width: n,
-        fields: ["x", "y", "z", "intensity"]
-            .iter()
-            .zip(0..)
-            .map(|(f, i)| PointField::new(f, 4 * i, PointField::FLOAT32))
-            .collect(),
-        is_bigendian: false,
-        point_step: 16,
-        row_step: 16 * n,
-        data,
-        is_dense: true,
-    }
+    let data = (0..8u32 * 4).flat_map(|i| (i as f32 * 0.5).to_le_bytes()).collect();
+    PointCloud2::xyzi_f32(Header { stamp: Time::from_nanos(stamp as i64), frame_id: frame.into() }, data)
 }
 
 /// The sensor-to-base and camera-to-sensor transforms, with frame names

@@ -145,6 +145,26 @@ pub struct PointCloud2 {
     pub is_dense: bool,
 }
 
+impl PointCloud2 {
+    /// An unordered cloud of packed little-endian f32 x, y, z, intensity
+    /// points (KITTI's .bin layout, 16 bytes a point); a trailing partial
+    /// point is not counted.
+    pub fn xyzi_f32(header: Header, data: Vec<u8>) -> Self {
+        let n = (data.len() / 16) as u32;
+        PointCloud2 {
+            header,
+            height: 1,
+            width: n,
+            fields: ["x", "y", "z", "intensity"].iter().zip(0..).map(|(f, i)| PointField::new(f, 4 * i, PointField::FLOAT32)).collect(),
+            is_bigendian: false,
+            point_step: 16,
+            row_step: 16 * n,
+            data,
+            is_dense: true,
+        }
+    }
+}
+
 impl RosMessage for PointCloud2 {
     const TYPE_NAME: &'static str = "sensor_msgs/msg/PointCloud2";
     fn size_hint(&self) -> usize {
@@ -306,21 +326,7 @@ mod tests {
     }
 
     fn cloud() -> PointCloud2 {
-        PointCloud2 {
-            header: header("velodyne"),
-            height: 1,
-            width: 2,
-            fields: ["x", "y", "z", "intensity"]
-                .iter()
-                .zip(0..)
-                .map(|(n, i)| PointField::new(n, 4 * i, PointField::FLOAT32))
-                .collect(),
-            is_bigendian: false,
-            point_step: 16,
-            row_step: 32,
-            data: (0..32).collect(),
-            is_dense: true,
-        }
+        PointCloud2::xyzi_f32(header("velodyne"), (0..32).collect())
     }
 
     fn image() -> Image {
