@@ -1,7 +1,8 @@
-//! Rate limits for log lines caused by input: a peer that floods the node
-//! with malformed messages must not flood the log (and `/rosout`) as well.
-//! At most one line per kind per period; the next allowed line says how many
-//! were suppressed in between.
+//! Log lines caused by input: a peer that floods the node with malformed
+//! messages must not flood the log (and `/rosout`) as well. At most one line
+//! per kind per period; the next allowed line says how many were suppressed
+//! in between. Sender-chosen strings quoted in logs, diagnostics and errors
+//! go through [`printable`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -44,6 +45,18 @@ impl LogLimiter {
     }
 }
 
+/// A sender-chosen string (frame id, encoding, format) fit for a log line,
+/// a diagnostic or an error: control characters escaped, at most 64
+/// characters (then "…").
+pub fn printable(s: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    let mut out: String = s.chars().take(MAX_CHARS).flat_map(|c| c.escape_debug()).collect();
+    if s.chars().nth(MAX_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// " (N similar suppressed)" or nothing, for the end of a rate-limited line.
 pub fn suppressed_note(n: u64) -> String {
     if n == 0 {
@@ -72,5 +85,13 @@ mod tests {
         assert_eq!(l.allow_at("cloud", t0 + Duration::from_millis(2001)), Some(1));
         assert_eq!(suppressed_note(0), "");
         assert!(suppressed_note(3).contains("3 similar"));
+    }
+
+    #[test]
+    fn sender_strings_are_escaped_and_capped() {
+        assert_eq!(printable("velodyne"), "velodyne");
+        assert_eq!(printable("a\nb\0"), "a\\nb\\0");
+        let long = "x".repeat(1000);
+        assert_eq!(printable(&long), format!("{}…", "x".repeat(64)));
     }
 }

@@ -46,7 +46,7 @@ fn a_y_forward_lidar_placed_by_tf_static_gives_the_kitti_boxes_in_base_link() {
     let expected: Vec<(Box3D, usize, f32)> = pipe.process(&original, 0.3).unwrap().detections.iter().map(|d| (d.bbox, d.class, d.score)).collect();
     assert!(expected.len() >= 2, "the scene has detections ({})", expected.len());
     // a nuScenes-style LIDAR_TOP: its y axis points forward (base_from_sensor = 90 degrees
-    // clockwise about z), 1.84 m above the ground instead of 1.73 m
+    // clockwise about z), 1.84 m above the ground instead of 1.73 m, intensities 0..255
     let height = 1.84;
     let mut mounted = original.clone();
     for i in 0..mounted.len() {
@@ -55,6 +55,8 @@ fn a_y_forward_lidar_placed_by_tf_static_gives_the_kitti_boxes_in_base_link() {
         mounted.x[i] = (-y) as f32;
         mounted.y[i] = x as f32;
         mounted.z[i] = z as f32;
+        // and a driver's 0..255 intensities (cloud.intensity_scale brings them back)
+        mounted.intensity[i] = original.intensity[i] * 255.0;
     }
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("lidar_top.bin");
@@ -63,7 +65,7 @@ fn a_y_forward_lidar_placed_by_tf_static_gives_the_kitti_boxes_in_base_link() {
     let tf = serde_json::json!({"parent": "base_link", "translation": [0.0, 0.0, height], "rotation": [0.0, 0.0, -h, h]}).to_string();
 
     let ns = format!("/eloss_vehicle_{}", std::process::id());
-    let node = common::NodeProcess::start(&ns, &["detector.frame:=base_link".into(), "detector.autoware_objects:=true".into()]);
+    let node = common::NodeProcess::start(&ns, &["detector.frame:=base_link".into(), "detector.autoware_objects:=true".into(), "cloud.intensity_scale:=0.00392156862745098".into()]);
     let r = peer(&["mounted", &ns, bin.to_str().unwrap(), "lidar_top", &tf, "4242"]);
     assert!(node.stop().success(), "clean exit on SIGINT");
 

@@ -68,16 +68,9 @@ impl Codec {
     }
 }
 
-/// At most this many characters of a (sender-chosen) format string are
-/// quoted back in errors.
-const QUOTED_FORMAT_CHARS: usize = 64;
-
+/// The (sender-chosen) format string is quoted back escaped and capped.
 fn unsupported(format: &str, reason: &'static str) -> ImageError {
-    let mut quoted: String = format.chars().take(QUOTED_FORMAT_CHARS).collect();
-    if format.chars().nth(QUOTED_FORMAT_CHARS).is_some() {
-        quoted.push_str("...");
-    }
-    ImageError::UnsupportedCompressedFormat { format: quoted, reason }
+    ImageError::UnsupportedCompressedFormat { format: crate::log_limit::printable(format), reason }
 }
 
 /// The codec a `CompressedImage.format` string names (see the module docs).

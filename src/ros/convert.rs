@@ -82,16 +82,6 @@ pub fn diagnostic_status(s: &DiagnosticStatus) -> diag::DiagnosticStatus {
     }
 }
 
-/// A string from a message, fit for a log line or a diagnostic: control
-/// characters escaped, at most 64 characters (then "…").
-pub fn printable(s: &str) -> String {
-    let mut out: String = s.chars().take(64).flat_map(|c| c.escape_debug()).collect();
-    if s.chars().nth(64).is_some() {
-        out.push('…');
-    }
-    out
-}
-
 pub fn stamp_ns(t: &Time) -> i64 {
     t.sec as i64 * 1_000_000_000 + t.nanosec as i64
 }

@@ -108,6 +108,16 @@ enum CameraImage {
     Compressed(CompressedImage),
 }
 
+impl CameraImage {
+    /// For a log line about a malformed one (sender strings made printable).
+    fn describe(&self) -> String {
+        match self {
+            CameraImage::Raw(m) => format!("Image (encoding '{}')", crate::log_limit::printable(&m.encoding)),
+            CameraImage::Compressed(m) => format!("CompressedImage (format '{}')", crate::log_limit::printable(&m.format)),
+        }
+    }
+}
+
 struct Shared {
     params: Arc<Mutex<GuardedParams>>,
     clouds: LatestSlot<PointCloud2>,
@@ -400,10 +410,6 @@ fn cloud_worker(sh: &Shared, out: Outputs) {
         match convert::decode_cloud(&msg) {
             Ok((mut points, report)) => {
                 points.retain_range(min_r, max_r);
-                let scale = p.cloud.intensity_scale as f32;
-                if scale != 1.0 {
-                    points.intensity.iter_mut().for_each(|v| *v *= scale);
-                }
                 let elapsed = t.elapsed();
                 tracing::debug!(points = points.len(), non_finite = report.non_finite, ?elapsed, "cloud decoded");
                 lock(&sh.stats).cloud.record_ok(points.len() as u64, elapsed);
@@ -421,7 +427,7 @@ fn cloud_worker(sh: &Shared, out: Outputs) {
             }
             Err(e) => {
                 if let Some(n) = sh.log_limit.allow("malformed PointCloud2") {
-                    tracing::warn!("malformed PointCloud2 (frame '{}'): {e}{}", convert::printable(&msg.header.frame_id), suppressed_note(n));
+                    tracing::warn!("malformed PointCloud2 (frame '{}'): {e}{}", crate::log_limit::printable(&msg.header.frame_id), suppressed_note(n));
                 }
                 lock(&sh.stats).cloud.record_malformed(e);
             }
@@ -444,24 +450,17 @@ fn image_worker(sh: &Shared) {
     while !sh.stop.load(Ordering::Relaxed) {
         let Some(msg) = sh.images.take_timeout(Duration::from_millis(100)) else { continue };
         let t = Instant::now();
-        let (header, decoded, what) = match msg {
-            CameraImage::Raw(m) => {
-                let encoding = convert::printable(&m.encoding);
-                (m.header.clone(), convert::decode_image(&m).map_err(|e| e.to_string()), format!("Image (encoding '{encoding}')"))
-            }
-            CameraImage::Compressed(m) => {
-                let format = convert::printable(&m.format);
-                let decoded = crate::image::decode_compressed(&m.format, &m.data, MAX_COMPRESSED_PIXELS).map_err(|e| e.to_string());
-                (m.header.clone(), decoded, format!("CompressedImage (format '{format}')"))
-            }
+        let compressed = matches!(msg, CameraImage::Compressed(_));
+        let (header, decoded) = match &msg {
+            CameraImage::Raw(m) => (&m.header, convert::decode_image(m).map_err(|e| e.to_string())),
+            CameraImage::Compressed(m) => (&m.header, crate::image::decode_compressed(&m.format, &m.data, MAX_COMPRESSED_PIXELS).map_err(|e| e.to_string())),
         };
-        let compressed = what.starts_with("Compressed");
         match decoded {
             Ok(img) => {
                 let pixels = img.width as u64 * img.height as u64;
                 let elapsed = t.elapsed();
                 // into the history before it counts as processed (tests wait on that count)
-                let record = ImageRecord { stamp_ns: convert::stamp_ns(&header.stamp), frame_id: header.frame_id, image: Arc::new(img) };
+                let record = ImageRecord { stamp_ns: convert::stamp_ns(&header.stamp), frame_id: header.frame_id.clone(), image: Arc::new(img) };
                 lock(&sh.history).push_image(record);
                 let mut stats = lock(&sh.stats);
                 stats.image.record_ok(pixels, elapsed);
@@ -471,7 +470,7 @@ fn image_worker(sh: &Shared) {
             }
             Err(e) => {
                 if let Some(n) = sh.log_limit.allow("malformed image") {
-                    tracing::warn!("malformed {what}: {e}{}", suppressed_note(n));
+                    tracing::warn!("malformed {}: {e}{}", msg.describe(), suppressed_note(n));
                 }
                 let mut stats = lock(&sh.stats);
                 stats.image.record_malformed(&e);

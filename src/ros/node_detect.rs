@@ -8,7 +8,7 @@
 use crate::ros::detections::{autoware_objects, detection_array, eloss_report, marker_array, vision_detections};
 use super::{convert, frames, gdc, lock, Outputs, Shared};
 use crate::cloud::Points;
-use crate::frames::mounting::{Mounting, TRAINED_SENSOR_HEIGHT_M};
+use crate::frames::Mounting;
 use crate::gdc::frame_history::FrameRecord;
 use crate::geometry::Box3D;
 use crate::perception::{Coverage, FramePipeline};
@@ -18,20 +18,21 @@ use std::time::Instant;
 /// The frame detections are published in, and how the cloud gets into the
 /// model's frame from the cloud's own; `Err` = this cloud cannot be placed
 /// (logged and counted as a frame error by the caller's diagnostics).
-fn placement(sh: &Shared, p: &NodeParams, header: &r2r::std_msgs::msg::Header) -> Result<(String, Mounting), String> {
-    let base_from_sensor = if p.detector.frame.is_empty() {
-        // the cloud's own frame is the model's (a KITTI-mounted, x-forward LiDAR):
-        // identity, with the ground where the trained height puts it
-        return Ok((header.frame_id.clone(), Mounting::identity()));
+fn placement(sh: &Shared, pipe: &FramePipeline, p: &NodeParams, header: &r2r::std_msgs::msg::Header) -> Result<(String, Mounting), String> {
+    let (frame, mounting) = if p.detector.frame.is_empty() {
+        // the cloud's own frame is the model's (a KITTI-mounted, x-forward LiDAR)
+        (header.frame_id.clone(), Ok(Mounting::identity()))
     } else {
-        frames::mounting(sh, p, &header.frame_id, convert::stamp_ns(&header.stamp))?
+        let base_from_sensor = frames::mounting(sh, p, &header.frame_id, convert::stamp_ns(&header.stamp))?;
+        (p.detector.frame.clone(), Mounting::new(base_from_sensor, p.detector.ground_z_m, pipe.trained_sensor_height_m()))
     };
-    let mounting = Mounting::new(base_from_sensor, p.detector.ground_z_m, TRAINED_SENSOR_HEIGHT_M).map_err(|e| {
-        let e = format!("LiDAR mounting of '{}' in '{}': {e}", convert::printable(&header.frame_id), p.detector.frame);
+    // the intensity scale is applied in the mounting's one pass over the points
+    let mounting = mounting.and_then(|m| m.with_intensity_scale(p.cloud.intensity_scale as f32)).map_err(|e| {
+        let e = format!("LiDAR mounting of '{}' in '{frame}': {e}", crate::log_limit::printable(&header.frame_id));
         lock(&sh.stats).frames.record_error(&e);
         e
     })?;
-    Ok((p.detector.frame.clone(), mounting))
+    Ok((frame, mounting))
 }
 
 /// Detects and publishes; the frame's boxes (index = detection id) enter the
@@ -39,7 +40,7 @@ fn placement(sh: &Shared, p: &NodeParams, header: &r2r::std_msgs::msg::Header) -
 /// can relabel them at once.
 pub(super) fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &NodeParams, header: &r2r::std_msgs::msg::Header, points: &Points, out: &Outputs) {
     let t = Instant::now();
-    let (frame, mounting) = match placement(sh, p, header) {
+    let (frame, mounting) = match placement(sh, pipe, p, header) {
         Ok(x) => x,
         Err(e) => {
             if let Some(n) = sh.log_limit.allow("cloud frame") {

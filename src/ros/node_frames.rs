@@ -49,7 +49,7 @@ pub fn isometry(t: &r2r::geometry_msgs::msg::Transform) -> Result<Isometry3<f64>
 fn ingest(sh: &Shared, msg: &TFMessage, is_static: bool) {
     let mut rejected = msg.transforms.len().saturating_sub(MAX_TRANSFORMS_PER_MESSAGE) as u64;
     let mut last_error = None;
-    let frames_known = {
+    {
         let mut buffer = lock(&sh.tf);
         for t in msg.transforms.iter().take(MAX_TRANSFORMS_PER_MESSAGE) {
             let stamp_ns = super::convert::stamp_ns(&t.header.stamp);
@@ -59,8 +59,7 @@ fn ingest(sh: &Shared, msg: &TFMessage, is_static: bool) {
                 last_error = Some(e.to_string());
             }
         }
-        buffer.len()
-    };
+    }
     let mut stats = lock(&sh.stats);
     let f = &mut stats.frames;
     if is_static {
@@ -69,7 +68,6 @@ fn ingest(sh: &Shared, msg: &TFMessage, is_static: bool) {
         f.tf_received += 1;
     }
     f.tf_rejected += rejected;
-    f.frames_known = frames_known;
     drop(stats);
     if let Some(e) = last_error {
         if let Some(n) = sh.log_limit.allow("tf rejected") {

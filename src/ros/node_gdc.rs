@@ -130,8 +130,8 @@ fn camera_calibration(sh: &Shared, p: &NodeParams, boxes_frame: &str, image_fram
     if !image_frame.is_empty() && !camera_frame.is_empty() && image_frame != camera_frame {
         return Err(frame_error(format!(
             "the image's frame '{}' is not the CameraInfo's '{}': no crops",
-            super::convert::printable(image_frame),
-            super::convert::printable(&camera_frame)
+            crate::log_limit::printable(image_frame),
+            crate::log_limit::printable(&camera_frame)
         )));
     }
     let from_tf = if camera_frame.is_empty() {
@@ -148,7 +148,7 @@ fn camera_calibration(sh: &Shared, p: &NodeParams, boxes_frame: &str, image_fram
             let m = p.camera.extrinsic().map_err(|e| e.to_string())?;
             (m, TransformSource::Parameter { name: "camera.lidar_to_camera", why: e })
         }
-        Err(e) => return Err(frame_error(format!("{e}: no crops (the camera parameters describe the LiDAR frame, not '{}')", super::convert::printable(boxes_frame)))),
+        Err(e) => return Err(frame_error(format!("{e}: no crops (the camera parameters describe the LiDAR frame, not '{}')", crate::log_limit::printable(boxes_frame)))),
     };
     lock(&sh.stats).frames.camera_extrinsic = source;
     Ok(Calibration::from_camera(camera.p, extrinsic))
