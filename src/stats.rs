@@ -191,13 +191,23 @@ pub struct ElossStats {
     pub alarms_raised: u64,
     /// Profile + scoring per frame.
     pub compute: Timing,
+    /// `eloss.on_alarm` of the last frame (publish, temper, suppress).
+    pub on_alarm: &'static str,
+    /// Alarmed frames whose boxes were tempered or suppressed, and the boxes withheld.
+    pub frames_acted_on: u64,
+    pub boxes_withheld: u64,
 }
 
 impl ElossStats {
     pub fn status(&self, name: &str, hardware_id: &str) -> DiagnosticStatus {
         let (level, message) = if self.alarm {
             let kind = if self.alarm_type.is_empty() { String::new() } else { format!(" (looks like {})", self.alarm_type) };
-            (Level::Warn, format!("input anomaly: Eloss score {:.2} above threshold {:.2}{kind}", self.last_score, self.threshold))
+            let action = match self.on_alarm {
+                "temper" => "; detections tempered",
+                "suppress" => "; detections suppressed",
+                _ => "; detections published as they are",
+            };
+            (Level::Warn, format!("input anomaly: Eloss score {:.2} above threshold {:.2}{kind}{action}", self.last_score, self.threshold))
         } else if let Some(reason) = &self.uncalibrated {
             (Level::Warn, reason.clone())
         } else if let Some(e) = self.last_error.as_ref().filter(|_| self.failures > 0) {
@@ -214,6 +224,9 @@ impl ElossStats {
             ("last_score".into(), format!("{:.4}", self.last_score)),
             ("threshold".into(), format!("{:.4}", self.threshold)),
             ("compute_mean_ms".into(), format!("{:.2}", self.compute.mean_ms())),
+            ("on_alarm".into(), self.on_alarm.to_string()),
+            ("frames_acted_on".into(), self.frames_acted_on.to_string()),
+            ("boxes_withheld".into(), self.boxes_withheld.to_string()),
         ];
         DiagnosticStatus { level, name: name.to_string(), message, hardware_id: hardware_id.to_string(), values }
     }

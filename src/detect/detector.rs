@@ -15,6 +15,18 @@ use crate::cloud::Points;
 use std::time::{Duration, Instant};
 use tch::{nn, Device};
 
+
+/// How batch-norm layers behave in a training forward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchNormMode {
+    /// Normalise by the batch's own statistics and update the running ones (OpenPCDet, the paper's code).
+    #[default]
+    Train,
+    /// Normalise by the running statistics (inference mode), which stay fixed.
+    Frozen,
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DetectorConfig {
     pub pillars: PillarConfig,
@@ -151,14 +163,19 @@ impl Detector {
         &self.grid
     }
 
-    /// One frame in training mode (batch-norm statistics update, gradients
-    /// kept): head outputs and the layer outputs for the Entropy Loss.
-    pub fn forward_train(&self, points: &Points) -> Result<(HeadOutput, LayerOutputs), DetectorError> {
+    /// One frame for training (gradients kept): head outputs and the layer
+    /// outputs for the Entropy Loss. With [`BatchNormMode::Train`] batch-norm
+    /// normalises by the frame's own statistics and updates its running
+    /// ones; with [`BatchNormMode::Frozen`] it uses the running statistics,
+    /// as inference does, so the layer outputs are the ones the Eloss
+    /// monitor reads (only the affine parameters keep learning).
+    pub fn forward_train(&self, points: &Points, batchnorm: BatchNormMode) -> Result<(HeadOutput, LayerOutputs), DetectorError> {
+        let bn_train = batchnorm == BatchNormMode::Train;
         let pillars = pillarize(points, &self.config.pillars)?;
-        let feats = self.encoder.encode(&pillars, self.vs.device(), true);
+        let feats = self.encoder.encode(&pillars, self.vs.device(), bn_train);
         let bev = self.encoder.scatter(&feats, &pillars);
-        let (blocks, layers) = self.backbone.forward(&bev, true);
-        Ok((self.head.forward(&self.neck.forward(&blocks, true)), layers))
+        let (blocks, layers) = self.backbone.forward(&bev, bn_train);
+        Ok((self.head.forward(&self.neck.forward(&blocks, bn_train)), layers))
     }
 
     /// One frame, inference mode (batch size 1, no gradients).

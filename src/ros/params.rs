@@ -83,6 +83,10 @@ pub struct ElossParams {
     pub hysteresis_enter: i64,
     /// Hysteresis: consecutive normal frames that clear the alarm, 1..=1000. Read at start-up
     pub hysteresis_exit: i64,
+    /// Detections of a frame while the alarm is up: publish (unchanged), temper (scores times eloss.temper_factor, boxes under detector.score_threshold dropped) or suppress (none). Every detections message carries the frame's anomaly score, alarm and the action taken
+    pub on_alarm: String,
+    /// Score factor of on_alarm=temper, in (0, 1]
+    pub temper_factor: f64,
 }
 
 impl DetectorParams {
@@ -102,6 +106,15 @@ impl DetectorParams {
 }
 
 impl ElossParams {
+    /// `eloss.on_alarm` with `eloss.temper_factor`.
+    pub fn on_alarm(&self) -> Result<crate::eloss::on_alarm::OnAlarm, ParamsError> {
+        use crate::eloss::on_alarm::{OnAlarm, OnAlarmError};
+        OnAlarm::new(&self.on_alarm, self.temper_factor).map_err(|e| match e {
+            OnAlarmError::Unknown => ParamsError::Invalid { name: "eloss.on_alarm", value: crate::log_limit::printable(&self.on_alarm), rule: "must be publish, temper or suppress" },
+            OnAlarmError::Factor => ParamsError::Invalid { name: "eloss.temper_factor", value: self.temper_factor.to_string(), rule: "must be in (0, 1]" },
+        })
+    }
+
     pub fn settings(&self) -> Result<crate::perception::ElossSettings, ParamsError> {
         let invalid = |name, value: String, rule| ParamsError::Invalid { name, value, rule };
         let estimator = match self.estimator.as_str() {
@@ -115,6 +128,7 @@ impl ElossParams {
             return Err(invalid("eloss.threshold", self.threshold.to_string(), "must be finite"));
         }
         let threshold = (self.threshold >= 0.0).then_some(self.threshold);
+        self.on_alarm()?;
         Ok(crate::perception::ElossSettings { calibration_path: self.calibration_path.clone(), estimator, threshold, hysteresis })
     }
 }
@@ -468,6 +482,8 @@ mod tests {
                 "eloss.hysteresis_window",
                 "eloss.hysteresis_enter",
                 "eloss.hysteresis_exit",
+                "eloss.on_alarm",
+                "eloss.temper_factor",
                 "camera.lidar_to_camera",
                 "camera.calib_file",
                 "gdc.bank_path",
@@ -513,6 +529,12 @@ mod tests {
         p = NodeParams::defaults().unwrap();
         p.eloss.estimator = "fourier".into();
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.estimator", .. })));
+        let mut p = NodeParams::defaults().unwrap();
+        p.eloss.on_alarm = "drop".into();
+        assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.on_alarm", .. })));
+        p.eloss.on_alarm = "temper".into();
+        p.eloss.temper_factor = 0.0;
+        assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.temper_factor", .. })));
         p = NodeParams::defaults().unwrap();
         p.detector.device = "tpu".into();
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "detector.device", .. })));

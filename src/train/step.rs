@@ -4,7 +4,7 @@
 use super::losses::{detection_loss, LossWeights};
 use crate::cloud::Points;
 use crate::detect::box_coder::DirectionBins;
-use crate::detect::detector::{Detector, DetectorError};
+use crate::detect::detector::{BatchNormMode, Detector, DetectorError};
 use crate::detect::targets::{assign, MatchThresholds, TargetError};
 use crate::eloss::entropy::Estimator;
 use crate::eloss::loss::entropy_loss;
@@ -37,6 +37,9 @@ pub struct StepConfig {
     pub clip_norm: f64,
     /// Entropy-decrease term weight inside the Entropy Loss (0 = the paper's code).
     pub decrease_weight: f64,
+    /// Batch-norm in the training pass: `Train` (the paper's code) or `Frozen`
+    /// (running statistics, so the Entropy Loss is the monitor's quantity).
+    pub batchnorm: BatchNormMode,
 }
 
 pub fn train_step(
@@ -47,7 +50,7 @@ pub fn train_step(
     gts: &[(Box3D, usize)],
     cfg: &StepConfig,
 ) -> Result<StepReport, StepError> {
-    let (head, layers) = det.forward_train(points)?;
+    let (head, layers) = det.forward_train(points, cfg.batchnorm)?;
     let targets = assign(det.anchors(), gts, &cfg.thresholds, &DirectionBins::kitti())?;
     let d = detection_loss(&head.cls.get(0), &head.boxes.get(0), &head.dir.get(0), &targets, &cfg.weights);
     let e = entropy_loss(&layers.blocks, cfg.estimator, cfg.decrease_weight);
@@ -108,6 +111,7 @@ mod tests {
             estimator: Estimator::Gaussian { ridge_rel: 1e-3 },
             clip_norm: 35.0,
             decrease_weight: 0.0,
+            batchnorm: BatchNormMode::Train,
         };
         let reports: Vec<StepReport> = (0..60).map(|_| train_step(&det, &mut opt, (3e-3, 0.9), &scan.points, &gts, &step).unwrap()).collect();
         let (first, last) = (reports[0].detection, reports[reports.len() - 1].detection);
@@ -117,7 +121,7 @@ mod tests {
         assert!(reports[0].eloss > 0.0, "three layers per block give a Var(ΔH) term");
         // decoded with batch statistics: BN running averages (momentum 0.01, as OpenPCDet)
         // need far more than 60 steps to settle for inference
-        let (head, _) = tch::no_grad(|| det.forward_train(&scan.points)).unwrap();
+        let (head, _) = tch::no_grad(|| det.forward_train(&scan.points, BatchNormMode::Train)).unwrap();
         let nms = crate::detect::nms::NmsConfig::new(0.3, 0.01, None, Some(50)).unwrap();
         let dets = crate::detect::postprocess::detections(
             &head.cls.get(0),

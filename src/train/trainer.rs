@@ -16,7 +16,7 @@ use super::validate::{predict, ValidateError};
 use crate::dataset::kitti::{Difficulty, ImageSet, KittiDataset, KittiError, ObjectClass, Split};
 use crate::dataset::sim::Rng;
 use crate::detect::checkpoint::{self, CheckpointError};
-use crate::detect::detector::{Detector, DetectorConfig, DetectorError};
+use crate::detect::detector::{BatchNormMode, Detector, DetectorConfig, DetectorError};
 use crate::detect::targets::MatchThresholds;
 use crate::eloss::entropy::Estimator;
 use crate::eval::{EvalConfig, Metric};
@@ -52,6 +52,13 @@ pub struct TrainConfig {
     pub val_frames: usize,
     /// Use at most this many training frames (0 = all).
     pub max_train_frames: usize,
+    /// Batch-norm during training: `train` (batch statistics, the paper's
+    /// code) or `frozen` (running statistics fixed, as at inference: the
+    /// trained Entropy Loss is then the Eloss the monitor reads).
+    pub batchnorm: BatchNormMode,
+    /// Start a new run from this model's weights (fine-tuning; empty = random
+    /// initialisation). Its config must be the preset's. Ignored on resume.
+    pub init: String,
 }
 
 impl Default for TrainConfig {
@@ -70,6 +77,8 @@ impl Default for TrainConfig {
             checkpoint_every: 250,
             val_frames: 200,
             max_train_frames: 0,
+            batchnorm: BatchNormMode::Train,
+            init: String::new(),
         }
     }
 }
@@ -173,6 +182,12 @@ impl Trainer {
             }
             let pos = serde_json::from_value(info.training["position"].clone()).map_err(|e| TrainError::Config(format!("{}: position: {e}", last.display())))?;
             (det, pos)
+        } else if !config.init.is_empty() {
+            let (det, _) = checkpoint::load(Path::new(&config.init), device)?;
+            if det.config != config.detector()? {
+                return Err(TrainError::Config(format!("init {}: its model config is not the `{}` preset", config.init, config.model)));
+            }
+            (det, Position::default())
         } else {
             (Detector::new(config.detector()?, device)?, Position::default())
         };
@@ -240,6 +255,7 @@ impl Trainer {
                     estimator,
                     clip_norm: self.config.clip_norm,
                     decrease_weight: 0.0,
+                    batchnorm: self.config.batchnorm,
                 };
                 let (lr, beta1) = self.config.schedule.at(step, total);
                 let report = train_step(&self.detector, &mut self.optimizer, (lr, beta1), &frame.points, &gts, &cfg)?;
