@@ -66,6 +66,8 @@ mod file;
 mod gaussian;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod size_tests;
 
 use std::path::PathBuf;
 
@@ -77,6 +79,13 @@ use gaussian::{Factor, FactorError};
 
 /// Default relative ridge: ε = 1e-3 · tr(S)/d (see the module docs for why).
 pub const DEFAULT_RIDGE_REL: f64 = 1e-3;
+
+/// Most classes a bank holds (fitted, loaded or added at run time).
+pub const MAX_CLASSES: usize = 1024;
+/// Most bytes of a bank's means and covariance factors (a full-covariance
+/// class of a 768-d DINOv2-B embedding is 4.7 MB, of a 1280-d EfficientNet
+/// one 13 MB: about 80 such classes).
+pub const MAX_BANK_BYTES: u64 = 1 << 30;
 
 /// The covariance model of every class in a bank.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -248,6 +257,15 @@ impl<'a> From<&'a Vec<Vec<f64>>> for Samples<'a> {
 }
 
 impl Samples<'_> {
+    /// The row length (of the first row for row lists), without copying.
+    fn dim(&self) -> usize {
+        match *self {
+            Samples::RowsF32(rows) => rows.first().map_or(0, Vec::len),
+            Samples::RowsF64(rows) => rows.first().map_or(0, Vec::len),
+            Samples::MatrixF32 { dim, .. } | Samples::MatrixF64 { dim, .. } => dim,
+        }
+    }
+
     /// Copy into an n×d row-major f64 matrix, checking shape and finiteness.
     /// `what` names the data in errors; `expected_dim` is the bank's d, if known.
     fn to_f64(&self, what: &str, expected_dim: Option<usize>) -> Result<(Vec<f64>, usize, usize), BankError> {
@@ -344,6 +362,10 @@ pub enum BankError {
     NoSpreadEstimate(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("the bank would hold {classes} classes; at most {MAX_CLASSES}")]
+    TooManyClasses { classes: usize },
+    #[error("the bank would need {bytes} bytes ({classes} classes of dimension {dim}); at most {MAX_BANK_BYTES}")]
+    OverBudget { bytes: u64, classes: usize, dim: usize },
     /// A file that was read but is not a valid bank: the parse error, with the file.
     #[error("{path}: {source}")]
     File { path: PathBuf, source: Box<BankError> },
@@ -405,6 +427,30 @@ struct SharedCovariance {
     factor: Factor,
 }
 
+/// Bytes of a bank of `classes` classes of dimension `dim` (f64 means and
+/// factors; Shared: one pooled factor and scatter).
+pub fn bank_bytes(kind: CovarianceKind, classes: usize, dim: usize) -> u64 {
+    let (c, d) = (classes as u64, dim as u64);
+    let floats = match kind {
+        CovarianceKind::Full { .. } => c.saturating_mul(d.saturating_add(d.saturating_mul(d))),
+        CovarianceKind::Diagonal { .. } => c.saturating_mul(2 * d),
+        CovarianceKind::Shared { .. } => c.saturating_mul(d).saturating_add(2u64.saturating_mul(d.saturating_mul(d))),
+    };
+    floats.saturating_mul(8)
+}
+
+/// Refuses a bank beyond [`MAX_CLASSES`] or [`MAX_BANK_BYTES`], before it is built.
+pub(crate) fn check_size(kind: CovarianceKind, classes: usize, dim: usize) -> Result<(), BankError> {
+    if classes > MAX_CLASSES {
+        return Err(BankError::TooManyClasses { classes });
+    }
+    let bytes = bank_bytes(kind, classes, dim);
+    if bytes > MAX_BANK_BYTES {
+        return Err(BankError::OverBudget { bytes, classes, dim });
+    }
+    Ok(())
+}
+
 /// Per-class statistics computed from embeddings, before the covariance is built.
 struct ClassStats {
     name: String,
@@ -437,6 +483,7 @@ impl GaussianBank {
     ) -> Result<GaussianBank, BankError> {
         let options = options.into();
         options.validate()?;
+        check_size(options.kind, classes.len(), classes.first().map_or(0, |(_, s)| s.dim()))?;
         let mut dim = None;
         let mut stats = Vec::with_capacity(classes.len());
         for (name, samples) in classes {
@@ -475,6 +522,8 @@ impl GaussianBank {
             return Err(BankError::DuplicateClass(name.to_string()));
         }
         let first = self.dim == 0;
+        // the caps come before the d x d scatter is computed
+        check_size(self.options.kind, self.classes.len() + 1, if first { samples.dim() } else { self.dim })?;
         let stats = class_stats(name, &samples, (!first).then_some(self.dim), self.options.kind)?;
         if first {
             self.dim = stats.mean.len();
@@ -504,6 +553,7 @@ impl GaussianBank {
     /// so `fit` and `add_class` give identical results. On error the bank is
     /// left as it was.
     fn insert(&mut self, stats: Vec<ClassStats>) -> Result<(), BankError> {
+        check_size(self.options.kind, self.classes.len() + stats.len(), self.dim)?;
         let factors = match self.options.kind {
             CovarianceKind::Shared { ridge_rel } => {
                 self.shared = Some(self.pooled_with(&stats, ridge_rel)?);
@@ -713,6 +763,11 @@ impl GaussianBank {
         self.created = created;
     }
     /// Embedding dimension d.
+    /// Bytes of the means and covariance factors (what [`MAX_BANK_BYTES`] bounds).
+    pub fn bytes(&self) -> u64 {
+        bank_bytes(self.options.kind, self.classes.len(), self.dim)
+    }
+
     pub fn dim(&self) -> usize {
         self.dim
     }
