@@ -51,8 +51,8 @@ pub enum HistoryError {
     NoFrames,
     #[error("no frame with stamp {} is held; held frames (oldest first): {}", fmt_stamp(*.stamp_ns), fmt_stamps(.held))]
     UnknownStamp { stamp_ns: i64, held: Vec<i64> },
-    #[error("frame {} has {count} detections (ids 0..{count}); unknown ids: {ids:?}", fmt_stamp(*.stamp_ns))]
-    UnknownIds { stamp_ns: i64, ids: Vec<u32>, count: usize },
+    #[error("frame {} has {count} detections (ids 0..{count}); {unknown_count} unknown ids: {ids:?}{}", fmt_stamp(*.stamp_ns), if *.unknown_count > .ids.len() { " ..." } else { "" })]
+    UnknownIds { stamp_ns: i64, ids: Vec<u32>, unknown_count: usize, count: usize },
     #[error("no camera image within {tolerance_s} s of frame {}; held image stamps: {}", fmt_stamp(*.stamp_ns), fmt_stamps(.held))]
     NoImage { stamp_ns: i64, tolerance_s: f64, held: Vec<i64> },
 }
@@ -69,6 +69,9 @@ fn fmt_stamps(stamps: &[i64]) -> String {
         stamps.iter().map(|&s| fmt_stamp(s)).collect::<Vec<_>>().join(", ")
     }
 }
+
+/// Most unknown ids an error names (the rest are counted).
+pub const MAX_IDS_NAMED: usize = 16;
 
 /// The newest `capacity` frames and images (see the module docs).
 #[derive(Debug, Clone)]
@@ -150,17 +153,26 @@ impl FrameHistory {
     }
 
     /// Frame, boxes and image for a relabel request (see the module docs).
-    /// Every unknown id is named; duplicates are kept (one label each).
+    /// A repeated id is selected once, at its first place (one label per
+    /// object, however often a request names it). Unknown ids are named (the
+    /// first [`MAX_IDS_NAMED`] of them).
     pub fn select(&self, stamp_ns: i64, ids: &[u32], image_tolerance_s: f64) -> Result<Selection, HistoryError> {
         let frame = self.frame(stamp_ns)?;
         let boxes: Vec<(u32, Box3D)> = if ids.is_empty() {
             frame.boxes.iter().enumerate().map(|(i, b)| (i as u32, *b)).collect()
         } else {
-            let unknown: Vec<u32> = ids.iter().copied().filter(|&i| i as usize >= frame.boxes.len()).collect();
-            if !unknown.is_empty() {
-                return Err(HistoryError::UnknownIds { stamp_ns: frame.stamp_ns, ids: unknown, count: frame.boxes.len() });
+            let count = frame.boxes.len();
+            let unknown = ids.iter().filter(|&&i| i as usize >= count);
+            let named: Vec<u32> = unknown.clone().take(MAX_IDS_NAMED).copied().collect();
+            if !named.is_empty() {
+                let unknown_count = unknown.count();
+                return Err(HistoryError::UnknownIds { stamp_ns: frame.stamp_ns, ids: named, unknown_count, count });
             }
-            ids.iter().map(|&i| (i, frame.boxes[i as usize])).collect()
+            let mut seen = vec![false; count];
+            ids.iter()
+                .filter(|&&i| !std::mem::replace(&mut seen[i as usize], true))
+                .map(|&i| (i, frame.boxes[i as usize]))
+                .collect()
         };
         let image = self.image_near(frame.stamp_ns, image_tolerance_s)?.clone();
         Ok(Selection { stamp_ns: frame.stamp_ns, frame_id: frame.frame_id.clone(), boxes, image })
@@ -217,11 +229,20 @@ mod tests {
 
     #[test]
     fn exact_stamp_and_ids_in_request_order() {
-        let s = history().select(3 * S, &[2, 0, 2], 0.05).unwrap();
+        let s = history().select(3 * S, &[2, 0, 1], 0.05).unwrap();
         assert_eq!(s.stamp_ns, 3 * S);
-        assert_eq!(s.boxes.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2, 0, 2]);
+        assert_eq!(s.boxes.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2, 0, 1]);
         assert_eq!(s.boxes[0].1.center[0], 12.0);
         assert_eq!(s.image.stamp_ns, 3 * S + 10_000_000);
+    }
+
+    /// A repeated id is one object (issue 13: a million copies of one id
+    /// asked for a million crops).
+    #[test]
+    fn repeated_ids_select_one_box_each() {
+        let ids: Vec<u32> = std::iter::repeat_n([3u32, 1], 500_000).flatten().chain([0]).collect();
+        let s = history().select(0, &ids, 0.05).unwrap();
+        assert_eq!(s.boxes.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [3, 1, 0]);
     }
 
     #[test]
@@ -233,8 +254,12 @@ mod tests {
         assert!(msg.contains("1.000000000") && msg.contains("2.000000000, 3.000000000, 4.000000000"), "{msg}");
 
         let e = h.select(2 * S, &[1, 2, 7], 0.05).unwrap_err();
-        assert_eq!(e, HistoryError::UnknownIds { stamp_ns: 2 * S, ids: vec![2, 7], count: 2 });
-        assert!(e.to_string().contains("[2, 7]"), "{e}");
+        assert_eq!(e, HistoryError::UnknownIds { stamp_ns: 2 * S, ids: vec![2, 7], unknown_count: 2, count: 2 });
+        assert!(e.to_string().contains("2 unknown ids: [2, 7]"), "{e}");
+        // a million unknown ids: the error names a few and counts the rest
+        let many: Vec<u32> = (0..1_000_000).collect();
+        let e = h.select(2 * S, &many, 0.05).unwrap_err().to_string();
+        assert!(e.len() < 300 && e.contains("999998 unknown ids: [2, 3,") && e.ends_with(" ..."), "{e}");
 
         // images are 10 ms off: a 5 ms tolerance finds none
         let e = h.select(0, &[], 0.005).unwrap_err();
