@@ -33,6 +33,7 @@ pub mod plot;
 pub mod stats;
 #[cfg(feature = "torch")]
 pub mod train;
+pub mod untrusted_file;
 #[cfg(feature = "torch")]
 pub mod weights;
 

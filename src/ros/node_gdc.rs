@@ -145,7 +145,7 @@ fn camera_calibration(sh: &Shared, p: &NodeParams, boxes_frame: &str, image_fram
             if let Some(n) = sh.log_limit.allow("camera extrinsic fallback") {
                 tracing::warn!("{e}; using camera.lidar_to_camera / camera.calib_file{}", crate::log_limit::suppressed_note(n));
             }
-            let m = p.camera.extrinsic().map_err(|e| e.to_string())?;
+            let m = lock(&sh.params).camera_extrinsic()?; // resolved when set, never re-read here
             (m, TransformSource::Parameter { name: "camera.lidar_to_camera", why: e })
         }
         Err(e) => return Err(frame_error(format!("{e}: no crops (the camera parameters describe the LiDAR frame, not '{}')", crate::log_limit::printable(boxes_frame)))),
