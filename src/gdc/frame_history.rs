@@ -73,18 +73,54 @@ fn fmt_stamps(stamps: &[i64]) -> String {
 /// Most unknown ids an error names (the rest are counted).
 pub const MAX_IDS_NAMED: usize = 16;
 
-/// The newest `capacity` frames and images (see the module docs).
+/// Bytes of decoded images the history keeps at most (the newest image is
+/// always kept): 1000 4K images would be 24 GB, this is ~20 of them, or
+/// ~360 KITTI-size (1242x375) ones.
+pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
+/// Bytes of frames (boxes and frame ids) kept at most (the newest frame is
+/// always kept).
+pub const MAX_FRAME_BYTES: u64 = 64 << 20;
+
+impl FrameRecord {
+    /// Bytes held by the record.
+    pub fn bytes(&self) -> u64 {
+        (std::mem::size_of::<Self>() + self.frame_id.len() + self.boxes.len() * std::mem::size_of::<Box3D>()) as u64
+    }
+}
+
+impl ImageRecord {
+    /// Bytes held by the record (the pixels counted in full, though a request may share them).
+    pub fn bytes(&self) -> u64 {
+        (std::mem::size_of::<Self>() + self.frame_id.len() + self.image.data.len()) as u64
+    }
+}
+
+/// The newest `capacity` frames and images within the byte budgets (see
+/// the module docs).
 #[derive(Debug, Clone)]
 pub struct FrameHistory {
     capacity: usize,
+    /// [`MAX_FRAME_BYTES`], [`MAX_IMAGE_BYTES`] (smaller in tests).
+    budget: (u64, u64),
     frames: VecDeque<FrameRecord>,
     images: VecDeque<ImageRecord>,
 }
 
 impl FrameHistory {
-    /// Keeps the newest `capacity` frames and as many images (at least one each).
+    /// Keeps the newest `capacity` frames and as many images (at least one
+    /// each), within [`MAX_FRAME_BYTES`] and [`MAX_IMAGE_BYTES`].
     pub fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), frames: VecDeque::new(), images: VecDeque::new() }
+        Self::with_budget(capacity, MAX_FRAME_BYTES, MAX_IMAGE_BYTES)
+    }
+
+    /// [`Self::new`] with other byte budgets.
+    pub fn with_budget(capacity: usize, frame_bytes: u64, image_bytes: u64) -> Self {
+        Self { capacity: capacity.max(1), budget: (frame_bytes, image_bytes), frames: VecDeque::new(), images: VecDeque::new() }
+    }
+
+    /// Bytes held: (frames, images).
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.frames.iter().map(FrameRecord::bytes).sum(), self.images.iter().map(ImageRecord::bytes).sum())
     }
 
     pub fn capacity(&self) -> usize {
@@ -94,13 +130,19 @@ impl FrameHistory {
     /// Changes the capacity (run-time parameter change); drops the oldest entries that no longer fit.
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity.max(1);
-        Self::trim(&mut self.frames, self.capacity);
-        Self::trim(&mut self.images, self.capacity);
+        Self::trim(&mut self.frames, self.capacity, self.budget.0, FrameRecord::bytes);
+        Self::trim(&mut self.images, self.capacity, self.budget.1, ImageRecord::bytes);
     }
 
-    fn trim<T>(q: &mut VecDeque<T>, n: usize) {
+    /// Drops the oldest entries until at most `n` remain within `max_bytes`
+    /// (the newest always stays).
+    fn trim<T>(q: &mut VecDeque<T>, n: usize, max_bytes: u64, bytes: fn(&T) -> u64) {
         while q.len() > n {
             q.pop_front();
+        }
+        let mut total: u64 = q.iter().map(bytes).sum();
+        while total > max_bytes && q.len() > 1 {
+            total -= q.pop_front().as_ref().map_or(0, bytes);
         }
     }
 
@@ -109,14 +151,14 @@ impl FrameHistory {
     pub fn push_frame(&mut self, f: FrameRecord) {
         self.frames.retain(|g| g.stamp_ns != f.stamp_ns);
         self.frames.push_back(f);
-        Self::trim(&mut self.frames, self.capacity);
+        Self::trim(&mut self.frames, self.capacity, self.budget.0, FrameRecord::bytes);
     }
 
     /// Adds an image (replacing one with the same stamp).
     pub fn push_image(&mut self, i: ImageRecord) {
         self.images.retain(|g| g.stamp_ns != i.stamp_ns);
         self.images.push_back(i);
-        Self::trim(&mut self.images, self.capacity);
+        Self::trim(&mut self.images, self.capacity, self.budget.1, ImageRecord::bytes);
     }
 
     /// Frame stamps held, oldest first (arrival order).
@@ -216,6 +258,28 @@ mod tests {
         h.push_frame(FrameRecord { stamp_ns: 4 * S, frame_id: "lidar".into(), boxes: boxes(1) });
         assert_eq!(h.frame_stamps(), [4 * S]);
         assert_eq!(h.frame(0).unwrap().boxes.len(), 1);
+    }
+
+    /// Issue 13: 1000 frames of 4K images were ~24 GB; the byte budgets
+    /// drop the oldest first, whatever the frame count allows.
+    #[test]
+    fn byte_budgets_bound_the_history() {
+        let big = |stamp_ns: i64| ImageRecord { stamp_ns, frame_id: "cam".into(), image: Arc::new(RgbImage { width: 100, height: 100, data: vec![0; 30_000] }) };
+        let mut h = FrameHistory::with_budget(1000, 2_000, 100_000);
+        for k in 1..=10 {
+            h.push_image(big(k * S));
+            h.push_frame(FrameRecord { stamp_ns: k * S, frame_id: "lidar".into(), boxes: boxes(10) });
+        }
+        let (frame_bytes, image_bytes) = h.bytes();
+        assert_eq!(h.image_stamps(), [8 * S, 9 * S, 10 * S]);
+        assert!(image_bytes <= 100_000 && frame_bytes <= 2_000, "{image_bytes} {frame_bytes}");
+        assert_eq!(h.frame_stamps().len() as u64, 2_000 / FrameRecord { stamp_ns: 0, frame_id: "lidar".into(), boxes: boxes(10) }.bytes());
+        // one image beyond the budget is still kept: the newest always is
+        let mut h = FrameHistory::with_budget(5, 1, 1);
+        h.push_image(big(S));
+        h.push_image(big(2 * S));
+        assert_eq!(h.image_stamps(), [2 * S]);
+        assert!(FrameHistory::new(1000).budget == (MAX_FRAME_BYTES, MAX_IMAGE_BYTES));
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub(super) fn spawn(node: &mut r2r::Node, shared: &Arc<Shared>, clock: &Arc<Mute
             stats.gdc.generator = sh.generator.is_some();
             stats.gdc.bank = Some(g.as_ref().map(|(c, _)| c.bank().len()).map_err(Clone::clone));
             stats.gdc.backbone = g.as_ref().map(|(c, _)| c.bank().spec().backbone.clone()).unwrap_or_default();
+            stats.gdc.bank_bytes = g.as_ref().map_or(0, |(c, _)| c.bank().bytes());
         }
         // start-up classes (gdc.generator.classes) the bank lacks go to the generator
         let startup = gdc_params.generator.class_names();
