@@ -12,6 +12,7 @@
 //! println!("{} points", pts.len());
 //! ```
 
+pub mod atomic_file;
 pub mod bag;
 pub mod camera;
 pub mod cloud;

@@ -220,9 +220,11 @@ fn class_generator(sh: &Shared) {
     };
     let save_path = lock(&sh.params).gdc.generator.save_bank_path.clone();
     sh.class_queue.run_worker(settings, &sh.stop, &mut |set| {
-        let classes = crate::ros::add_classes::add_to_bank(gdc, set, &save_path)?;
-        lock(&sh.stats).gdc.bank = Some(Ok(classes));
-        Ok(())
+        let update = crate::ros::add_classes::add_to_bank(gdc, set, &save_path)?;
+        let mut stats = lock(&sh.stats);
+        (stats.gdc.bank, stats.gdc.bank_bytes, stats.gdc.bank_save_error) = (Some(Ok(update.classes)), update.bytes, update.save_error.clone());
+        // a class that would not survive a restart is a failed class in ~/gdc_bank and ~/add_classes (it is usable meanwhile)
+        update.save_error.map_or(Ok(()), Err)
     });
 }
 

@@ -718,23 +718,14 @@ impl GaussianBank {
         Ok(())
     }
 
-    /// Write the bank (to a temporary sibling, then renamed over `path`, so
-    /// a crash never leaves a half-written bank behind).
+    /// Write the bank durably ([`crate::atomic_file`]: a temporary sibling,
+    /// fsync, rename, fsync of the directory), so a crash or a power loss
+    /// leaves the previous bank or the new one; a failure removes the
+    /// temporary file.
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<(), BankError> {
         let path = path.as_ref();
         let bytes = file::to_bytes(self)?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".tmp{}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let io = |source| BankError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp); // best effort: the rename error is what matters
-            io(e)
-        })
+        crate::atomic_file::write(path, &bytes).map_err(|source| BankError::Io { path: path.to_path_buf(), source })
     }
 
     /// The file's bytes (what `save` writes).
