@@ -42,8 +42,8 @@ fn assert_same_as_library(node_probabilities: &Value, bank: &std::path::Path, ba
 
 /// The first generated image of `class` under a settings-keyed cache folder.
 fn first_image(cache: &std::path::Path, class: &str) -> std::path::PathBuf {
-    let keyed = std::fs::read_dir(cache).unwrap().map(|e| e.unwrap().path()).find(|p| p.join(class).is_dir()).unwrap();
-    keyed.join(class).join("00000.png")
+    let keyed = std::fs::read_dir(cache).unwrap().map(|e| e.unwrap().path()).find(|p| p.join("classes").join(class).is_dir()).unwrap();
+    keyed.join("classes").join(class).join("00000.png")
 }
 
 #[test]

@@ -311,7 +311,7 @@ def relabel_generated(p, client, cache_dir, class_name, candidates=()):
     from eloss_perception_msgs.msg import BoundingBox2D
     from eloss_perception_msgs.srv import RelabelObjects
     from PIL import Image as PILImage
-    png = sorted(glob.glob(f"{cache_dir}/*/{class_name}/00000.png"))[0]
+    png = sorted(glob.glob(f"{cache_dir}/*/classes/{class_name}/00000.png"))[0]
     rgb = np.asarray(PILImage.open(png).convert("RGB"))
     req = RelabelObjects.Request()
     req.source = RelabelObjects.Request.SOURCE_EXPLICIT_IMAGE
