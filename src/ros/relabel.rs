@@ -125,7 +125,10 @@ pub fn attach_labels(
 
 /// Answers a request. `recent(stamp_ns, ids)` looks up a SOURCE_RECENT_FRAME
 /// request in the node's history (stamp 0 = the newest frame) and returns
-/// the selection with the camera calibration, or why it cannot.
+/// the selection with the camera calibration, or why it cannot. A request
+/// over the limits of [`check_request_size`] (256 boxes, 1024 candidates) is
+/// refused before its image is decoded or a crop is cut; crops are cut and
+/// embedded one batch at a time ([`GdcClassifier::classify_lazily`]).
 pub fn handle(
     gdc: &Gdc,
     req: &RelabelObjects::Request,

@@ -277,14 +277,22 @@ def relabel(ns, image_png, boxes):
         req.candidate_classes = list(candidates)
         return req
 
-    out = {"all": call(explicit()), "subset": call(explicit(["sky", "grass"])),
+    def oversized():
+        # 5,000 whole-image boxes (issue 13: 7.8 GB and no answer): refused at once
+        req = explicit()
+        whole = BoundingBox2D(x_min=0.0, y_min=0.0, x_max=float(rgb.shape[1]), y_max=float(rgb.shape[0]))
+        req.boxes_2d = [whole] * 5000
+        return req
+
+    # evaluated in order: the requests after the oversized one show the node still serves
+    out = {"all": call(explicit()), "oversized": call(oversized()), "subset": call(explicit(["sky", "grass"])),
            "unknown_class": call(explicit(["grass", "unicorn"])),
            "bad_encoding": call(explicit(encoding="yuv422_yuy2"))}
     by_id = RelabelObjects.Request()
     by_id.source = RelabelObjects.Request.SOURCE_RECENT_FRAME
     out["by_id"] = call(by_id)
-    # the node's GDC diagnostics count the five requests
-    p.spin_until(lambda: count(p.diag, "gdc", "relabel_requests") >= 5, 15, "GDC diagnostics counting the requests")
+    # the node's GDC diagnostics count the six requests
+    p.spin_until(lambda: count(p.diag, "gdc", "relabel_requests") >= 6, 15, "GDC diagnostics counting the requests")
     out["diagnostics"] = p.diag["gdc"]
     print(json.dumps(out))
     p.close()
