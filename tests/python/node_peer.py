@@ -191,6 +191,17 @@ def drive(ns, kitti_bin):
     result["set_max_range_negative"] = set_max_range(-1.0)
     send_and_wait(pub_pts, cloud_msg(xyzi), cloud, "frames_processed", "cloud_after_bad_param")
     result["set_max_range_200"] = set_max_range(200.0)
+    # a calib file any peer can point at a device: refused at once with the
+    # reason (issue 13: /dev/zero was accepted and read until memory ran out)
+    req = SetParameters.Request()
+    req.parameters = [Parameter(name="camera.calib_file",
+                                value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="/dev/zero"))]
+    t0 = time.monotonic()
+    fut = client.call_async(req)
+    p.spin_until(fut.done, 10, "set_parameters response")
+    r0 = fut.result().results[0]
+    result["set_calib_dev_zero"] = {"successful": r0.successful, "reason": r0.reason, "seconds": time.monotonic() - t0}
+    send_and_wait(pub_pts, cloud_msg(xyzi), cloud, "frames_processed", "cloud_after_calib_dev_zero")
 
     padded, finite = cloud_f64_padded(xyzi)
     send_and_wait(pub_pts, padded, cloud, "frames_processed", "f64_padded_cloud")
