@@ -193,10 +193,35 @@ pub struct CameraParams {
     pub calib_file: String,
 }
 
+/// Largest `camera.calib_file` read (a KITTI calib file is ~1 KB).
+pub const MAX_CALIB_FILE_BYTES: u64 = 64 * 1024;
+/// Longest `camera.calib_file` path accepted.
+pub const MAX_PATH_BYTES: usize = 4096;
+
 impl CameraParams {
+    /// The checks that need no file: `calib_file` is a plausible path, and
+    /// without one `lidar_to_camera` is a valid extrinsic.
+    pub fn check(&self) -> Result<(), ParamsError> {
+        if self.calib_file.len() > MAX_PATH_BYTES || self.calib_file.contains('\0') {
+            return Err(ParamsError::Invalid {
+                name: "camera.calib_file",
+                value: format!("{} bytes", self.calib_file.len()),
+                rule: "must be a path of at most 4096 bytes without NUL",
+            });
+        }
+        if self.calib_file.is_empty() {
+            self.extrinsic()?;
+        }
+        Ok(())
+    }
+
     /// The LiDAR → camera-optical extrinsic (3x4 row-major), from the calib
     /// file when one is named, else from `lidar_to_camera`; checked: 12
-    /// finite numbers whose rotation part is invertible.
+    /// finite numbers whose rotation part is invertible. The file is read
+    /// as untrusted input ([`crate::untrusted_file`]: a regular file of at
+    /// most [`MAX_CALIB_FILE_BYTES`]), and errors never quote its contents.
+    /// Reads the file on every call: the node calls it once per change
+    /// (`GuardedParams`), never per request.
     pub fn extrinsic(&self) -> Result<[f64; 12], ParamsError> {
         let m: [f64; 12] = if self.calib_file.is_empty() {
             let m: [f64; 12] = self.lidar_to_camera.0.as_slice().try_into().map_err(|_| ParamsError::Invalid {
@@ -206,8 +231,17 @@ impl CameraParams {
             })?;
             m
         } else {
-            crate::dataset::kitti::Calibration::read(&self.calib_file)
-                .map_err(|e| ParamsError::CalibFile { path: self.calib_file.clone(), error: e.to_string() })?
+            let calib_error = |error: String| ParamsError::CalibFile { path: crate::log_limit::printable(&self.calib_file), error };
+            let text = crate::untrusted_file::read_text(std::path::Path::new(&self.calib_file), MAX_CALIB_FILE_BYTES)
+                .map_err(|e| calib_error(e.to_string()))?;
+            crate::dataset::kitti::Calibration::parse(&text)
+                .map_err(|e| {
+                    calib_error(match e.line {
+                        // the line's text is not quoted: the file may be anything readable
+                        Some(n) => format!("line {n} is not a valid KITTI calib entry (`KEY: numbers`, P2 / R0_rect / Tr_velo_to_cam needed)"),
+                        None => e.message,
+                    })
+                })?
                 .lidar_to_cam_matrix()
         };
         let invalid = |rule| ParamsError::Invalid { name: "camera.lidar_to_camera", value: format!("{m:?}"), rule };
@@ -313,7 +347,8 @@ impl NodeParams {
         Self::from_params_yaml(DEFAULT_PARAMS_YAML)
     }
 
-    /// Rejects out-of-range values instead of clamping them.
+    /// Rejects out-of-range values instead of clamping them. Reads no file
+    /// (`camera.calib_file` is read by [`CameraParams::extrinsic`]).
     pub fn validate(&self) -> Result<(), ParamsError> {
         let bad = |name, value: f64, rule| Err(ParamsError::Invalid { name, value: value.to_string(), rule });
         if !(self.diagnostics.period_s > 0.0 && self.diagnostics.period_s <= 3600.0) {
@@ -395,7 +430,8 @@ impl NodeParams {
         if g.templates.is_empty() {
             return Err(ParamsError::Invalid { name: "gdc.generator.templates", value: String::new(), rule: "must be default or a file" });
         }
-        self.camera.extrinsic()?;
+        // the calib file itself is read once per change, by GuardedParams
+        self.camera.check()?;
         Ok(())
     }
 
@@ -580,5 +616,7 @@ mod tests {
         let missing = CameraParams { lidar_to_camera: DoubleArray::default(), calib_file: "/nonexistent/calib.txt".into() };
         let e = missing.extrinsic().unwrap_err();
         assert!(matches!(e, ParamsError::CalibFile { .. }) && e.to_string().contains("/nonexistent/calib.txt"), "{e}");
+        // validation alone reads no file
+        missing.check().unwrap();
     }
 }

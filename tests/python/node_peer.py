@@ -191,6 +191,17 @@ def drive(ns, kitti_bin):
     result["set_max_range_negative"] = set_max_range(-1.0)
     send_and_wait(pub_pts, cloud_msg(xyzi), cloud, "frames_processed", "cloud_after_bad_param")
     result["set_max_range_200"] = set_max_range(200.0)
+    # a calib file any peer can point at a device: refused at once with the
+    # reason (issue 13: /dev/zero was accepted and read until memory ran out)
+    req = SetParameters.Request()
+    req.parameters = [Parameter(name="camera.calib_file",
+                                value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="/dev/zero"))]
+    t0 = time.monotonic()
+    fut = client.call_async(req)
+    p.spin_until(fut.done, 10, "set_parameters response")
+    r0 = fut.result().results[0]
+    result["set_calib_dev_zero"] = {"successful": r0.successful, "reason": r0.reason, "seconds": time.monotonic() - t0}
+    send_and_wait(pub_pts, cloud_msg(xyzi), cloud, "frames_processed", "cloud_after_calib_dev_zero")
 
     padded, finite = cloud_f64_padded(xyzi)
     send_and_wait(pub_pts, padded, cloud, "frames_processed", "f64_padded_cloud")
@@ -277,14 +288,22 @@ def relabel(ns, image_png, boxes):
         req.candidate_classes = list(candidates)
         return req
 
-    out = {"all": call(explicit()), "subset": call(explicit(["sky", "grass"])),
+    def oversized():
+        # 5,000 whole-image boxes (issue 13: 7.8 GB and no answer): refused at once
+        req = explicit()
+        whole = BoundingBox2D(x_min=0.0, y_min=0.0, x_max=float(rgb.shape[1]), y_max=float(rgb.shape[0]))
+        req.boxes_2d = [whole] * 5000
+        return req
+
+    # evaluated in order: the requests after the oversized one show the node still serves
+    out = {"all": call(explicit()), "oversized": call(oversized()), "subset": call(explicit(["sky", "grass"])),
            "unknown_class": call(explicit(["grass", "unicorn"])),
            "bad_encoding": call(explicit(encoding="yuv422_yuy2"))}
     by_id = RelabelObjects.Request()
     by_id.source = RelabelObjects.Request.SOURCE_RECENT_FRAME
     out["by_id"] = call(by_id)
-    # the node's GDC diagnostics count the five requests
-    p.spin_until(lambda: count(p.diag, "gdc", "relabel_requests") >= 5, 15, "GDC diagnostics counting the requests")
+    # the node's GDC diagnostics count the six requests
+    p.spin_until(lambda: count(p.diag, "gdc", "relabel_requests") >= 6, 15, "GDC diagnostics counting the requests")
     out["diagnostics"] = p.diag["gdc"]
     print(json.dumps(out))
     p.close()
@@ -311,7 +330,7 @@ def relabel_generated(p, client, cache_dir, class_name, candidates=()):
     from eloss_perception_msgs.msg import BoundingBox2D
     from eloss_perception_msgs.srv import RelabelObjects
     from PIL import Image as PILImage
-    png = sorted(glob.glob(f"{cache_dir}/*/{class_name}/00000.png"))[0]
+    png = sorted(glob.glob(f"{cache_dir}/*/classes/{class_name}/00000.png"))[0]
     rgb = np.asarray(PILImage.open(png).convert("RGB"))
     req = RelabelObjects.Request()
     req.source = RelabelObjects.Request.SOURCE_EXPLICIT_IMAGE
