@@ -3,6 +3,7 @@
 
 use anyhow::Context as _;
 use eloss_perception::dataset::sim::dataset_writer::{parse_anomaly_list, AnomalySpec};
+use eloss_perception::dataset::sim::Anomaly;
 use eloss_perception::eloss::calibration::{default_path, EntropyCalibration};
 use eloss_perception::eloss::dose_response::{markdown, plots, sweep};
 use std::path::PathBuf;
@@ -30,6 +31,10 @@ pub struct DoseArgs {
     /// Severities of the sweep, in [0, 1]
     #[arg(long, default_value = "0.1,0.25,0.5,0.75,1.0")]
     severities: String,
+    /// Largest fraction of the cloud's point count added as noise (severity 1);
+    /// the simulator's own default is 0.05, the sweep defaults to the whole cloud
+    #[arg(long, default_value_t = 1.0)]
+    noise_max_fraction: f64,
     /// Output folder: dose_response.md, dose_response.csv, dose_factor.png, dose_auroc.png
     #[arg(long)]
     out: PathBuf,
@@ -44,6 +49,7 @@ pub fn dose_response(a: DoseArgs) -> anyhow::Result<()> {
     let anomalies = parse_anomaly_list(&a.kinds)?
         .into_iter()
         .map(|s| match s {
+            AnomalySpec::Lidar(Anomaly::Noise { .. }, _) => Ok(Anomaly::Noise { max_fraction: a.noise_max_fraction }),
             AnomalySpec::Lidar(anomaly, _) => Ok(anomaly),
             AnomalySpec::Camera(..) => anyhow::bail!("camera anomalies do not change the cloud: use LiDAR kinds"),
         })
