@@ -124,25 +124,24 @@ fn spawn(preparer: &Arc<FramePreparer>, threads: usize) -> Result<Workers, Loade
     let (result_tx, results) = channel::<Prepared>();
     let job_rx = Arc::new(Mutex::new(job_rx));
     let mut workers = Workers { jobs: Some(job_tx), results, handles: Vec::with_capacity(threads) };
-    for i in 0..threads
-    {
+    for i in 0..threads {
         let (jobs, out, preparer) = (Arc::clone(&job_rx), result_tx.clone(), Arc::clone(preparer));
         let handle = std::thread::Builder::new()
-                .name(format!("train-loader-{i}"))
-                .spawn(move || loop {
-                    // the lock is held only while taking a job
-                    let job = match jobs.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((seq, s)) = job else { return };
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| preparer.prepare(s.frame, s.sample)))
-                        .map_err(|p| LoaderError::Panicked { sample: s.sample, message: crate::panic_message::panic_message(&*p) })
-                        .and_then(|r| r.map_err(LoaderError::from));
-                    if out.send((seq, result)).is_err() {
-                        return;
-                    }
-                })
+            .name(format!("train-loader-{i}"))
+            .spawn(move || loop {
+                // the lock is held only while taking a job
+                let job = match jobs.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok((seq, s)) = job else { return };
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| preparer.prepare(s.frame, s.sample)))
+                    .map_err(|p| LoaderError::Panicked { sample: s.sample, message: crate::panic_message::panic_message(&*p) })
+                    .and_then(|r| r.map_err(LoaderError::from));
+                if out.send((seq, result)).is_err() {
+                    return;
+                }
+            })
             .map_err(LoaderError::Spawn)?;
         workers.handles.push(handle);
     }
