@@ -1,7 +1,9 @@
 //! The training run behind `eloss train`: epochs over a KITTI-format folder
+//! in batches of `batch_size` frames prepared by background loader threads,
 //! with augmentation, the one-cycle AdamW schedule, the Entropy Loss term
-//! (weight ramped in over a warm-up), checkpoints that resume exactly where
-//! a run stopped, a validation AP per epoch and CSV logs for the curves.
+//! (weight ramped in over a warm-up), mixed precision on CUDA, checkpoints
+//! that resume exactly where a run stopped (mid-epoch too), a validation AP
+//! per epoch and CSV logs for the curves and the throughput.
 //!
 //! A run folder holds `train.yaml` (the configuration used), `last.safetensors`
 //! (model + optimizer + position), `steps.csv` and `epochs.csv`.
