@@ -115,3 +115,36 @@ fn configs_bound_the_batch_and_the_loader() {
     let compact = TrainConfig::from_yaml(&std::fs::read_to_string(root.join("config/train_compact.yaml")).unwrap()).unwrap();
     assert_eq!(compact.batch_size, 1);
 }
+
+/// A broken frame file stops the loader with an error naming it (no hang,
+/// threads joined when the loader goes), after the batches before it.
+#[test]
+fn a_broken_frame_is_an_error_naming_the_file() {
+    use crate::dataset::kitti::{KittiDataset, Split};
+    use crate::detect::detector::{Detector, DetectorConfig};
+    use crate::train::batch::{FramePreparer, TargetSpec};
+    use crate::train::data::FrameSource;
+    use crate::train::loader::{BatchLoader, SampleRef};
+    let copy = tempfile::tempdir().unwrap();
+    for sub in ["velodyne", "calib", "label_2", "image_2"] {
+        let (from, to) = (data().join("training").join(sub), copy.path().join("training").join(sub));
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(&from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::write(copy.path().join("training/velodyne/000002.bin"), [0u8; 7]).unwrap();
+    let det = Detector::new(DetectorConfig::compact(), Device::Cpu).unwrap();
+    let ds = KittiDataset::open(copy.path(), Split::Training).unwrap();
+    let ids = ds.ids().to_vec();
+    let source = FrameSource::new(ds, &det.config.class_names()).unwrap();
+    let preparer = std::sync::Arc::new(FramePreparer { source, ids, augment: Default::default(), seed: 0, spec: TargetSpec::kitti(&det) });
+    let samples: Vec<SampleRef> = (0..FRAMES).map(|i| SampleRef { frame: i, sample: i as u64 }).collect();
+    for threads in [0, 2] {
+        let mut loader = BatchLoader::new(preparer.clone(), samples.clone(), 2, threads).unwrap();
+        assert_eq!(loader.next_batch().unwrap().unwrap().ids, ["000000", "000001"]);
+        let err = loader.next_batch().unwrap_err().to_string();
+        assert!(err.contains("000002.bin"), "{threads} threads: {err}");
+    }
+}
