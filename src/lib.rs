@@ -12,6 +12,7 @@
 //! println!("{} points", pts.len());
 //! ```
 
+pub mod atomic_file;
 pub mod bag;
 pub mod camera;
 pub mod cloud;
@@ -33,6 +34,7 @@ pub mod plot;
 pub mod stats;
 #[cfg(feature = "torch")]
 pub mod train;
+pub mod untrusted_file;
 #[cfg(feature = "torch")]
 pub mod weights;
 

@@ -293,7 +293,7 @@ mod tests {
     }
 
     /// Grossly out-of-distribution clouds (not the simulator's realistic
-    /// anomalies): random points move Eloss by well over 10x and are flagged,
+    /// anomalies): random points move Eloss by over 100x and are flagged,
     /// the real frame is not. The table in docs/eloss_monitor.md:
     /// `cargo test --release --lib out_of_distribution -- --nocapture`.
     #[test]
@@ -334,7 +334,9 @@ mod tests {
         }
         assert!(!reports[0].anomalous_frame, "the real frame is normal");
         for r in &reports[1..3] {
-            assert!(r.anomalous_frame && r.deviation_factor > 10.0, "random points: factor {}", r.deviation_factor);
+            // the papers' "over 100x": the shipped model's monitor reads the term it was
+            // trained to keep small (batch-norm frozen, kNN), measured 189x and 200x
+            assert!(r.anomalous_frame && r.deviation_factor > 100.0, "random points: factor {}", r.deviation_factor);
         }
     }
 

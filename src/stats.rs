@@ -191,13 +191,23 @@ pub struct ElossStats {
     pub alarms_raised: u64,
     /// Profile + scoring per frame.
     pub compute: Timing,
+    /// `eloss.on_alarm` of the last frame (publish, temper, suppress).
+    pub on_alarm: &'static str,
+    /// Alarmed frames whose boxes were tempered or suppressed, and the boxes withheld.
+    pub frames_acted_on: u64,
+    pub boxes_withheld: u64,
 }
 
 impl ElossStats {
     pub fn status(&self, name: &str, hardware_id: &str) -> DiagnosticStatus {
         let (level, message) = if self.alarm {
             let kind = if self.alarm_type.is_empty() { String::new() } else { format!(" (looks like {})", self.alarm_type) };
-            (Level::Warn, format!("input anomaly: Eloss score {:.2} above threshold {:.2}{kind}", self.last_score, self.threshold))
+            let action = match self.on_alarm {
+                "temper" => "; detections tempered",
+                "suppress" => "; detections suppressed",
+                _ => "; detections published as they are",
+            };
+            (Level::Warn, format!("input anomaly: Eloss score {:.2} above threshold {:.2}{kind}{action}", self.last_score, self.threshold))
         } else if let Some(reason) = &self.uncalibrated {
             (Level::Warn, reason.clone())
         } else if let Some(e) = self.last_error.as_ref().filter(|_| self.failures > 0) {
@@ -214,6 +224,9 @@ impl ElossStats {
             ("last_score".into(), format!("{:.4}", self.last_score)),
             ("threshold".into(), format!("{:.4}", self.threshold)),
             ("compute_mean_ms".into(), format!("{:.2}", self.compute.mean_ms())),
+            ("on_alarm".into(), self.on_alarm.to_string()),
+            ("frames_acted_on".into(), self.frames_acted_on.to_string()),
+            ("boxes_withheld".into(), self.boxes_withheld.to_string()),
         ];
         DiagnosticStatus { level, name: name.to_string(), message, hardware_id: hardware_id.to_string(), values }
     }
@@ -235,6 +248,13 @@ pub struct GdcStats {
     pub generator: bool,
     pub pending_classes: usize,
     pub failed_classes: usize,
+    /// Why the last save of the bank with run-time classes failed (None
+    /// after a successful one): the classes are usable but a restart loses them.
+    pub bank_save_error: Option<String>,
+    /// Memory held: the bank's means and factors, the history's frames and images.
+    pub bank_bytes: u64,
+    pub history_frame_bytes: u64,
+    pub history_image_bytes: u64,
 }
 
 impl GdcStats {
@@ -243,6 +263,9 @@ impl GdcStats {
             None => (Level::Ok, "loading the class bank and backbone".to_string()),
             Some(Err(e)) if self.configured => (Level::Error, e.clone()),
             Some(Err(_)) => (Level::Ok, "off (no gdc.bank_path)".to_string()),
+            Some(Ok(_)) if self.bank_save_error.is_some() => {
+                (Level::Error, format!("saving the bank failed: {}", self.bank_save_error.as_deref().unwrap_or_default()))
+            }
             Some(Ok(_)) if self.failed_classes > 0 => {
                 (Level::Warn, format!("{} run-time classes failed (see ~/gdc_bank)", self.failed_classes))
             }
@@ -263,6 +286,9 @@ impl GdcStats {
             ("generator".into(), self.generator.to_string()),
             ("pending_classes".into(), self.pending_classes.to_string()),
             ("failed_classes".into(), self.failed_classes.to_string()),
+            ("bank_bytes".into(), self.bank_bytes.to_string()),
+            ("history_frame_bytes".into(), self.history_frame_bytes.to_string()),
+            ("history_image_bytes".into(), self.history_image_bytes.to_string()),
         ];
         DiagnosticStatus { level, name: name.to_string(), message, hardware_id: hardware_id.to_string(), values }
     }
@@ -361,6 +387,14 @@ mod tests {
         g.request.record(Duration::from_millis(30));
         assert_eq!(value(&g.status("gdc", "hw"), "relabel_mean_ms"), "30.0");
         assert_eq!(value(&g.status("gdc", "hw"), "classes"), "5");
+        // issue 13: a failed save was only logged while the class was reported added
+        g.bank_save_error = Some("/banks/x.safetensors: No space left on device".into());
+        let s = g.status("gdc", "hw");
+        assert_eq!(s.level, Level::Error);
+        assert!(s.message.contains("saving the bank failed") && s.message.contains("No space left"), "{}", s.message);
+        (g.bank_bytes, g.history_image_bytes) = (4096, 1 << 20);
+        let s = g.status("gdc", "hw");
+        assert_eq!((value(&s, "bank_bytes"), value(&s, "history_image_bytes")), ("4096", "1048576"));
     }
 
     #[test]

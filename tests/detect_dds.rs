@@ -101,5 +101,29 @@ fn node_publishes_boxes_matching_a_simulated_clouds_ground_truth() {
     assert!(bad.iter().all(|b| b["anomalous_frame"] == true), "{bad:?}");
     assert_eq!(bad[0]["anomaly"], false, "one frame is not enough");
     assert_eq!(bad[bad.len() - 1]["anomaly"], true, "{bad:?}");
+    // our detections carry the frame's anomaly context; with eloss.on_alarm = publish
+    // (the default) the alarmed frames' boxes go out as they are
+    for b in bad {
+        let c = &b["context"];
+        assert_eq!(c["anomaly"], b["anomaly"], "{b}");
+        assert!((c["anomaly_score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-9, "{b}");
+        assert_eq!(c["on_alarm"], if b["anomaly"] == true { "publish" } else { "" }, "{b}");
+        assert_eq!(c["score_factor"], 1.0);
+        assert_eq!(c["boxes"], b["standard_boxes"], "{b}");
+    }
+    assert!(bad.iter().any(|b| b["anomaly"] == true && b["standard_boxes"].as_u64().unwrap() > 0), "the noisy scans still give boxes: {bad:?}");
+    // set at run time to suppress: an unknown policy is refused, and while the
+    // alarm stays up no boxes are published on either topic
+    assert_eq!(r["set_on_alarm_drop"], false);
+    assert_eq!(r["set_on_alarm_suppress"], true);
+    for b in r["suppressed"].as_array().unwrap() {
+        assert_eq!(b["anomaly"], true, "{b}");
+        assert_eq!(b["context"]["on_alarm"], "suppress", "{b}");
+        assert_eq!((b["context"]["boxes"].as_u64(), b["standard_boxes"].as_u64()), (Some(0), Some(0)), "{b}");
+    }
+    let diag = &r["eloss_diagnostics"];
+    assert_eq!(diag["on_alarm"], "suppress", "{diag}");
+    assert!(diag["message"].as_str().unwrap().contains("detections suppressed"), "{diag}");
+    assert!(diag["boxes_withheld"].as_str().unwrap().parse::<u64>().unwrap() > 0, "{diag}");
     assert!(node.stop().success());
 }

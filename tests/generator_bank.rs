@@ -64,19 +64,19 @@ fn bank_from_class_names_with_a_tiny_generator() {
     let k = &keyed[0];
     assert!(k.join("settings.json").is_file());
     for class in ["car", "traffic_cone"] {
-        let sheet = image::open(k.join(format!("{class}_sheet.png"))).unwrap();
+        let sheet = image::open(k.join("sheets").join(format!("{class}.png"))).unwrap();
         assert_eq!((sheet.width(), sheet.height()), (64, 64)); // 2x2 grid of 32 px thumbnails
         for i in 0..3 {
-            assert!(k.join(class).join(format!("{i:05}.png")).is_file());
+            assert!(k.join("classes").join(class).join(format!("{i:05}.png")).is_file());
         }
     }
     // images differ within a class (own seeds and prompts)
-    let a = std::fs::read(k.join("car/00000.png")).unwrap();
-    assert_ne!(a, std::fs::read(k.join("car/00001.png")).unwrap());
+    let a = std::fs::read(k.join("classes/car/00000.png")).unwrap();
+    assert_ne!(a, std::fs::read(k.join("classes/car/00001.png")).unwrap());
 
     // resume: only the deleted image is generated again, the same image although batched
     // differently (batched kernels may round the last float bit differently: ≤ 1 grey level)
-    let victim = k.join("traffic_cone/00001.png");
+    let victim = k.join("classes/traffic_cone/00001.png");
     let before = image::open(&victim).unwrap().to_rgb8();
     std::fs::remove_file(&victim).unwrap();
     let stdout = bank_cmd(&gen, &backbone, &cache, &out, "3");
@@ -154,7 +154,7 @@ fn class_queue_generates_in_the_background_and_survives_a_failing_class() {
     let (class, paths, prompts) = &added[0];
     assert_eq!((class.as_str(), paths.len(), prompts[0].as_str()), ("bus", 3, "a photo of a bus."));
     assert!(paths.iter().all(|p| p.is_file()));
-    assert!(paths[0].parent().unwrap().parent().unwrap().join("bus_sheet.png").is_file());
+    assert!(paths[0].parent().unwrap().parent().unwrap().parent().unwrap().join("sheets/bus.png").is_file());
     stop.store(true, Ordering::Relaxed);
     worker.join().unwrap();
 }

@@ -57,6 +57,12 @@ fn node_decodes_real_and_malformed_input_over_dds() {
     assert_eq!(counter(exchange(&r, "cloud_within_10m", true), "last_elements"), within_10m);
     assert_eq!(counter(exchange(&r, "cloud_after_bad_param", true), "last_elements"), within_10m);
     assert_eq!(r["set_max_range_200"], true);
+    // camera.calib_file = /dev/zero: refused with the reason, and clouds are still processed
+    let dev_zero = &r["set_calib_dev_zero"];
+    assert_eq!(dev_zero["successful"], false, "{dev_zero}");
+    assert!(dev_zero["reason"].as_str().unwrap().contains("is a character device, not a regular file"), "{dev_zero}");
+    assert!(dev_zero["seconds"].as_f64().unwrap() < 5.0, "{dev_zero}");
+    exchange(&r, "cloud_after_calib_dev_zero", true);
     // float64 xyz + uint8 intensity in padded 32-byte points, NaN rows dropped
     let padded = exchange(&r, "f64_padded_cloud", true);
     assert_eq!(counter(padded, "last_elements"), r["f64_padded_cloud"]["expected_points"].as_u64().unwrap());

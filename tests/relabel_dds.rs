@@ -72,6 +72,12 @@ fn relabel_service_returns_probabilities_and_clear_errors() {
     assert!(labels[3]["error"].as_str().unwrap().contains("not visible") || labels[3]["error"].as_str().unwrap().contains("outside"));
     assert!(labels[4]["error"].as_str().unwrap().contains("px"), "{}", labels[4]);
 
+    // over the per-request limit: a clear error, and the next requests are served
+    let oversized = &r["oversized"];
+    assert_eq!(oversized["success"], false, "{oversized}");
+    assert!(oversized["error"].as_str().unwrap().contains("5000 boxes; at most 256 per request"), "{oversized}");
+    assert!(oversized["labels"].as_array().unwrap().is_empty());
+
     // candidates restrict the distribution; brick is not among them
     let subset = &r["subset"]["labels"].as_array().unwrap()[0];
     assert_eq!(subset["probabilities"].as_object().unwrap().len(), 2);
@@ -83,7 +89,7 @@ fn relabel_service_returns_probabilities_and_clear_errors() {
     assert!(r["by_id"]["error"].as_str().unwrap().contains("no LiDAR frame"), "{}", r["by_id"]);
     let diag = &r["diagnostics"];
     assert_eq!((diag["level"].as_u64(), diag["classes"].as_str()), (Some(0), Some("3")), "{diag}");
-    assert_eq!((diag["relabel_requests"].as_str(), diag["relabel_failed"].as_str()), (Some("5"), Some("3")), "{diag}");
+    assert_eq!((diag["relabel_requests"].as_str(), diag["relabel_failed"].as_str()), (Some("6"), Some("4")), "{diag}");
     assert!(diag["backbone"].as_str().unwrap().starts_with("dinov2["), "{diag}");
     assert!(node.stop().success());
 }
@@ -108,7 +114,7 @@ fn relabel_without_a_bank_says_gdc_is_off() {
     let diag = &r["diagnostics"];
     assert_eq!(diag["level"], 2, "{diag}");
     assert!(diag["message"].as_str().unwrap().contains("corrupt_bank.safetensors"), "{diag}");
-    assert_eq!(diag["relabel_failed"], "5", "{diag}");
+    assert_eq!(diag["relabel_failed"], "6", "{diag}"); // every request of node_peer.py relabel, the oversized one included
 }
 
 fn relabel_without_gdc(dir: &tempfile::TempDir, params: &[String], tag: &str) -> Option<Value> {

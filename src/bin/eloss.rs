@@ -13,6 +13,9 @@ mod detector_cmds;
 #[cfg(feature = "torch")]
 #[path = "eloss/gdc_cmds.rs"]
 mod gdc_cmds;
+#[cfg(feature = "torch")]
+#[path = "eloss/monitor_cmds.rs"]
+mod monitor_cmds;
 
 #[derive(Parser)]
 #[command(name = "eloss", version, about = "eloss_perception command-line tool")]
@@ -37,6 +40,9 @@ enum Cmd {
     #[cfg(feature = "torch")]
     #[command(name = "eloss-eval")]
     ElossEval(ElossEvalArgs),
+    /// The monitor's signals against the severity of each LiDAR anomaly, applied to normal clouds (tables + plots)
+    #[cfg(feature = "torch")]
+    DoseResponse(monitor_cmds::DoseArgs),
     /// KITTI object evaluation (AP R11/R40; 2D, BEV, 3D; Easy/Moderate/Hard) of
     /// label_2-format detections against label_2 ground truth
     Eval {
@@ -279,6 +285,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Calibrate(a) => calibrate(a),
         #[cfg(feature = "torch")]
         Cmd::ElossEval(a) => eloss_eval(a),
+        #[cfg(feature = "torch")]
+        Cmd::DoseResponse(a) => monitor_cmds::dose_response(a),
         Cmd::Eval { gt, dt, markdown } => {
             use eloss_perception::eval::{evaluate_folders, ids_in_dir, EvalConfig};
             let ids = ids_in_dir(&gt)?;

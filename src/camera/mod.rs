@@ -22,7 +22,17 @@ pub enum CameraError {
     NonFinite(&'static str),
     #[error("unknown distortion model `{0}` (expected plumb_bob, rational_polynomial or equidistant)")]
     UnknownDistortionModel(String),
+    #[error("{0} distortion coefficients; at most {MAX_DISTORTION_COEFFICIENTS}")]
+    TooManyCoefficients(usize),
+    #[error("distortion model name of {0} bytes; at most {MAX_DISTORTION_MODEL_BYTES}")]
+    LongModelName(usize),
 }
+
+/// Most coefficients in `CameraInfo.d` (OpenCV's largest model, with thin
+/// prism and tilt terms, has 14).
+pub const MAX_DISTORTION_COEFFICIENTS: usize = 14;
+/// Longest distortion model name accepted (the known ones have at most 19 bytes).
+pub const MAX_DISTORTION_MODEL_BYTES: usize = 64;
 
 /// Lens distortion of the raw image, with the coefficients as published.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +85,13 @@ impl PinholeCamera {
         // instead of reporting a zero focal length.
         if info.p.iter().all(|&v| v == 0.0) || info.k.iter().all(|&v| v == 0.0) {
             return Err(CameraError::Uncalibrated);
+        }
+        // bounded before anything is copied: the node keeps the newest calibration
+        if info.d.len() > MAX_DISTORTION_COEFFICIENTS {
+            return Err(CameraError::TooManyCoefficients(info.d.len()));
+        }
+        if info.distortion_model.len() > MAX_DISTORTION_MODEL_BYTES {
+            return Err(CameraError::LongModelName(info.distortion_model.len()));
         }
         for (name, values) in [("K", &info.k[..]), ("R", &info.r[..]), ("P", &info.p[..]), ("D", info.d)] {
             if values.iter().any(|v| !v.is_finite()) {
@@ -211,6 +228,20 @@ mod tests {
         ));
         assert!(matches!(check(CameraInfoLayout { height: 0, ..info() }), CameraError::ZeroSize { .. }));
         assert!(matches!(PinholeCamera::from_kitti_p2([0.0; 12], 10, 10), Err(CameraError::Uncalibrated)));
+    }
+
+    /// Issue 13: CameraInfo.d had no length limit (and the model name is
+    /// echoed in the error of an unknown model).
+    #[test]
+    fn distortion_is_bounded() {
+        let d = vec![0.0; MAX_DISTORTION_COEFFICIENTS];
+        assert!(PinholeCamera::from_camera_info(&CameraInfoLayout { distortion_model: "", d: &d, ..info() }).is_ok());
+        let d = vec![0.0; 1_000_000];
+        let e = PinholeCamera::from_camera_info(&CameraInfoLayout { d: &d, ..info() }).unwrap_err();
+        assert!(matches!(e, CameraError::TooManyCoefficients(1_000_000)), "{e}");
+        let long = "x".repeat(100_000);
+        let e = PinholeCamera::from_camera_info(&CameraInfoLayout { distortion_model: &long, ..info() }).unwrap_err();
+        assert!(matches!(e, CameraError::LongModelName(100_000)) && e.to_string().len() < 100, "{e}");
     }
 
     /// The 8 corners of a KITTI camera-frame box: `(x, y, z)` is the bottom

@@ -201,7 +201,7 @@ mod tests {
         let det = Detector::new(tiny_config(), Device::Cpu).unwrap();
         // make the BN running statistics non-default so they are checked too
         let pts = grid_cloud();
-        let _ = det.forward_train(&pts).unwrap();
+        let _ = det.forward_train(&pts, crate::detect::detector::BatchNormMode::Train).unwrap();
         let opt = vec![("exp_avg/x".to_string(), Tensor::from_slice(&[1.0f32, 2.0, 3.0]))];
         let training = serde_json::json!({"epoch": 2, "step": 17});
         let id = save(&path, &det, &training, &opt).unwrap();

@@ -15,6 +15,18 @@ use crate::cloud::Points;
 use std::time::{Duration, Instant};
 use tch::{nn, Device};
 
+
+/// How batch-norm layers behave in a training forward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchNormMode {
+    /// Normalise by the batch's own statistics and update the running ones (OpenPCDet, the paper's code).
+    #[default]
+    Train,
+    /// Normalise by the running statistics (inference mode), which stay fixed.
+    Frozen,
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DetectorConfig {
     pub pillars: PillarConfig,
@@ -151,23 +163,31 @@ impl Detector {
         &self.grid
     }
 
-    /// One frame in training mode (batch-norm statistics update, gradients
-    /// kept): head outputs and the layer outputs for the Entropy Loss.
-    pub fn forward_train(&self, points: &Points) -> Result<(HeadOutput, LayerOutputs), DetectorError> {
+    /// One frame for training (gradients kept): head outputs and the layer
+    /// outputs for the Entropy Loss. With [`BatchNormMode::Train`] batch-norm
+    /// normalises by the frame's own statistics and updates its running
+    /// ones; with [`BatchNormMode::Frozen`] it uses the running statistics,
+    /// as inference does, so the layer outputs are the ones the Eloss
+    /// monitor reads (only the affine parameters keep learning).
+    pub fn forward_train(&self, points: &Points, batchnorm: BatchNormMode) -> Result<(HeadOutput, LayerOutputs), DetectorError> {
+        let bn_train = batchnorm == BatchNormMode::Train;
         let pillars = pillarize(points, &self.config.pillars)?;
-        let feats = self.encoder.encode(&pillars, self.vs.device(), true);
+        let feats = self.encoder.encode(&pillars, self.vs.device(), bn_train);
         let bev = self.encoder.scatter(&feats, &pillars);
-        let (blocks, layers) = self.backbone.forward(&bev, true);
-        Ok((self.head.forward(&self.neck.forward(&blocks, true)), layers))
+        let (blocks, layers) = self.backbone.forward(&bev, bn_train);
+        Ok((self.head.forward(&self.neck.forward(&blocks, bn_train)), layers))
     }
 
-    /// A batch of frames in training mode, as OpenPCDet: one pillar-encoder
+    /// A batch of frames for training, as OpenPCDet: one pillar-encoder
     /// pass over all frames' pillars, the features scattered into [B, C, H, W]
-    /// BEV maps, then backbone, neck and head on the batch (batch-norm
-    /// statistics over the B frames). Head outputs are [B, anchors, ...] and
-    /// every layer output [B, C, H, W]. For B = 1 the same tensors as
-    /// [`forward_train`](Self::forward_train) on that frame's points.
-    pub fn forward_train_batch(&self, batch: &PillarBatch) -> Result<(HeadOutput, LayerOutputs), DetectorError> {
+    /// BEV maps, then backbone, neck and head on the batch. With
+    /// [`BatchNormMode::Train`] batch-norm uses the statistics of the B
+    /// frames together; with [`BatchNormMode::Frozen`] the running ones, so
+    /// each frame is normalised on its own, as at inference. Head outputs
+    /// are [B, anchors, ...] and every layer output [B, C, H, W]. For B = 1
+    /// the same tensors as [`forward_train`](Self::forward_train) on that
+    /// frame's points.
+    pub fn forward_train_batch(&self, batch: &PillarBatch, batchnorm: BatchNormMode) -> Result<(HeadOutput, LayerOutputs), DetectorError> {
         let grid = self.config.pillars.grid()?;
         if batch.grid != grid || batch.max_points_per_pillar != self.config.pillars.max_points_per_pillar {
             return Err(DetectorError::Config {
@@ -178,10 +198,11 @@ impl Detector {
                 ),
             });
         }
-        let feats = self.encoder.encode_batch(batch, self.vs.device(), true);
+        let bn_train = batchnorm == BatchNormMode::Train;
+        let feats = self.encoder.encode_batch(batch, self.vs.device(), bn_train);
         let bev = self.encoder.scatter_batch(&feats, batch);
-        let (blocks, layers) = self.backbone.forward(&bev, true);
-        Ok((self.head.forward(&self.neck.forward(&blocks, true)), layers))
+        let (blocks, layers) = self.backbone.forward(&bev, bn_train);
+        Ok((self.head.forward(&self.neck.forward(&blocks, bn_train)), layers))
     }
 
     /// One frame, inference mode (batch size 1, no gradients).

@@ -13,6 +13,22 @@ pub const MAX_CHANNELS: i64 = 4096;
 /// number would build for ever.
 pub const MAX_LAYERS_PER_BLOCK: usize = 64;
 
+/// Points kept per pillar (OpenPCDet: 20 or 32).
+pub const MAX_POINTS_PER_PILLAR: usize = 1024;
+/// Pillars per cloud (OpenPCDet: 16,000 to 40,000).
+pub const MAX_PILLARS: usize = 1 << 20;
+/// BEV grid cells (the full model: 432 x 496 = 214,272).
+pub const MAX_GRID_CELLS: usize = 1 << 22;
+/// Anchor classes (one anchor set each).
+pub const MAX_CLASSES: usize = 64;
+/// Anchors on the head's map (the full model: 321,408).
+pub const MAX_ANCHORS: usize = 1 << 23;
+/// Detections kept per frame after NMS.
+pub const MAX_DETECTIONS: usize = 10_000;
+/// Estimated memory of one forward pass ([`DetectorConfig::forward_bytes_estimate`];
+/// the full model: about 0.6 GB).
+pub const MAX_FORWARD_BYTES: u64 = 8 << 30;
+
 fn bad(field: impl Into<String>, problem: impl Into<String>) -> DetectorError {
     DetectorError::Config { field: field.into(), problem: problem.into() }
 }
@@ -29,7 +45,66 @@ fn stride(field: &str, s: i64) -> Result<usize, DetectorError> {
     usize::try_from(s).ok().filter(|&s| s >= 1).ok_or_else(|| bad(field, format!("stride {s}, expected >= 1")))
 }
 
+fn at_most(field: &str, value: usize, max: usize) -> Result<(), DetectorError> {
+    if value > max {
+        return Err(bad(field, format!("{value}, expected <= {max}")));
+    }
+    Ok(())
+}
+
 impl DetectorConfig {
+    /// Bytes (f32) of the tensors of one forward pass, from the config alone:
+    /// the pillar features, the BEV canvas, every backbone layer's map (twice,
+    /// for a layer's input and output alive together), the neck's maps and
+    /// the head's outputs with the anchors. An upper estimate, in u128 so
+    /// that no crafted number overflows it.
+    pub fn forward_bytes_estimate(&self) -> u128 {
+        let Ok((w, h)) = self.pillars.grid() else { return u128::MAX };
+        let p = &self.pillars;
+        let cells = w as u128 * h as u128;
+        let mut floats = p.max_pillars as u128 * p.max_points_per_pillar as u128 * (10 + self.encoder_channels.max(0) as u128);
+        floats += cells * self.encoder_channels.max(0) as u128;
+        let mut size = (w as u128, h as u128);
+        let b = &self.backbone;
+        for i in 0..b.num_filters.len().min(b.layer_strides.len()).min(b.layer_nums.len()) {
+            let s = b.layer_strides[i].max(1) as u128;
+            size = (size.0.div_ceil(s), size.1.div_ceil(s));
+            floats += 2 * (b.layer_nums[i] as u128 + 1) * size.0 * size.1 * b.num_filters[i].max(0) as u128;
+        }
+        let s0 = b.layer_strides.first().copied().unwrap_or(1).max(1) as u128;
+        let head_cells = cells / (s0 * s0);
+        floats += head_cells * self.neck.upsample_filters.iter().map(|&f| f.max(0) as u128).sum::<u128>() * 2;
+        let anchors = head_cells * 2 * self.classes.len() as u128;
+        floats += anchors * (self.classes.len() as u128 + 7 + 2 + 2 * 7); // cls, boxes, dir; anchors and decoded boxes in f64
+        floats.saturating_mul(4)
+    }
+
+    /// The sizes a crafted checkpoint could make ruinous: the per-cloud
+    /// tensors and the anchors are allocated on the first cloud, so they
+    /// are bounded (and the whole pass estimated) before anything is built.
+    fn check_sizes(&self) -> Result<(), DetectorError> {
+        let p = &self.pillars;
+        at_most("pillars.max_points_per_pillar", p.max_points_per_pillar, MAX_POINTS_PER_PILLAR)?;
+        at_most("pillars.max_pillars", p.max_pillars, MAX_PILLARS)?;
+        let (w, h) = p.grid()?;
+        if w.checked_mul(h).is_none_or(|c| c > MAX_GRID_CELLS) {
+            return Err(bad("pillars.pillar_size", format!("a {w} x {h} grid, expected <= {MAX_GRID_CELLS} cells")));
+        }
+        at_most("classes", self.classes.len(), MAX_CLASSES)?;
+        at_most("max_detections", self.max_detections, MAX_DETECTIONS)?;
+        let s0 = self.backbone.layer_strides.first().copied().unwrap_or(1).max(1) as usize;
+        let anchors = (w / s0) * (h / s0) * 2 * self.classes.len();
+        if anchors > MAX_ANCHORS {
+            return Err(bad("classes", format!("{anchors} anchors on a {} x {} map, expected <= {MAX_ANCHORS}", w / s0, h / s0)));
+        }
+        let bytes = self.forward_bytes_estimate();
+        if bytes > MAX_FORWARD_BYTES as u128 {
+            let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+            return Err(bad("pillars", format!("one forward pass needs about {:.1} GiB, more than the {:.0} GiB accepted", gib(bytes), gib(MAX_FORWARD_BYTES as u128))));
+        }
+        Ok(())
+    }
+
     /// Every invariant the model builders and the anchor head rely on.
     pub fn validate(&self) -> Result<(), DetectorError> {
         let (w, h) = self.pillars.grid()?;
@@ -103,7 +178,7 @@ impl DetectorConfig {
         if !(0.0..=1.0).contains(&self.nms_iou) {
             return Err(bad("nms_iou", format!("{}, expected 0..=1", self.nms_iou)));
         }
-        Ok(())
+        self.check_sizes()
     }
 }
 
@@ -165,6 +240,38 @@ mod tests {
             let err = Detector::new(cfg, Device::Cpu).err().expect(field);
             assert!(err.to_string().contains(field), "{field}: {err}");
         }
+    }
+
+    /// Issue 13: a checkpoint config with huge sizes passed validation and
+    /// aborted the process on the first cloud. Each is now an error naming
+    /// the field, before any tensor is built.
+    #[test]
+    fn ruinous_sizes_are_refused_before_building() {
+        type Edit = fn(&mut DetectorConfig);
+        let edits: [(&str, Edit); 8] = [
+            ("pillars.max_points_per_pillar", |c| c.pillars.max_points_per_pillar = 1 << 40),
+            ("pillars.max_pillars", |c| c.pillars.max_pillars = 1 << 40),
+            ("pillars.pillar_size", |c| c.pillars.pillar_size = [0.01, 0.01]),
+            ("classes", |c| c.classes = vec![c.classes[0].clone(); MAX_CLASSES + 1]),
+            ("classes", |c| {
+                c.pillars.pillar_size = [0.04, 0.04]; // 1728 x 1984 cells: within the grid cap
+                c.classes = vec![c.classes[0].clone(); 20];
+            }),
+            ("max_detections", |c| c.max_detections = usize::MAX),
+            // each size within its own cap, the whole pass beyond the budget
+            ("pillars", |c| (c.pillars.max_pillars, c.pillars.max_points_per_pillar) = (MAX_PILLARS, MAX_POINTS_PER_PILLAR)),
+            ("pillars", |c| (c.encoder_channels, c.backbone.in_channels, c.pillars.pillar_size) = (MAX_CHANNELS, MAX_CHANNELS, [0.08, 0.08])),
+        ];
+        for (field, edit) in edits {
+            let mut cfg = DetectorConfig::compact();
+            edit(&mut cfg);
+            let err = cfg.validate().expect_err(field);
+            assert!(matches!(&err, DetectorError::Config { field: f, .. } if f == field), "{field}: {err:?}");
+            let err = Detector::new(cfg, Device::Cpu).err().expect(field);
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+        let full = DetectorConfig::full().forward_bytes_estimate();
+        assert!(full > 100 << 20 && full < 1 << 30, "{full}");
     }
 
     #[test]

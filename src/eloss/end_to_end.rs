@@ -96,3 +96,36 @@ fn write_random_compact_checkpoint() {
     let id = checkpoint::save(std::path::Path::new(&path), &det, &serde_json::json!({"random_init": true}), &[]).unwrap();
     eprintln!("wrote {} (model id {id})", std::path::PathBuf::from(path).display());
 }
+
+/// The shipped model's monitor reads the quantity its training minimised:
+/// on the real KITTI frame, the Entropy Loss exactly as the training step
+/// computes it (the training config stored in the checkpoint: its estimator
+/// and batch-norm mode, through `Detector::forward_train`) equals the Eloss
+/// the node's monitor reports with the shipped calibration (`detect` →
+/// profile with the calibration's estimator). Fails when the model was
+/// trained in batch-norm train mode (the frame's own statistics) while the
+/// monitor runs on running statistics, or when the calibration uses another
+/// estimator than training did.
+#[test]
+fn shipped_monitor_reads_the_trained_quantity() {
+    use crate::detect::detector::BatchNormMode;
+    use crate::eloss::loss::entropy_loss;
+    use crate::perception::{EMBEDDED_CALIBRATION, EMBEDDED_MODEL};
+    use std::str::FromStr;
+    let Some(dir) = crate::cloud::test_data::kitti_dir() else { return };
+    let points = crate::cloud::kitti_bin::read(&dir.join("000008.bin")).unwrap();
+    let (det, info) = checkpoint::load_bytes(EMBEDDED_MODEL, std::path::Path::new("embedded"), Device::Cpu).unwrap();
+    let trained = &info.training["config"];
+    let estimator = Estimator::from_str(trained["estimator"].as_str().expect("the checkpoint records its training estimator")).unwrap();
+    let batchnorm: BatchNormMode = serde_json::from_value(trained.get("batchnorm").cloned().unwrap_or(serde_json::json!("train"))).unwrap();
+    let training_term = tch::no_grad(|| {
+        let (_, layers) = det.forward_train(&points, batchnorm).unwrap();
+        entropy_loss(&layers.blocks, estimator, 0.0).loss.double_value(&[])
+    });
+    let cal = EntropyCalibration::from_json(EMBEDDED_CALIBRATION, std::path::Path::new("embedded")).unwrap();
+    let mut monitor = Monitor::new(&info.model_id, Some(cal), MonitorConfig::default()).unwrap();
+    let report = monitor.observe(&det.detect(&points).unwrap().layers).unwrap();
+    assert_eq!(report.estimator, estimator.name(), "the calibration's estimator is not the one the model was trained with");
+    let rel = (report.eloss - training_term).abs() / training_term.abs().max(1e-12);
+    assert!(rel < 1e-3, "monitor Eloss {} vs trained term {training_term} (relative difference {rel:.3e}; batch-norm {batchnorm:?})", report.eloss);
+}

@@ -14,7 +14,7 @@
 
 use super::calibration::EntropyCalibration;
 use super::dataset_run::{kind_name, FrameRecord};
-use super::numeric::{auroc, median};
+use super::numeric::{auroc, mean_std, median};
 use super::score::{nearest_type, ScoreError, Scores};
 use crate::dataset::kitti::{Difficulty, ObjectClass, ObjectLabel};
 use crate::eval::{evaluate, EvalConfig, EvalError, Metric};
@@ -44,8 +44,13 @@ pub struct TypeRow {
     pub kind: String,
     pub severity: f64,
     pub frames: usize,
+    /// Median and mean of Eloss / calibrated normal median.
     pub deviation_factor: f64,
+    pub mean_deviation_factor: f64,
+    /// Median baseline-aware factor (≈ 1 on normal frames).
+    pub baseline_factor: f64,
     pub auroc_score: f64,
+    pub auroc_baseline: f64,
     pub auroc_eloss: f64,
     pub auroc_mahalanobis: f64,
     pub detection_rate: f64,
@@ -65,6 +70,8 @@ pub struct EvalSummary {
     pub normal_frames: usize,
     /// Eloss of the set's clean frames / calibrated median (≈ 1 when the set matches the calibration data).
     pub normal_deviation_factor: f64,
+    /// Median baseline-aware factor of the set's clean frames (≈ 1).
+    pub normal_baseline_factor: f64,
     /// Clean frames above the threshold.
     pub false_alarm_rate: f64,
     pub normal_ap: Option<f64>,
@@ -102,8 +109,10 @@ pub fn summarize(cal: &EntropyCalibration, frames: &[FrameRecord], scores: &[Sco
     // two-sided, as in the score: anomalies move Eloss up or down
     let eloss_dev = |s: &Scores| s.z_eloss.abs();
     let mahal = |s: &Scores| s.mahalanobis;
+    let baseline = |s: &Scores| s.baseline_factor;
     let (n_score, n_ratio, n_mahal) = (pick(&normal, &score), pick(&normal, &ratio), pick(&normal, &mahal));
     let n_dev = pick(&normal, &eloss_dev);
+    let n_baseline = pick(&normal, &baseline);
     let normal_refs: Vec<&FrameRecord> = normal.iter().map(|&i| &frames[i]).collect();
     let normal_ap = car_bev_ap(&normal_refs)?;
     // group anomalous frames by (kind, severity); severities compare by their printed value
@@ -127,7 +136,10 @@ pub fn summarize(cal: &EntropyCalibration, frames: &[FrameRecord], scores: &[Sco
             severity: sev.parse().unwrap_or(f64::NAN),
             frames: idx.len(),
             deviation_factor: median(&pick(&idx, &ratio)),
+            mean_deviation_factor: mean_std(&pick(&idx, &ratio)).0,
+            baseline_factor: median(&pick(&idx, &baseline)),
             auroc_score: auroc(&n_score, &s),
+            auroc_baseline: auroc(&n_baseline, &pick(&idx, &baseline)),
             auroc_eloss: auroc(&n_dev, &pick(&idx, &eloss_dev)),
             auroc_mahalanobis: auroc(&n_mahal, &pick(&idx, &mahal)),
             detection_rate: s.iter().filter(|v| **v > cal.threshold).count() as f64 / idx.len() as f64,
@@ -146,6 +158,7 @@ pub fn summarize(cal: &EntropyCalibration, frames: &[FrameRecord], scores: &[Sco
         threshold: cal.threshold,
         normal_frames: normal.len(),
         normal_deviation_factor: median(&n_ratio),
+        normal_baseline_factor: median(&n_baseline),
         false_alarm_rate: n_score.iter().filter(|v| **v > cal.threshold).count() as f64 / n_score.len() as f64,
         normal_ap,
         rows,
@@ -162,7 +175,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub fn markdown(s: &EvalSummary) -> String {
     let mut out = format!(
         "Model `{}`, calibration `{}`, estimator `{}`, threshold {:.3} on the {} score.\n\
-         Clean frames: {} (Eloss / calibrated median: {:.2}; false-alarm rate per frame {:.3}; Car AP BEV mod. R40 {}).\n\
+         Clean frames: {} (Eloss / calibrated median: {:.2}; baseline-aware factor: {:.2}; false-alarm rate per frame {:.3}; Car AP BEV mod. R40 {}).\n\
          Per frame: detector {:.1} ms, Eloss profile {:.2} ms ({:.1} % of the detector).\n\n",
         s.model_id,
         s.calibration_id,
@@ -171,23 +184,27 @@ pub fn markdown(s: &EvalSummary) -> String {
         s.score_kind,
         s.normal_frames,
         s.normal_deviation_factor,
+        s.normal_baseline_factor,
         s.false_alarm_rate,
         opt(s.normal_ap, 2),
         s.mean_detect_ms,
         s.mean_profile_ms,
         100.0 * s.mean_profile_ms / s.mean_detect_ms.max(1e-9),
     );
-    out.push_str("| type | severity | frames | deviation factor | AUROC score | AUROC Eloss (2-sided) | AUROC Mahal. | detection rate | type acc. | Car AP BEV | AP drop |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| type | severity | frames | deviation factor (median) | (mean) | baseline-aware factor | AUROC score | AUROC Eloss (2-sided) | AUROC baseline-aware | AUROC Mahal. | detection rate | type acc. | Car AP BEV | AP drop |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in &s.rows {
         out.push_str(&format!(
-            "| {} | {:.2} | {} | {:.2} | {:.3} | {:.3} | {:.3} | {:.2} | {} | {} | {} |\n",
+            "| {} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {} | {} | {} |\n",
             r.kind,
             r.severity,
             r.frames,
             r.deviation_factor,
+            r.mean_deviation_factor,
+            r.baseline_factor,
             r.auroc_score,
             r.auroc_eloss,
+            r.auroc_baseline,
             r.auroc_mahalanobis,
             r.detection_rate,
             opt(r.type_accuracy, 2),

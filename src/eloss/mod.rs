@@ -11,11 +11,13 @@
 //! - [`calibration`]: normal statistics, threshold and type signatures, saved beside the model;
 //! - [`score`]: deviation factor, Mahalanobis distance, the combined score, type guess;
 //! - [`hysteresis`]: k-of-n alarm entry, consecutive-clear exit;
+//! - [`on_alarm`]: what happens to an alarmed frame's detections (publish, temper, suppress);
 //! - [`monitor`]: profile → score → hysteresis, one [`monitor::MonitorReport`] per frame;
-//! - [`dataset_run`], [`evaluation`]: the `eloss calibrate` / `eloss eloss-eval` pipelines;
+//! - [`dataset_run`], [`evaluation`], [`dose_response`]: the `eloss calibrate` / `eloss eloss-eval` / `eloss dose-response` pipelines;
 //! - [`numeric`]: small f64 helpers (Cholesky, quantiles, AUROC).
 
 pub mod calibration;
+pub mod dose_response;
 pub mod dataset_run;
 #[cfg(test)]
 mod end_to_end;
@@ -25,5 +27,6 @@ pub mod hysteresis;
 pub mod loss;
 pub mod monitor;
 pub mod numeric;
+pub mod on_alarm;
 pub mod profile;
 pub mod score;

@@ -74,6 +74,11 @@ pub struct MonitorReport {
     pub threshold: f64,
     pub deviation_factor: f64,
     pub mahalanobis_distance: f64,
+    /// Baseline-aware Eloss: Σ over transitions of ((ΔH_j − μ_j)/σ_j)²
+    /// against the calibration's normal ΔH (NaN when uncalibrated).
+    pub baseline_eloss: f64,
+    /// `baseline_eloss` / number of transitions (≈ 1 on normal frames).
+    pub baseline_factor: f64,
     /// After hysteresis.
     pub anomaly: bool,
     /// Nearest signature when `anomaly` and signatures exist; else empty.
@@ -175,6 +180,8 @@ impl Monitor {
             threshold: f64::NAN,
             deviation_factor: f64::NAN,
             mahalanobis_distance: f64::NAN,
+            baseline_eloss: f64::NAN,
+            baseline_factor: f64::NAN,
             anomaly: false,
             anomaly_type: String::new(),
             anomalous_frame: false,
@@ -194,6 +201,8 @@ impl Monitor {
             r.threshold = c.threshold;
             r.deviation_factor = s.deviation_factor;
             r.mahalanobis_distance = s.mahalanobis;
+            r.baseline_eloss = s.baseline_eloss;
+            r.baseline_factor = s.baseline_factor;
             r.z_eloss = s.z_eloss;
             r.z_mahalanobis = s.z_mahalanobis;
             r.anomalous_frame = s.score > c.threshold;
@@ -245,7 +254,7 @@ mod tests {
         let mut m = Monitor::new("model-a", None, MonitorConfig::default()).unwrap();
         assert!(m.uncalibrated_reason().unwrap().contains("eloss calibrate"));
         let r = m.observe_profile(profiles(1, 0.0, 4).remove(0)).unwrap();
-        assert!(!r.calibrated && !r.anomaly && r.anomaly_score.is_nan() && r.calibration_id.is_empty());
+        assert!(!r.calibrated && !r.anomaly && r.anomaly_score.is_nan() && r.baseline_factor.is_nan() && r.calibration_id.is_empty());
         assert_eq!(r.block_layer_counts, [3, 3]);
         assert!(r.eloss.is_finite());
     }
@@ -270,6 +279,10 @@ mod tests {
         assert!(reports[18].anomaly && reports[20].anomaly, "sustained anomaly alarms from its third frame");
         assert_eq!(reports[20].anomaly_type, "up");
         assert!(reports[20].deviation_factor > 10.0);
+        // the baseline-aware Eloss is about 1 per transition on normal frames and far above on the anomaly
+        let normal_mean = reports[..10].iter().map(|r| r.baseline_factor).sum::<f64>() / 10.0;
+        assert!((0.2..5.0).contains(&normal_mean), "{normal_mean}");
+        assert!(reports[20].baseline_factor > 20.0 * normal_mean, "{} vs {normal_mean}", reports[20].baseline_factor);
         assert!(reports.last().is_some_and(|r| !r.anomaly && r.anomaly_type.is_empty()), "recovers");
     }
 }

@@ -95,6 +95,14 @@ pub struct Scores {
     pub score: f64,
     /// ((h_i − μ_i)/σ_i …, z_E): the space of the type signatures.
     pub standardized: Vec<f64>,
+    /// Baseline-aware Eloss: Σ over the within-block transitions of
+    /// ((ΔH_j − μ_j)/σ_j)², μ_j and σ_j the normal mean and spread of ΔH_j
+    /// (from the calibration's entropy mean and ridged covariance). The
+    /// normal pattern of ΔH is removed, so a normal frame scores about the
+    /// number of transitions whatever the model.
+    pub baseline_eloss: f64,
+    /// `baseline_eloss` / number of transitions (≈ 1 on normal frames).
+    pub baseline_factor: f64,
 }
 
 /// The nearest type signature.
@@ -114,6 +122,25 @@ pub struct Scorer {
     chol: Vec<f64>,
     chol_joint: Vec<f64>,
     sd: Vec<f64>,
+    /// (layer index i, normal mean and sd of H_{i+1} − H_i) per within-block transition.
+    transitions: Vec<(usize, f64, f64)>,
+}
+
+/// Normal mean and sd of every within-block ΔH_j = H_{i+1} − H_i:
+/// μ_{i+1} − μ_i and √(Σ_{i+1,i+1} + Σ_{i,i} − 2Σ_{i,i+1}) (floored).
+fn transition_stats(counts: &[u32], mean: &[f64], cov: &[f64]) -> Vec<(usize, f64, f64)> {
+    let l = mean.len();
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for &n in counts {
+        for i in start..(start + n as usize).saturating_sub(1).min(l.saturating_sub(1)) {
+            let var = cov[(i + 1) * l + i + 1] + cov[i * l + i] - 2.0 * cov[i * l + i + 1];
+            let floor = 1e-12 * (cov[i * l + i] + cov[(i + 1) * l + i + 1]).max(1e-300);
+            out.push((i, mean[i + 1] - mean[i], var.max(floor).sqrt()));
+        }
+        start += n as usize;
+    }
+    out
 }
 
 /// Smallest Eloss used in logs: a profile with perfectly steady ΔH has
@@ -149,7 +176,8 @@ impl Scorer {
         joint[l * j + l] = stats.log_eloss_std.powi(2) * (1.0 + stats.ridge_rel) + 1e-12;
         let chol_joint = cholesky(j, &joint).ok_or_else(|| ScoreError::Stats("joint covariance is not positive definite".into()))?;
         let sd = (0..l).map(|i| reg[i * l + i].sqrt()).collect();
-        Ok(Self { stats, kind, chol, chol_joint, sd })
+        let transitions = transition_stats(&stats.block_layer_counts, &stats.entropy_mean, &reg);
+        Ok(Self { stats, kind, chol, chol_joint, sd, transitions })
     }
 
     pub fn stats(&self) -> &NormalStats {
@@ -181,7 +209,9 @@ impl Scorer {
         };
         let mut standardized: Vec<f64> = diff.iter().zip(&self.sd).map(|(v, sd)| v / sd).collect();
         standardized.push(z_eloss);
-        Ok(Scores { deviation_factor, mahalanobis: d, z_eloss, z_mahalanobis, score, standardized })
+        let baseline_eloss: f64 = self.transitions.iter().map(|&(i, mu, sd)| ((p.entropies[i + 1] - p.entropies[i] - mu) / sd).powi(2)).sum();
+        let baseline_factor = baseline_eloss / self.transitions.len().max(1) as f64;
+        Ok(Scores { deviation_factor, mahalanobis: d, z_eloss, z_mahalanobis, score, standardized, baseline_eloss, baseline_factor })
     }
 }
 
@@ -245,6 +275,14 @@ mod tests {
         assert!((sc.standardized[1] - 1.0).abs() < 1e-9);
         let wrong = EntropyProfile::from_entropies(Estimator::Knn, vec![1.0, 2.0], vec![2]);
         assert!(matches!(s.score(&wrong), Err(ScoreError::Layout { .. })));
+        // baseline-aware: normal ΔH (−2, −2) with variances 4 + 1 and 0.25 + 4
+        // (diagonal covariance): ((−1 + 2)²/5 + (−3.5 + 2)²/4.25)
+        let want = 1.0 / 5.0 + 2.25 / 4.25;
+        assert!((sc.baseline_eloss - want).abs() < 1e-9, "{}", sc.baseline_eloss);
+        assert!((sc.baseline_factor - want / 2.0).abs() < 1e-9);
+        // the normal mean profile has baseline Eloss 0
+        let mean = EntropyProfile::from_entropies(Estimator::Knn, vec![10.0, 8.0, 6.0], vec![3]);
+        assert!(s.score(&mean).unwrap().baseline_eloss.abs() < 1e-12);
         // zero Eloss is finite, not −∞
         let flat = EntropyProfile::from_entropies(Estimator::Knn, vec![10.0, 8.0, 6.0], vec![3]);
         assert!(s.score(&flat).unwrap().z_eloss.is_finite());

@@ -17,6 +17,25 @@ pub enum ClassifierError {
     Mismatch { bank: String, bank_recipe: String, encoder: String, encoder_recipe: String },
 }
 
+/// Most boxes one relabel request may name (explicit 2D and 3D boxes
+/// together, or distinct detection ids): a bound on the request's work and
+/// on its answer, whatever the sender asks for (docs/reliability.md).
+pub const MAX_BOXES_PER_REQUEST: usize = 256;
+/// Most candidate class names one request may list (as many as a bank holds).
+pub const MAX_CANDIDATES_PER_REQUEST: usize = super::bank::MAX_CLASSES;
+
+/// Refuses a request naming more boxes or candidate classes than the limits,
+/// with a reason the sender can act on.
+pub fn check_request_size(boxes: usize, candidates: usize) -> Result<(), String> {
+    if boxes > MAX_BOXES_PER_REQUEST {
+        return Err(format!("the request names {boxes} boxes; at most {MAX_BOXES_PER_REQUEST} per request (split it into several requests)"));
+    }
+    if candidates > MAX_CANDIDATES_PER_REQUEST {
+        return Err(format!("the request lists {candidates} candidate classes; at most {MAX_CANDIDATES_PER_REQUEST}"));
+    }
+    Ok(())
+}
+
 /// Posterior over class names, most probable first.
 pub type Distribution = Vec<(String, f64)>;
 
@@ -60,9 +79,9 @@ impl GdcClassifier {
         Ok(())
     }
 
-    /// One distribution per crop, over `candidates` (all bank classes when empty).
-    /// Unknown candidate names fail the whole call, naming them.
-    pub fn classify(&self, crops: &[RgbImage], candidates: &[String]) -> Result<Vec<Distribution>, ClassifierError> {
+    /// The class names a query is scored over: `candidates`, or every bank
+    /// class when empty. Unknown names (or an empty bank) fail, naming them.
+    fn query_names<'a>(&'a self, candidates: &'a [String]) -> Result<Vec<&'a str>, ClassifierError> {
         if self.bank.is_empty() {
             return Err(BankError::Empty.into());
         }
@@ -72,33 +91,164 @@ impl GdcClassifier {
             candidates.iter().map(String::as_str).collect()
         };
         self.bank.class_indices(&names)?;
-        let embeddings = self.encoder.embed_images(crops, self.batch)?;
-        embeddings
-            .iter()
-            .map(|e| {
-                let p = self.bank.posterior_among(e, &names, None, self.temperature)?;
-                let mut d: Distribution = names.iter().map(|n| n.to_string()).zip(p).collect();
-                d.sort_by(|a, b| b.1.total_cmp(&a.1));
-                Ok(d)
-            })
-            .collect()
+        Ok(names)
     }
 
-    /// Classifies the crops that exist in one batch; boxes without a crop
-    /// keep their reason. One entry per input, in input order; unknown
-    /// candidate names fail the call even when no box has a crop.
-    pub fn classify_some(&self, crops: Vec<Result<Crop, CropSkip>>, candidates: &[String]) -> Result<Vec<Result<Distribution, CropSkip>>, ClassifierError> {
-        let mut images = Vec::new();
-        let slots: Vec<Result<usize, CropSkip>> = crops
-            .into_iter()
-            .map(|c| {
-                c.map(|c| {
-                    images.push(c.image);
-                    images.len() - 1
+    /// One embedding's distribution over `names`, most probable first.
+    fn distribution(&self, embedding: &[f32], names: &[&str]) -> Result<Distribution, ClassifierError> {
+        let p = self.bank.posterior_among(embedding, names, None, self.temperature)?;
+        let mut d: Distribution = names.iter().map(|n| n.to_string()).zip(p).collect();
+        d.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(d)
+    }
+
+    /// One distribution per crop, over `candidates` (all bank classes when empty).
+    /// Unknown candidate names fail the whole call, naming them.
+    pub fn classify(&self, crops: &[RgbImage], candidates: &[String]) -> Result<Vec<Distribution>, ClassifierError> {
+        let names = self.query_names(candidates)?;
+        let embeddings = self.encoder.embed_images(crops, self.batch)?;
+        embeddings.iter().map(|e| self.distribution(e, &names)).collect()
+    }
+
+    /// Classifies `count` boxes whose crops `crop(i)` cuts on demand, one
+    /// batch (`self.batch` crops) at a time: at most one batch of crops is
+    /// alive, however many boxes a request names (a whole-image crop of a
+    /// 640x480 image is ~1.5 MB). Boxes without a crop keep their reason.
+    /// One entry per box, in box order; unknown candidate names fail the call
+    /// before any crop is cut, even when no box has one.
+    pub fn classify_lazily(
+        &self,
+        count: usize,
+        mut crop: impl FnMut(usize) -> Result<Crop, CropSkip>,
+        candidates: &[String],
+    ) -> Result<Vec<Result<Distribution, CropSkip>>, ClassifierError> {
+        let names = self.query_names(candidates)?;
+        let batch = self.batch.max(1);
+        let mut out = Vec::with_capacity(count);
+        for start in (0..count).step_by(batch) {
+            let mut images = Vec::with_capacity(batch);
+            let slots: Vec<Result<(), CropSkip>> = (start..(start + batch).min(count))
+                .map(|i| crop(i).map(|c| images.push(c.image)))
+                .collect();
+            let mut embeddings = self.encoder.embed_images(&images, batch)?.into_iter();
+            drop(images);
+            for slot in slots {
+                out.push(match slot {
+                    Ok(()) => Ok(self.distribution(&embeddings.next().unwrap_or_default(), &names)?),
+                    Err(skip) => Err(skip),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A classifier without weights for tests of the request paths: its
+/// "embedding" is an image's mean colour, its bank knows `dark` and `bright`.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::gdc::backbone::EmbeddingRecipe;
+    use crate::gdc::bank::{CovarianceKind, EmbeddingSpec};
+    use crate::gdc::preprocess::Preprocess;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tch::Tensor;
+
+    /// Records the most images it was ever handed in one call.
+    pub struct MeanColourEncoder {
+        preprocess: Preprocess,
+        pub largest_call: Arc<AtomicUsize>,
+    }
+
+    impl ImageEncoder for MeanColourEncoder {
+        fn backbone_id(&self) -> &str {
+            "test-mean-colour"
+        }
+        fn preprocess(&self) -> &Preprocess {
+            &self.preprocess
+        }
+        fn recipe(&self) -> EmbeddingRecipe {
+            EmbeddingRecipe::Pooled
+        }
+        fn embed_pixels(&self, pixels: &Tensor) -> Result<Tensor, EncoderError> {
+            Ok(pixels.mean_dim(&[2i64, 3][..], false, tch::Kind::Float))
+        }
+        fn embed_images(&self, images: &[RgbImage], _batch: usize) -> Result<Vec<Vec<f32>>, EncoderError> {
+            self.largest_call.fetch_max(images.len(), Ordering::Relaxed);
+            Ok(images
+                .iter()
+                .map(|i| {
+                    let n = (i.data.len() / 3).max(1) as f32;
+                    (0..3).map(|c| i.data.iter().skip(c).step_by(3).map(|&v| v as f32).sum::<f32>() / n).collect()
                 })
-            })
-            .collect();
-        let mut dists: Vec<Option<Distribution>> = self.classify(&images, candidates)?.into_iter().map(Some).collect();
-        Ok(slots.into_iter().map(|s| s.map(|k| dists[k].take().unwrap_or_default())).collect())
+                .collect())
+        }
+    }
+
+    /// The classifier (batch 4) and its encoder's largest-call counter.
+    pub fn dark_bright_classifier() -> (GdcClassifier, Arc<AtomicUsize>) {
+        let largest_call = Arc::new(AtomicUsize::new(0));
+        let encoder = MeanColourEncoder { preprocess: Preprocess::efficientnet_lite0(), largest_call: largest_call.clone() };
+        let samples = |base: f32| -> Vec<Vec<f32>> { (0..6).map(|k| vec![base + k as f32, base + 2.0 * k as f32 % 5.0, base - k as f32]).collect() };
+        let (dark, bright) = (samples(20.0), samples(220.0));
+        let bank = GaussianBank::fit(
+            EmbeddingSpec::new("test-mean-colour", EmbeddingRecipe::Pooled.id()),
+            &[("dark", (&dark).into()), ("bright", (&bright).into())],
+            CovarianceKind::Diagonal { ridge_rel: crate::gdc::bank::DEFAULT_RIDGE_REL },
+        )
+        .unwrap();
+        let mut classifier = GdcClassifier::new(Box::new(encoder), bank).unwrap();
+        classifier.batch = 4;
+        (classifier, largest_call)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::dark_bright_classifier;
+    use super::*;
+    use crate::gdc::crops::{crop_pixels, CropConfig};
+    use std::sync::atomic::Ordering;
+
+    fn image(value: u8) -> RgbImage {
+        RgbImage { width: 64, height: 48, data: vec![value; 64 * 48 * 3] }
+    }
+
+    /// Crops are cut one batch at a time (issue 13: a request with many boxes
+    /// built every crop before embedding and ran out of memory).
+    #[test]
+    fn crops_are_cut_and_embedded_one_batch_at_a_time() {
+        let (classifier, largest_call) = dark_bright_classifier();
+        let (dark, bright, cfg) = (image(15), image(230), CropConfig::default());
+        let whole = [0.0, 0.0, 64.0, 48.0];
+        let cut = std::cell::Cell::new(0usize);
+        let results = classifier
+            .classify_lazily(
+                11,
+                |i| {
+                    cut.set(cut.get() + 1);
+                    match i % 3 {
+                        0 => crop_pixels(&dark, whole, &cfg),
+                        1 => crop_pixels(&bright, whole, &cfg),
+                        _ => Err(CropSkip::NotVisible),
+                    }
+                },
+                &[],
+            )
+            .unwrap();
+        assert_eq!((results.len(), cut.get()), (11, 11));
+        assert!(largest_call.load(Ordering::Relaxed) <= classifier.batch, "{} crops in one call", largest_call.load(Ordering::Relaxed));
+        for (i, r) in results.iter().enumerate() {
+            match (i % 3, r) {
+                (0, Ok(d)) => assert_eq!(d[0].0, "dark"),
+                (1, Ok(d)) => assert_eq!(d[0].0, "bright"),
+                (2, Err(CropSkip::NotVisible)) => {}
+                other => panic!("box {i}: {other:?}"),
+            }
+        }
+        // unknown candidates fail before any crop is cut
+        let e = classifier.classify_lazily(3, |_| unreachable!("no crop before the names are checked"), &["tram".into()]).unwrap_err();
+        assert!(e.to_string().contains("tram"), "{e}");
     }
 }

@@ -51,8 +51,8 @@ pub enum HistoryError {
     NoFrames,
     #[error("no frame with stamp {} is held; held frames (oldest first): {}", fmt_stamp(*.stamp_ns), fmt_stamps(.held))]
     UnknownStamp { stamp_ns: i64, held: Vec<i64> },
-    #[error("frame {} has {count} detections (ids 0..{count}); unknown ids: {ids:?}", fmt_stamp(*.stamp_ns))]
-    UnknownIds { stamp_ns: i64, ids: Vec<u32>, count: usize },
+    #[error("frame {} has {count} detections (ids 0..{count}); {unknown_count} unknown ids: {ids:?}{}", fmt_stamp(*.stamp_ns), if *.unknown_count > .ids.len() { " ..." } else { "" })]
+    UnknownIds { stamp_ns: i64, ids: Vec<u32>, unknown_count: usize, count: usize },
     #[error("no camera image within {tolerance_s} s of frame {}; held image stamps: {}", fmt_stamp(*.stamp_ns), fmt_stamps(.held))]
     NoImage { stamp_ns: i64, tolerance_s: f64, held: Vec<i64> },
 }
@@ -70,18 +70,57 @@ fn fmt_stamps(stamps: &[i64]) -> String {
     }
 }
 
-/// The newest `capacity` frames and images (see the module docs).
+/// Most unknown ids an error names (the rest are counted).
+pub const MAX_IDS_NAMED: usize = 16;
+
+/// Bytes of decoded images the history keeps at most (the newest image is
+/// always kept): 1000 4K images would be 24 GB, this is ~20 of them, or
+/// ~360 KITTI-size (1242x375) ones.
+pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
+/// Bytes of frames (boxes and frame ids) kept at most (the newest frame is
+/// always kept).
+pub const MAX_FRAME_BYTES: u64 = 64 << 20;
+
+impl FrameRecord {
+    /// Bytes held by the record.
+    pub fn bytes(&self) -> u64 {
+        (std::mem::size_of::<Self>() + self.frame_id.len() + self.boxes.len() * std::mem::size_of::<Box3D>()) as u64
+    }
+}
+
+impl ImageRecord {
+    /// Bytes held by the record (the pixels counted in full, though a request may share them).
+    pub fn bytes(&self) -> u64 {
+        (std::mem::size_of::<Self>() + self.frame_id.len() + self.image.data.len()) as u64
+    }
+}
+
+/// The newest `capacity` frames and images within the byte budgets (see
+/// the module docs).
 #[derive(Debug, Clone)]
 pub struct FrameHistory {
     capacity: usize,
+    /// [`MAX_FRAME_BYTES`], [`MAX_IMAGE_BYTES`] (smaller in tests).
+    budget: (u64, u64),
     frames: VecDeque<FrameRecord>,
     images: VecDeque<ImageRecord>,
 }
 
 impl FrameHistory {
-    /// Keeps the newest `capacity` frames and as many images (at least one each).
+    /// Keeps the newest `capacity` frames and as many images (at least one
+    /// each), within [`MAX_FRAME_BYTES`] and [`MAX_IMAGE_BYTES`].
     pub fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), frames: VecDeque::new(), images: VecDeque::new() }
+        Self::with_budget(capacity, MAX_FRAME_BYTES, MAX_IMAGE_BYTES)
+    }
+
+    /// [`Self::new`] with other byte budgets.
+    pub fn with_budget(capacity: usize, frame_bytes: u64, image_bytes: u64) -> Self {
+        Self { capacity: capacity.max(1), budget: (frame_bytes, image_bytes), frames: VecDeque::new(), images: VecDeque::new() }
+    }
+
+    /// Bytes held: (frames, images).
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.frames.iter().map(FrameRecord::bytes).sum(), self.images.iter().map(ImageRecord::bytes).sum())
     }
 
     pub fn capacity(&self) -> usize {
@@ -91,13 +130,19 @@ impl FrameHistory {
     /// Changes the capacity (run-time parameter change); drops the oldest entries that no longer fit.
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity.max(1);
-        Self::trim(&mut self.frames, self.capacity);
-        Self::trim(&mut self.images, self.capacity);
+        Self::trim(&mut self.frames, self.capacity, self.budget.0, FrameRecord::bytes);
+        Self::trim(&mut self.images, self.capacity, self.budget.1, ImageRecord::bytes);
     }
 
-    fn trim<T>(q: &mut VecDeque<T>, n: usize) {
+    /// Drops the oldest entries until at most `n` remain within `max_bytes`
+    /// (the newest always stays).
+    fn trim<T>(q: &mut VecDeque<T>, n: usize, max_bytes: u64, bytes: fn(&T) -> u64) {
         while q.len() > n {
             q.pop_front();
+        }
+        let mut total: u64 = q.iter().map(bytes).sum();
+        while total > max_bytes && q.len() > 1 {
+            total -= q.pop_front().as_ref().map_or(0, bytes);
         }
     }
 
@@ -106,14 +151,14 @@ impl FrameHistory {
     pub fn push_frame(&mut self, f: FrameRecord) {
         self.frames.retain(|g| g.stamp_ns != f.stamp_ns);
         self.frames.push_back(f);
-        Self::trim(&mut self.frames, self.capacity);
+        Self::trim(&mut self.frames, self.capacity, self.budget.0, FrameRecord::bytes);
     }
 
     /// Adds an image (replacing one with the same stamp).
     pub fn push_image(&mut self, i: ImageRecord) {
         self.images.retain(|g| g.stamp_ns != i.stamp_ns);
         self.images.push_back(i);
-        Self::trim(&mut self.images, self.capacity);
+        Self::trim(&mut self.images, self.capacity, self.budget.1, ImageRecord::bytes);
     }
 
     /// Frame stamps held, oldest first (arrival order).
@@ -150,17 +195,26 @@ impl FrameHistory {
     }
 
     /// Frame, boxes and image for a relabel request (see the module docs).
-    /// Every unknown id is named; duplicates are kept (one label each).
+    /// A repeated id is selected once, at its first place (one label per
+    /// object, however often a request names it). Unknown ids are named (the
+    /// first [`MAX_IDS_NAMED`] of them).
     pub fn select(&self, stamp_ns: i64, ids: &[u32], image_tolerance_s: f64) -> Result<Selection, HistoryError> {
         let frame = self.frame(stamp_ns)?;
         let boxes: Vec<(u32, Box3D)> = if ids.is_empty() {
             frame.boxes.iter().enumerate().map(|(i, b)| (i as u32, *b)).collect()
         } else {
-            let unknown: Vec<u32> = ids.iter().copied().filter(|&i| i as usize >= frame.boxes.len()).collect();
-            if !unknown.is_empty() {
-                return Err(HistoryError::UnknownIds { stamp_ns: frame.stamp_ns, ids: unknown, count: frame.boxes.len() });
+            let count = frame.boxes.len();
+            let unknown = ids.iter().filter(|&&i| i as usize >= count);
+            let named: Vec<u32> = unknown.clone().take(MAX_IDS_NAMED).copied().collect();
+            if !named.is_empty() {
+                let unknown_count = unknown.count();
+                return Err(HistoryError::UnknownIds { stamp_ns: frame.stamp_ns, ids: named, unknown_count, count });
             }
-            ids.iter().map(|&i| (i, frame.boxes[i as usize])).collect()
+            let mut seen = vec![false; count];
+            ids.iter()
+                .filter(|&&i| !std::mem::replace(&mut seen[i as usize], true))
+                .map(|&i| (i, frame.boxes[i as usize]))
+                .collect()
         };
         let image = self.image_near(frame.stamp_ns, image_tolerance_s)?.clone();
         Ok(Selection { stamp_ns: frame.stamp_ns, frame_id: frame.frame_id.clone(), boxes, image })
@@ -206,6 +260,28 @@ mod tests {
         assert_eq!(h.frame(0).unwrap().boxes.len(), 1);
     }
 
+    /// Issue 13: 1000 frames of 4K images were ~24 GB; the byte budgets
+    /// drop the oldest first, whatever the frame count allows.
+    #[test]
+    fn byte_budgets_bound_the_history() {
+        let big = |stamp_ns: i64| ImageRecord { stamp_ns, frame_id: "cam".into(), image: Arc::new(RgbImage { width: 100, height: 100, data: vec![0; 30_000] }) };
+        let mut h = FrameHistory::with_budget(1000, 2_000, 100_000);
+        for k in 1..=10 {
+            h.push_image(big(k * S));
+            h.push_frame(FrameRecord { stamp_ns: k * S, frame_id: "lidar".into(), boxes: boxes(10) });
+        }
+        let (frame_bytes, image_bytes) = h.bytes();
+        assert_eq!(h.image_stamps(), [8 * S, 9 * S, 10 * S]);
+        assert!(image_bytes <= 100_000 && frame_bytes <= 2_000, "{image_bytes} {frame_bytes}");
+        assert_eq!(h.frame_stamps().len() as u64, 2_000 / FrameRecord { stamp_ns: 0, frame_id: "lidar".into(), boxes: boxes(10) }.bytes());
+        // one image beyond the budget is still kept: the newest always is
+        let mut h = FrameHistory::with_budget(5, 1, 1);
+        h.push_image(big(S));
+        h.push_image(big(2 * S));
+        assert_eq!(h.image_stamps(), [2 * S]);
+        assert!(FrameHistory::new(1000).budget == (MAX_FRAME_BYTES, MAX_IMAGE_BYTES));
+    }
+
     #[test]
     fn zero_stamp_is_the_newest_and_empty_ids_are_all() {
         let s = history().select(0, &[], 0.05).unwrap();
@@ -217,11 +293,20 @@ mod tests {
 
     #[test]
     fn exact_stamp_and_ids_in_request_order() {
-        let s = history().select(3 * S, &[2, 0, 2], 0.05).unwrap();
+        let s = history().select(3 * S, &[2, 0, 1], 0.05).unwrap();
         assert_eq!(s.stamp_ns, 3 * S);
-        assert_eq!(s.boxes.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2, 0, 2]);
+        assert_eq!(s.boxes.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2, 0, 1]);
         assert_eq!(s.boxes[0].1.center[0], 12.0);
         assert_eq!(s.image.stamp_ns, 3 * S + 10_000_000);
+    }
+
+    /// A repeated id is one object (issue 13: a million copies of one id
+    /// asked for a million crops).
+    #[test]
+    fn repeated_ids_select_one_box_each() {
+        let ids: Vec<u32> = std::iter::repeat_n([3u32, 1], 500_000).flatten().chain([0]).collect();
+        let s = history().select(0, &ids, 0.05).unwrap();
+        assert_eq!(s.boxes.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [3, 1, 0]);
     }
 
     #[test]
@@ -233,8 +318,12 @@ mod tests {
         assert!(msg.contains("1.000000000") && msg.contains("2.000000000, 3.000000000, 4.000000000"), "{msg}");
 
         let e = h.select(2 * S, &[1, 2, 7], 0.05).unwrap_err();
-        assert_eq!(e, HistoryError::UnknownIds { stamp_ns: 2 * S, ids: vec![2, 7], count: 2 });
-        assert!(e.to_string().contains("[2, 7]"), "{e}");
+        assert_eq!(e, HistoryError::UnknownIds { stamp_ns: 2 * S, ids: vec![2, 7], unknown_count: 2, count: 2 });
+        assert!(e.to_string().contains("2 unknown ids: [2, 7]"), "{e}");
+        // a million unknown ids: the error names a few and counts the rest
+        let many: Vec<u32> = (0..1_000_000).collect();
+        let e = h.select(2 * S, &many, 0.05).unwrap_err().to_string();
+        assert!(e.len() < 300 && e.contains("999998 unknown ids: [2, 3,") && e.ends_with(" ..."), "{e}");
 
         // images are 10 ms off: a 5 ms tolerance finds none
         let e = h.select(0, &[], 0.005).unwrap_err();

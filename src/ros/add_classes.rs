@@ -103,10 +103,21 @@ pub fn handle(queue: Option<&ClassQueue>, gdc: Option<&Mutex<Gdc>>, per_class: u
     }
 }
 
+/// The bank after a class was added.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BankUpdate {
+    pub classes: usize,
+    /// [`GaussianBank::bytes`](crate::gdc::bank::GaussianBank::bytes).
+    pub bytes: u64,
+    /// Why saving the bank failed: the class is in the bank (usable now),
+    /// but a restart would lose it, so the caller reports it (diagnostics,
+    /// `~/gdc_bank`, `~/add_classes`), not only the log.
+    pub save_error: Option<String>,
+}
+
 /// Embeds a generated class with the GDC backbone and adds it to the bank
 /// (on the generation worker); the bank is then saved to `save_path` if set.
-/// Returns the number of classes in the bank.
-pub fn add_to_bank(gdc: &Mutex<Gdc>, set: &ClassImages, save_path: &str) -> Result<usize, String> {
+pub fn add_to_bank(gdc: &Mutex<Gdc>, set: &ClassImages, save_path: &str) -> Result<BankUpdate, String> {
     let images = set.paths.iter().map(|p| read_rgb(p)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
     let mut rows = Vec::with_capacity(images.len());
     for chunk in images.chunks(EMBED_CHUNK) {
@@ -114,20 +125,25 @@ pub fn add_to_bank(gdc: &Mutex<Gdc>, set: &ClassImages, save_path: &str) -> Resu
         let (classifier, _) = g.as_ref().map_err(Clone::clone)?;
         rows.extend(classifier.embed(chunk).map_err(|e| e.to_string())?);
     }
-    let (classes, to_save) = {
+    let (classes, bytes, to_save) = {
         let mut g = lock(gdc);
         let (classifier, _) = g.as_mut().map_err(|e| e.clone())?;
         classifier.add_class(&set.class, &rows, set.prompts.clone()).map_err(|e| e.to_string())?;
-        (classifier.bank().len(), (!save_path.is_empty()).then(|| classifier.bank().clone()))
+        let bank = classifier.bank();
+        (bank.len(), bank.bytes(), (!save_path.is_empty()).then(|| bank.clone()))
     };
-    if let Some(bank) = to_save {
-        // the class is usable either way: a failed save is an error in the log, not a failed class
-        match bank.save(save_path) {
-            Ok(()) => tracing::info!(path = save_path, classes = bank.len(), "GDC bank with run-time classes saved"),
-            Err(e) => tracing::error!("saving the GDC bank to gdc.generator.save_bank_path failed: {e}"),
+    let save_error = to_save.and_then(|bank| match bank.save(save_path) {
+        Ok(()) => {
+            tracing::info!(path = save_path, classes = bank.len(), "GDC bank with run-time classes saved");
+            None
         }
-    }
-    Ok(classes)
+        Err(e) => {
+            let why = format!("class {:?} is in the bank, but saving the bank (gdc.generator.save_bank_path) failed: {e}", set.class);
+            tracing::error!("{why}");
+            Some(why)
+        }
+    });
+    Ok(BankUpdate { classes, bytes, save_error })
 }
 
 /// The `~/gdc_bank` message for the bank's classes and the queue.
@@ -164,6 +180,37 @@ mod tests {
         let r = handle(Some(&q), Some(&off), 4, &req(&["bus"], true));
         assert!(!r.success && r.error.contains("GDC is off"), "{}", r.error);
         assert!(q.status().pending.is_empty());
+    }
+
+    /// Issue 13: a failed bank save was only logged while the class was
+    /// reported added; now the caller gets it to report.
+    #[test]
+    fn a_failed_save_is_returned_with_the_added_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = (0..3)
+            .map(|i| {
+                let p = dir.path().join(format!("{i}.png"));
+                ::image::RgbImage::from_pixel(16, 16, ::image::Rgb([120 + 5 * i as u8, 118, 121])).save(&p).unwrap();
+                p
+            })
+            .collect();
+        let set = |class: &str| ClassImages { class: class.into(), paths: paths.clone(), prompts: vec![], generated: 3 };
+        let (classifier, _) = crate::gdc::classifier::test_support::dark_bright_classifier();
+        let gdc: Mutex<Gdc> = Mutex::new(Ok((classifier, Default::default())));
+        // the save path is a directory: the rename fails
+        let not_a_file = dir.path().join("bank_dir");
+        std::fs::create_dir_all(not_a_file.join("x")).unwrap();
+        let update = add_to_bank(&gdc, &set("grey"), not_a_file.to_str().unwrap()).unwrap();
+        assert_eq!(update.classes, 3);
+        let why = update.save_error.expect("the failed save is reported");
+        assert!(why.contains("\"grey\" is in the bank") && why.contains("bank_dir"), "{why}");
+        assert!(!crate::atomic_file::temp_path(&not_a_file).exists());
+
+        let file = dir.path().join("bank.safetensors");
+        let update = add_to_bank(&gdc, &set("grey2"), file.to_str().unwrap()).unwrap();
+        assert_eq!((update.classes, update.save_error), (4, None));
+        assert!(update.bytes > 0);
+        assert_eq!(crate::gdc::bank::GaussianBank::load(&file).unwrap().len(), 4);
     }
 
     #[test]

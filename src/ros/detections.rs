@@ -45,7 +45,7 @@ pub fn detection_array(header: &Header, model_id: &str, dets: &[Detection], clas
             ..Default::default()
         })
         .collect();
-    Detection3DArray { header: header.clone(), model_id: model_id.to_string(), detections }
+    Detection3DArray { header: header.clone(), model_id: model_id.to_string(), detections, anomaly_score: f64::NAN, anomaly: false, on_alarm: String::new(), score_factor: 1.0 }
 }
 
 /// The standard message: per detection one hypothesis (the detector's class
@@ -120,6 +120,8 @@ pub fn eloss_report(header: &Header, model_id: &str, r: &MonitorReport) -> Eloss
         threshold: r.threshold,
         deviation_factor: r.deviation_factor,
         mahalanobis_distance: r.mahalanobis_distance,
+        baseline_eloss: r.baseline_eloss,
+        baseline_factor: r.baseline_factor,
         anomaly: r.anomaly,
         anomaly_type: r.anomaly_type.clone(),
         anomalous_frame: r.anomalous_frame,

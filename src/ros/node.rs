@@ -281,6 +281,7 @@ pub async fn run() -> anyhow::Result<()> {
                 stats.cloud.dropped = sh.clouds.dropped();
                 stats.image.dropped = sh.images.dropped();
                 stats.frames.frames_known = lock(&sh.tf).len();
+                (stats.gdc.history_frame_bytes, stats.gdc.history_image_bytes) = lock(&sh.history).bytes();
                 (stats.gdc.pending_classes, stats.gdc.failed_classes) = (queue.pending.len(), queue.failed.len());
                 stats.clone()
             };

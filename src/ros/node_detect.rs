@@ -8,6 +8,7 @@
 use crate::ros::detections::{autoware_objects, detection_array, eloss_report, marker_array, vision_detections};
 use super::{convert, frames, gdc, lock, Outputs, Shared};
 use crate::cloud::Points;
+use crate::eloss::on_alarm;
 use crate::frames::Mounting;
 use crate::gdc::frame_history::FrameRecord;
 use crate::geometry::Box3D;
@@ -52,7 +53,7 @@ pub(super) fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &Node
     };
     lock(&sh.stats).frames.output_frame = frame.clone();
     let coverage = if p.detector.coverage == "full" { Coverage::Full } else { Coverage::Front };
-    let result = match pipe.process_in(points, &mounting, coverage, p.detector.score_threshold as f32) {
+    let mut result = match pipe.process_in(points, &mounting, coverage, p.detector.score_threshold as f32) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("detector failed on a cloud of {} points: {e}", points.len());
@@ -63,10 +64,17 @@ pub(super) fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &Node
         }
     };
     let header = r2r::std_msgs::msg::Header { stamp: header.stamp.clone(), frame_id: frame };
+    // the alarm's context travels with the boxes; eloss.on_alarm decides what
+    // happens to them (parameters are validated on set, so this cannot fail
+    // but for a race with a refused set: then the boxes are published as is)
+    let (score, alarm) = result.eloss.as_ref().map_or((f64::NAN, false), |r| (r.anomaly_score, r.anomaly));
+    let policy = p.eloss.on_alarm().unwrap_or_default();
+    let action = on_alarm::apply(policy, alarm, p.detector.score_threshold as f32, &mut result.detections);
     let names = pipe.class_names();
     let boxes: Vec<Box3D> = result.detections.iter().map(|d| d.bbox).collect();
     let stamp_ns = convert::stamp_ns(&header.stamp);
     let mut array = detection_array(&header, pipe.model_id(), &result.detections, &names);
+    (array.anomaly_score, array.anomaly, array.on_alarm, array.score_factor) = (score, alarm, action.action.to_string(), action.score_factor);
     if p.gdc.auto_relabel {
         gdc::auto_relabel(sh, p, stamp_ns, &header.frame_id, &boxes, &mut array);
     }
@@ -109,6 +117,11 @@ pub(super) fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &Node
             }
             (s.last_eloss, s.last_score, s.threshold, s.alarm) = (r.eloss, r.anomaly_score, r.threshold, r.anomaly);
             s.alarm_type = r.anomaly_type.clone();
+            s.on_alarm = policy.name();
+            if alarm && action.action != "publish" {
+                s.frames_acted_on += 1;
+                s.boxes_withheld += action.dropped as u64;
+            }
             s.compute.record(r.compute_time);
         }
         Err(e) => {

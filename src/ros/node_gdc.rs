@@ -48,6 +48,7 @@ pub(super) fn spawn(node: &mut r2r::Node, shared: &Arc<Shared>, clock: &Arc<Mute
             stats.gdc.generator = sh.generator.is_some();
             stats.gdc.bank = Some(g.as_ref().map(|(c, _)| c.bank().len()).map_err(Clone::clone));
             stats.gdc.backbone = g.as_ref().map(|(c, _)| c.bank().spec().backbone.clone()).unwrap_or_default();
+            stats.gdc.bank_bytes = g.as_ref().map_or(0, |(c, _)| c.bank().bytes());
         }
         // start-up classes (gdc.generator.classes) the bank lacks go to the generator
         let startup = gdc_params.generator.class_names();
@@ -145,7 +146,7 @@ fn camera_calibration(sh: &Shared, p: &NodeParams, boxes_frame: &str, image_fram
             if let Some(n) = sh.log_limit.allow("camera extrinsic fallback") {
                 tracing::warn!("{e}; using camera.lidar_to_camera / camera.calib_file{}", crate::log_limit::suppressed_note(n));
             }
-            let m = p.camera.extrinsic().map_err(|e| e.to_string())?;
+            let m = lock(&sh.params).camera_extrinsic()?; // resolved when set, never re-read here
             (m, TransformSource::Parameter { name: "camera.lidar_to_camera", why: e })
         }
         Err(e) => return Err(frame_error(format!("{e}: no crops (the camera parameters describe the LiDAR frame, not '{}')", crate::log_limit::printable(boxes_frame)))),
@@ -219,9 +220,11 @@ fn class_generator(sh: &Shared) {
     };
     let save_path = lock(&sh.params).gdc.generator.save_bank_path.clone();
     sh.class_queue.run_worker(settings, &sh.stop, &mut |set| {
-        let classes = crate::ros::add_classes::add_to_bank(gdc, set, &save_path)?;
-        lock(&sh.stats).gdc.bank = Some(Ok(classes));
-        Ok(())
+        let update = crate::ros::add_classes::add_to_bank(gdc, set, &save_path)?;
+        let mut stats = lock(&sh.stats);
+        (stats.gdc.bank, stats.gdc.bank_bytes, stats.gdc.bank_save_error) = (Some(Ok(update.classes)), update.bytes, update.save_error.clone());
+        // a class that would not survive a restart is a failed class in ~/gdc_bank and ~/add_classes (it is usable meanwhile)
+        update.save_error.map_or(Ok(()), Err)
     });
 }
 

@@ -83,6 +83,10 @@ pub struct ElossParams {
     pub hysteresis_enter: i64,
     /// Hysteresis: consecutive normal frames that clear the alarm, 1..=1000. Read at start-up
     pub hysteresis_exit: i64,
+    /// Detections of a frame while the alarm is up: publish (unchanged), temper (scores times eloss.temper_factor, boxes under detector.score_threshold dropped) or suppress (none). Every detections message carries the frame's anomaly score, alarm and the action taken
+    pub on_alarm: String,
+    /// Score factor of on_alarm=temper, in (0, 1]
+    pub temper_factor: f64,
 }
 
 impl DetectorParams {
@@ -102,6 +106,15 @@ impl DetectorParams {
 }
 
 impl ElossParams {
+    /// `eloss.on_alarm` with `eloss.temper_factor`.
+    pub fn on_alarm(&self) -> Result<crate::eloss::on_alarm::OnAlarm, ParamsError> {
+        use crate::eloss::on_alarm::{OnAlarm, OnAlarmError};
+        OnAlarm::new(&self.on_alarm, self.temper_factor).map_err(|e| match e {
+            OnAlarmError::Unknown => ParamsError::Invalid { name: "eloss.on_alarm", value: crate::log_limit::printable(&self.on_alarm), rule: "must be publish, temper or suppress" },
+            OnAlarmError::Factor => ParamsError::Invalid { name: "eloss.temper_factor", value: self.temper_factor.to_string(), rule: "must be in (0, 1]" },
+        })
+    }
+
     pub fn settings(&self) -> Result<crate::perception::ElossSettings, ParamsError> {
         let invalid = |name, value: String, rule| ParamsError::Invalid { name, value, rule };
         let estimator = match self.estimator.as_str() {
@@ -115,6 +128,7 @@ impl ElossParams {
             return Err(invalid("eloss.threshold", self.threshold.to_string(), "must be finite"));
         }
         let threshold = (self.threshold >= 0.0).then_some(self.threshold);
+        self.on_alarm()?;
         Ok(crate::perception::ElossSettings { calibration_path: self.calibration_path.clone(), estimator, threshold, hysteresis })
     }
 }
@@ -179,10 +193,35 @@ pub struct CameraParams {
     pub calib_file: String,
 }
 
+/// Largest `camera.calib_file` read (a KITTI calib file is ~1 KB).
+pub const MAX_CALIB_FILE_BYTES: u64 = 64 * 1024;
+/// Longest `camera.calib_file` path accepted.
+pub const MAX_PATH_BYTES: usize = 4096;
+
 impl CameraParams {
+    /// The checks that need no file: `calib_file` is a plausible path, and
+    /// without one `lidar_to_camera` is a valid extrinsic.
+    pub fn check(&self) -> Result<(), ParamsError> {
+        if self.calib_file.len() > MAX_PATH_BYTES || self.calib_file.contains('\0') {
+            return Err(ParamsError::Invalid {
+                name: "camera.calib_file",
+                value: format!("{} bytes", self.calib_file.len()),
+                rule: "must be a path of at most 4096 bytes without NUL",
+            });
+        }
+        if self.calib_file.is_empty() {
+            self.extrinsic()?;
+        }
+        Ok(())
+    }
+
     /// The LiDAR → camera-optical extrinsic (3x4 row-major), from the calib
     /// file when one is named, else from `lidar_to_camera`; checked: 12
-    /// finite numbers whose rotation part is invertible.
+    /// finite numbers whose rotation part is invertible. The file is read
+    /// as untrusted input ([`crate::untrusted_file`]: a regular file of at
+    /// most [`MAX_CALIB_FILE_BYTES`]), and errors never quote its contents.
+    /// Reads the file on every call: the node calls it once per change
+    /// (`GuardedParams`), never per request.
     pub fn extrinsic(&self) -> Result<[f64; 12], ParamsError> {
         let m: [f64; 12] = if self.calib_file.is_empty() {
             let m: [f64; 12] = self.lidar_to_camera.0.as_slice().try_into().map_err(|_| ParamsError::Invalid {
@@ -192,8 +231,17 @@ impl CameraParams {
             })?;
             m
         } else {
-            crate::dataset::kitti::Calibration::read(&self.calib_file)
-                .map_err(|e| ParamsError::CalibFile { path: self.calib_file.clone(), error: e.to_string() })?
+            let calib_error = |error: String| ParamsError::CalibFile { path: crate::log_limit::printable(&self.calib_file), error };
+            let text = crate::untrusted_file::read_text(std::path::Path::new(&self.calib_file), MAX_CALIB_FILE_BYTES)
+                .map_err(|e| calib_error(e.to_string()))?;
+            crate::dataset::kitti::Calibration::parse(&text)
+                .map_err(|e| {
+                    calib_error(match e.line {
+                        // the line's text is not quoted: the file may be anything readable
+                        Some(n) => format!("line {n} is not a valid KITTI calib entry (`KEY: numbers`, P2 / R0_rect / Tr_velo_to_cam needed)"),
+                        None => e.message,
+                    })
+                })?
                 .lidar_to_cam_matrix()
         };
         let invalid = |rule| ParamsError::Invalid { name: "camera.lidar_to_camera", value: format!("{m:?}"), rule };
@@ -299,7 +347,8 @@ impl NodeParams {
         Self::from_params_yaml(DEFAULT_PARAMS_YAML)
     }
 
-    /// Rejects out-of-range values instead of clamping them.
+    /// Rejects out-of-range values instead of clamping them. Reads no file
+    /// (`camera.calib_file` is read by [`CameraParams::extrinsic`]).
     pub fn validate(&self) -> Result<(), ParamsError> {
         let bad = |name, value: f64, rule| Err(ParamsError::Invalid { name, value: value.to_string(), rule });
         if !(self.diagnostics.period_s > 0.0 && self.diagnostics.period_s <= 3600.0) {
@@ -381,7 +430,8 @@ impl NodeParams {
         if g.templates.is_empty() {
             return Err(ParamsError::Invalid { name: "gdc.generator.templates", value: String::new(), rule: "must be default or a file" });
         }
-        self.camera.extrinsic()?;
+        // the calib file itself is read once per change, by GuardedParams
+        self.camera.check()?;
         Ok(())
     }
 
@@ -468,6 +518,8 @@ mod tests {
                 "eloss.hysteresis_window",
                 "eloss.hysteresis_enter",
                 "eloss.hysteresis_exit",
+                "eloss.on_alarm",
+                "eloss.temper_factor",
                 "camera.lidar_to_camera",
                 "camera.calib_file",
                 "gdc.bank_path",
@@ -513,6 +565,12 @@ mod tests {
         p = NodeParams::defaults().unwrap();
         p.eloss.estimator = "fourier".into();
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.estimator", .. })));
+        let mut p = NodeParams::defaults().unwrap();
+        p.eloss.on_alarm = "drop".into();
+        assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.on_alarm", .. })));
+        p.eloss.on_alarm = "temper".into();
+        p.eloss.temper_factor = 0.0;
+        assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.temper_factor", .. })));
         p = NodeParams::defaults().unwrap();
         p.detector.device = "tpu".into();
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "detector.device", .. })));
@@ -558,5 +616,7 @@ mod tests {
         let missing = CameraParams { lidar_to_camera: DoubleArray::default(), calib_file: "/nonexistent/calib.txt".into() };
         let e = missing.extrinsic().unwrap_err();
         assert!(matches!(e, ParamsError::CalibFile { .. }) && e.to_string().contains("/nonexistent/calib.txt"), "{e}");
+        // validation alone reads no file
+        missing.check().unwrap();
     }
 }

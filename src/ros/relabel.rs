@@ -17,7 +17,7 @@ use super::params::GdcParams;
 use crate::dataset::kitti::Calibration;
 use crate::gdc::backbone::EmbeddingRecipe;
 use crate::gdc::bank::{EmbeddingSpec, FitOptions, GaussianBank};
-use crate::gdc::classifier::{Distribution, GdcClassifier};
+use crate::gdc::classifier::{check_request_size, Distribution, GdcClassifier};
 use crate::gdc::crops::{crop_box, crop_pixels, CropConfig, CropSkip};
 use crate::gdc::frame_history::Selection;
 use crate::gdc::encoder::load_encoder;
@@ -111,9 +111,8 @@ pub fn attach_labels(
     boxes: &[Box3D],
     dets: &mut [Detection3D],
 ) -> Result<usize, String> {
-    let crops: Vec<_> = boxes.iter().map(|b| crop_box(image, b, calib, crop_cfg)).collect();
-    let n = crops.iter().filter(|c| c.is_ok()).count();
-    let results = classifier.classify_some(crops, &[]).map_err(|e| e.to_string())?;
+    let results = classifier.classify_lazily(boxes.len(), |i| crop_box(image, &boxes[i], calib, crop_cfg), &[]).map_err(|e| e.to_string())?;
+    let n = results.iter().filter(|r| r.is_ok()).count();
     for (d, r) in dets.iter_mut().zip(results) {
         if let Ok(dist) = r {
             d.has_gdc = true;
@@ -126,7 +125,10 @@ pub fn attach_labels(
 
 /// Answers a request. `recent(stamp_ns, ids)` looks up a SOURCE_RECENT_FRAME
 /// request in the node's history (stamp 0 = the newest frame) and returns
-/// the selection with the camera calibration, or why it cannot.
+/// the selection with the camera calibration, or why it cannot. A request
+/// over the limits of [`check_request_size`] (256 boxes, 1024 candidates) is
+/// refused before its image is decoded or a crop is cut; crops are cut and
+/// embedded one batch at a time ([`GdcClassifier::classify_lazily`]).
 pub fn handle(
     gdc: &Gdc,
     req: &RelabelObjects::Request,
@@ -136,44 +138,51 @@ pub fn handle(
         Ok(g) => g,
         Err(e) => return failure(e.clone()),
     };
+    if let Err(e) = check_request_size(0, req.candidate_classes.len()) {
+        return failure(e);
+    }
     if req.source == RelabelObjects::Request::SOURCE_RECENT_FRAME as u8 {
+        // repeated ids are one object each (the history's lookup drops repeats)
         let (selection, calib) = match recent(convert::stamp_ns(&req.frame_stamp), &req.detection_ids) {
             Ok(s) => s,
             Err(e) => return failure(e),
         };
+        if let Err(e) = check_request_size(selection.boxes.len(), 0) {
+            return failure(e);
+        }
         let image = &selection.image.image;
-        let crops = selection.boxes.iter().map(|(_, b)| crop_box(image, b, &calib, crop_cfg)).collect();
-        return match classifier.classify_some(crops, &req.candidate_classes) {
-            Ok(results) => RelabelObjects::Response {
-                success: true,
-                error: String::new(),
-                labels: labels(selection.boxes.iter().map(|(id, _)| *id), results),
-            },
+        let boxes = &selection.boxes;
+        return match classifier.classify_lazily(boxes.len(), |i| crop_box(image, &boxes[i].1, &calib, crop_cfg), &req.candidate_classes) {
+            Ok(results) => RelabelObjects::Response { success: true, error: String::new(), labels: labels(boxes.iter().map(|(id, _)| *id), results) },
             Err(e) => failure(e.to_string()),
         };
     }
     if req.source != RelabelObjects::Request::SOURCE_EXPLICIT_IMAGE as u8 {
         return failure(format!("unknown source {}", req.source));
     }
+    // refused before the image is decoded: the limit bounds the work, not just the answer
+    let (n_2d, n_3d) = (req.boxes_2d.len(), req.boxes_3d.len());
+    if let Err(e) = check_request_size(n_2d + n_3d, 0) {
+        return failure(e);
+    }
     let image: RgbImage = match convert::decode_image(&req.image) {
         Ok(i) => i,
         Err(e) => return failure(format!("image: {e}")),
     };
-    let mut crops = Vec::new();
-    for b in &req.boxes_2d {
-        crops.push(crop_pixels(&image, [b.x_min as f64, b.y_min as f64, b.x_max as f64, b.y_max as f64], crop_cfg));
-    }
-    if !req.boxes_3d.is_empty() {
-        let camera = match convert::decode_camera_info(&req.camera_info) {
-            Ok(c) => c,
+    let calib = if n_3d == 0 {
+        None
+    } else {
+        match convert::decode_camera_info(&req.camera_info) {
+            Ok(camera) => Some(Calibration::from_camera(camera.p, VEHICLE_TO_OPTICAL)),
             Err(e) => return failure(format!("boxes_3d need a valid camera_info: {e}")),
-        };
-        let calib = Calibration::from_camera(camera.p, VEHICLE_TO_OPTICAL);
-        for d in &req.boxes_3d {
-            crops.push(crop_box(&image, &optical_box_to_vehicle(d), &calib, crop_cfg));
         }
-    }
-    match classifier.classify_some(crops, &req.candidate_classes) {
+    };
+    let crop = |i: usize| match (req.boxes_2d.get(i), &calib) {
+        (Some(b), _) => crop_pixels(&image, [b.x_min as f64, b.y_min as f64, b.x_max as f64, b.y_max as f64], crop_cfg),
+        (None, Some(calib)) => crop_box(&image, &optical_box_to_vehicle(&req.boxes_3d[i - n_2d]), calib, crop_cfg),
+        (None, None) => Err(CropSkip::NotVisible), // unreachable: 3D boxes come with a calibration
+    };
+    match classifier.classify_lazily(n_2d + n_3d, crop, &req.candidate_classes) {
         Ok(results) => {
             let n = results.len() as u32;
             RelabelObjects::Response { success: true, error: String::new(), labels: labels(0..n, results) }
@@ -203,5 +212,36 @@ mod tests {
         let req = RelabelObjects::Request { source: RelabelObjects::Request::SOURCE_RECENT_FRAME as u8, ..Default::default() };
         let r = handle(&off, &req, |_, _| unreachable!("GDC off answers first"));
         assert!(!r.success && r.error == "GDC is off");
+    }
+
+    fn explicit_request(boxes: usize) -> RelabelObjects::Request {
+        use r2r::eloss_perception_msgs::msg::BoundingBox2D;
+        let (w, h) = (64u32, 48u32);
+        let image = r2r::sensor_msgs::msg::Image { width: w, height: h, encoding: "rgb8".into(), step: 3 * w, data: vec![230; (3 * w * h) as usize], ..Default::default() };
+        let whole = BoundingBox2D { x_min: 0.0, y_min: 0.0, x_max: w as f32, y_max: h as f32 };
+        RelabelObjects::Request { source: RelabelObjects::Request::SOURCE_EXPLICIT_IMAGE as u8, image, boxes_2d: vec![whole; boxes], ..Default::default() }
+    }
+
+    /// Issue 13: 5,000 whole-image boxes took the node to 7.8 GB with no
+    /// answer. Over the limit: an error naming it, before any crop; the
+    /// next request is served.
+    #[test]
+    fn oversized_requests_are_refused_and_the_next_one_is_served() {
+        use crate::gdc::classifier::{test_support::dark_bright_classifier, MAX_BOXES_PER_REQUEST};
+        use std::sync::atomic::Ordering;
+        let (classifier, largest_call) = dark_bright_classifier();
+        let gdc: Gdc = Ok((classifier, CropConfig::default()));
+        let r = handle(&gdc, &explicit_request(5_000), |_, _| unreachable!());
+        assert!(!r.success && r.error.contains("5000 boxes") && r.error.contains("at most 256"), "{}", r.error);
+        assert!(r.labels.is_empty());
+        assert_eq!(largest_call.load(Ordering::Relaxed), 0, "no crop embedded for a refused request");
+        let many_candidates = RelabelObjects::Request { candidate_classes: vec!["dark".into(); 100_000], ..explicit_request(1) };
+        assert!(handle(&gdc, &many_candidates, |_, _| unreachable!()).error.contains("100000 candidate classes"));
+
+        let r = handle(&gdc, &explicit_request(MAX_BOXES_PER_REQUEST), |_, _| unreachable!());
+        assert!(r.success, "{}", r.error);
+        assert_eq!(r.labels.len(), MAX_BOXES_PER_REQUEST);
+        assert!(r.labels.iter().all(|l| l.valid && l.label == "bright"));
+        assert!(largest_call.load(Ordering::Relaxed) <= 4, "crops are embedded one batch at a time");
     }
 }

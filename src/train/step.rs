@@ -8,7 +8,7 @@ use super::adamw::AdamW;
 use super::batch::TrainBatch;
 use super::losses::{batch_detection_loss, LossError, LossWeights};
 use super::mixed_precision::LossScaler;
-use crate::detect::detector::{Detector, DetectorError};
+use crate::detect::detector::{BatchNormMode, Detector, DetectorError};
 use crate::detect::model::head::HeadOutput;
 use crate::eloss::entropy::Estimator;
 use crate::eloss::loss::entropy_loss;
@@ -44,6 +44,9 @@ pub struct StepConfig {
     pub clip_norm: f64,
     /// Entropy-decrease term weight inside the Entropy Loss (0 = the paper's code).
     pub decrease_weight: f64,
+    /// Batch-norm in the training pass: `Train` (the paper's code) or `Frozen`
+    /// (running statistics, so the Entropy Loss is the monitor's quantity).
+    pub batchnorm: BatchNormMode,
 }
 
 pub fn train_step(
@@ -55,7 +58,7 @@ pub fn train_step(
     scaler: &mut LossScaler,
 ) -> Result<StepReport, StepError> {
     let mixed = scaler.enabled();
-    let (head, layers) = tch::autocast(mixed, || det.forward_train_batch(&batch.pillars))?;
+    let (head, layers) = tch::autocast(mixed, || det.forward_train_batch(&batch.pillars, cfg.batchnorm))?;
     // losses in fp32 (a no-op without autocast); the entropy estimators cast their inputs themselves
     let head = HeadOutput { cls: head.cls.to_kind(Kind::Float), boxes: head.boxes.to_kind(Kind::Float), dir: head.dir.to_kind(Kind::Float) };
     let d = batch_detection_loss(&head, &batch.targets, &cfg.weights)?;

@@ -6,7 +6,7 @@ use super::*;
 use crate::cloud::Points;
 use crate::dataset::sim::{Lidar, LidarConfig, SceneConfig, SimClass};
 use crate::detect::box_coder::DirectionBins;
-use crate::detect::detector::DetectorConfig;
+use crate::detect::detector::{BatchNormMode, DetectorConfig};
 use crate::detect::iou::iou_bev;
 use crate::detect::model::backbone::BackboneConfig;
 use crate::detect::model::neck::NeckConfig;
@@ -53,7 +53,7 @@ fn batch_of(det: &Detector, frames: &[(Points, Vec<(Box3D, usize)>)]) -> TrainBa
 }
 
 fn step_config(eloss_weight: f64) -> StepConfig {
-    StepConfig { weights: LossWeights::default(), eloss_weight, estimator: Estimator::Knn, clip_norm: 35.0, decrease_weight: 0.0 }
+    StepConfig { weights: LossWeights::default(), eloss_weight, estimator: Estimator::Knn, clip_norm: 35.0, decrease_weight: 0.0, batchnorm: BatchNormMode::Train }
 }
 
 /// A tiny detector overfits a batch of three simulated frames: the loss
@@ -79,7 +79,7 @@ fn tiny_model_overfits_a_batch_of_frames() {
     assert!(last < 0.3 * first, "loss {first} -> {last}");
     assert!(reports[0].eloss > 0.0, "three layers per block give a Var(ΔH) term");
     // decoded with batch statistics (BN running averages need far more than 60 steps)
-    let (head, _) = tch::no_grad(|| det.forward_train_batch(&batch.pillars)).unwrap();
+    let (head, _) = tch::no_grad(|| det.forward_train_batch(&batch.pillars, BatchNormMode::Train)).unwrap();
     let nms = crate::detect::nms::NmsConfig::new(0.3, 0.01, None, Some(50)).unwrap();
     for (b, (_, gts)) in frames.iter().enumerate() {
         let b = b as i64;
@@ -93,7 +93,7 @@ fn tiny_model_overfits_a_batch_of_frames() {
 /// The step as it was before batching: one frame's forward pass, its anchor
 /// targets and losses, AdamW. Returns (total, detection, eloss).
 fn single_frame_step(det: &Detector, opt: &mut AdamW, points: &Points, gts: &[(Box3D, usize)], cfg: &StepConfig) -> (f64, f64, f64) {
-    let (head, layers) = det.forward_train(points).unwrap();
+    let (head, layers) = det.forward_train(points, BatchNormMode::Train).unwrap();
     let targets = assign(det.anchors(), gts, &MatchThresholds::kitti(), &DirectionBins::kitti()).unwrap();
     let d = detection_loss(&head.cls.get(0), &head.boxes.get(0), &head.dir.get(0), &targets, &cfg.weights);
     let e = entropy_loss(&layers.blocks, cfg.estimator, cfg.decrease_weight);
@@ -152,7 +152,7 @@ fn every_tensor_of_a_step_lives_on_the_detectors_device() {
     assert_eq!(scaler.enabled(), device.is_cuda());
     let r = train_step(&det, &mut opt, (1e-3, 0.9), &batch, &step_config(1.0), &mut scaler).unwrap();
     assert!(r.total.is_finite() && r.positives > 0);
-    let (head, layers) = det.forward_train_batch(&batch.pillars).unwrap();
+    let (head, layers) = det.forward_train_batch(&batch.pillars, BatchNormMode::Train).unwrap();
     let mut seen: Vec<(String, Tensor)> = vec![("cls".into(), head.cls.shallow_clone()), ("boxes".into(), head.boxes.shallow_clone())];
     seen.extend(layers.blocks.iter().flatten().enumerate().map(|(i, t)| (format!("layer {i}"), t.shallow_clone())));
     let d = crate::train::losses::batch_detection_loss(&head, &batch.targets, &LossWeights::default()).unwrap();
@@ -170,5 +170,33 @@ fn every_tensor_of_a_step_lives_on_the_detectors_device() {
     assert_eq!(head.cls.size()[0], 2);
     for (name, t) in &seen {
         assert_eq!(t.device(), det.vs.device(), "{name}");
+    }
+}
+
+/// Batch-norm frozen with B > 1: the running statistics stay as they were,
+/// and each frame's outputs in the batch are its own single-frame outputs
+/// (frozen batch-norm normalises every frame alone, so frames do not mix).
+#[test]
+fn frozen_batch_norm_works_with_batches() {
+    let frames = vec![scan(3), scan(4)];
+    tch::manual_seed(5);
+    let det = Detector::new(tiny_config(), Device::Cpu).unwrap();
+    let batch = batch_of(&det, &frames);
+    let stats = |det: &Detector| -> Vec<(String, Tensor)> {
+        det.vs.variables().into_iter().filter(|(k, _)| k.contains("running_")).map(|(k, t)| (k, t.copy())).collect()
+    };
+    let before = stats(&det);
+    assert!(!before.is_empty());
+    let mut opt = AdamW::new(&det.vs, Default::default());
+    let cfg = StepConfig { batchnorm: BatchNormMode::Frozen, ..step_config(1.0) };
+    let r = train_step(&det, &mut opt, (1e-3, 0.9), &batch, &cfg, &mut LossScaler::new(true, Device::Cpu)).unwrap();
+    assert!(r.total.is_finite() && r.stepped);
+    for ((k, a), (_, b)) in before.iter().zip(stats(&det)) {
+        assert!(a.equal(&b), "{k} moved with frozen batch-norm");
+    }
+    let (head, _) = tch::no_grad(|| det.forward_train_batch(&batch.pillars, BatchNormMode::Frozen)).unwrap();
+    for (b, (points, _)) in frames.iter().enumerate() {
+        let (single, _) = tch::no_grad(|| det.forward_train(points, BatchNormMode::Frozen)).unwrap();
+        assert!(head.cls.get(b as i64).allclose(&single.cls.get(0), 1e-4, 1e-5, false), "frame {b}");
     }
 }

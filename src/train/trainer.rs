@@ -22,7 +22,7 @@ use super::validate::{predict, ValidateError};
 use crate::dataset::kitti::{Difficulty, ImageSet, KittiDataset, KittiError, ObjectClass, Split};
 use crate::dataset::sim::Rng;
 use crate::detect::checkpoint::{self, CheckpointError};
-use crate::detect::detector::{Detector, DetectorConfig, DetectorError};
+use crate::detect::detector::{BatchNormMode, Detector, DetectorConfig, DetectorError};
 use crate::eloss::entropy::Estimator;
 use crate::eval::{EvalConfig, Metric};
 use std::path::{Path, PathBuf};
@@ -71,6 +71,13 @@ pub struct TrainConfig {
     pub loader_threads: usize,
     /// fp16 autocast with a dynamic loss scale on CUDA; ignored on the CPU (fp32).
     pub mixed_precision: bool,
+    /// Batch-norm during training: `train` (batch statistics, the paper's
+    /// code) or `frozen` (running statistics fixed, as at inference: the
+    /// trained Entropy Loss is then the Eloss the monitor reads).
+    pub batchnorm: BatchNormMode,
+    /// Start a new run from this model's weights (fine-tuning; empty = random
+    /// initialisation). Its config must be the preset's. Ignored on resume.
+    pub init: String,
 }
 
 impl Default for TrainConfig {
@@ -92,6 +99,8 @@ impl Default for TrainConfig {
             batch_size: 1,
             loader_threads: 1,
             mixed_precision: true,
+            batchnorm: BatchNormMode::Train,
+            init: String::new(),
         }
     }
 }
@@ -219,6 +228,12 @@ impl Trainer {
                 scaler.restore(saved);
             }
             (det, pos)
+        } else if !config.init.is_empty() {
+            let (det, _) = checkpoint::load(Path::new(&config.init), device)?;
+            if det.config != config.detector()? {
+                return Err(TrainError::Config(format!("init {}: its model config is not the `{}` preset", config.init, config.model)));
+            }
+            (det, Position::default())
         } else {
             (Detector::new(config.detector()?, device)?, Position::default())
         };
@@ -311,6 +326,7 @@ impl Trainer {
                     estimator,
                     clip_norm: self.config.clip_norm,
                     decrease_weight: 0.0,
+                    batchnorm: self.config.batchnorm,
                 };
                 let (lr, beta1) = self.config.schedule.at(step, total);
                 let report = train_step(&self.detector, &mut self.optimizer, (lr, beta1), &batch, &cfg, &mut self.scaler)?;

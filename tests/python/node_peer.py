@@ -191,6 +191,17 @@ def drive(ns, kitti_bin):
     result["set_max_range_negative"] = set_max_range(-1.0)
     send_and_wait(pub_pts, cloud_msg(xyzi), cloud, "frames_processed", "cloud_after_bad_param")
     result["set_max_range_200"] = set_max_range(200.0)
+    # a calib file any peer can point at a device: refused at once with the
+    # reason (issue 13: /dev/zero was accepted and read until memory ran out)
+    req = SetParameters.Request()
+    req.parameters = [Parameter(name="camera.calib_file",
+                                value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="/dev/zero"))]
+    t0 = time.monotonic()
+    fut = client.call_async(req)
+    p.spin_until(fut.done, 10, "set_parameters response")
+    r0 = fut.result().results[0]
+    result["set_calib_dev_zero"] = {"successful": r0.successful, "reason": r0.reason, "seconds": time.monotonic() - t0}
+    send_and_wait(pub_pts, cloud_msg(xyzi), cloud, "frames_processed", "cloud_after_calib_dev_zero")
 
     padded, finite = cloud_f64_padded(xyzi)
     send_and_wait(pub_pts, padded, cloud, "frames_processed", "f64_padded_cloud")
@@ -277,14 +288,22 @@ def relabel(ns, image_png, boxes):
         req.candidate_classes = list(candidates)
         return req
 
-    out = {"all": call(explicit()), "subset": call(explicit(["sky", "grass"])),
+    def oversized():
+        # 5,000 whole-image boxes (issue 13: 7.8 GB and no answer): refused at once
+        req = explicit()
+        whole = BoundingBox2D(x_min=0.0, y_min=0.0, x_max=float(rgb.shape[1]), y_max=float(rgb.shape[0]))
+        req.boxes_2d = [whole] * 5000
+        return req
+
+    # evaluated in order: the requests after the oversized one show the node still serves
+    out = {"all": call(explicit()), "oversized": call(oversized()), "subset": call(explicit(["sky", "grass"])),
            "unknown_class": call(explicit(["grass", "unicorn"])),
            "bad_encoding": call(explicit(encoding="yuv422_yuy2"))}
     by_id = RelabelObjects.Request()
     by_id.source = RelabelObjects.Request.SOURCE_RECENT_FRAME
     out["by_id"] = call(by_id)
-    # the node's GDC diagnostics count the five requests
-    p.spin_until(lambda: count(p.diag, "gdc", "relabel_requests") >= 5, 15, "GDC diagnostics counting the requests")
+    # the node's GDC diagnostics count the six requests
+    p.spin_until(lambda: count(p.diag, "gdc", "relabel_requests") >= 6, 15, "GDC diagnostics counting the requests")
     out["diagnostics"] = p.diag["gdc"]
     print(json.dumps(out))
     p.close()
@@ -311,7 +330,7 @@ def relabel_generated(p, client, cache_dir, class_name, candidates=()):
     from eloss_perception_msgs.msg import BoundingBox2D
     from eloss_perception_msgs.srv import RelabelObjects
     from PIL import Image as PILImage
-    png = sorted(glob.glob(f"{cache_dir}/*/{class_name}/00000.png"))[0]
+    png = sorted(glob.glob(f"{cache_dir}/*/classes/{class_name}/00000.png"))[0]
     rgb = np.asarray(PILImage.open(png).convert("RGB"))
     req = RelabelObjects.Request()
     req.source = RelabelObjects.Request.SOURCE_EXPLICIT_IMAGE
@@ -511,8 +530,23 @@ def detect(ns, cloud_bin, anomalous_bin):
             "anomaly": m.anomaly, "type": m.anomaly_type, "anomalous_frame": m.anomalous_frame,
             "compute_time_ms": m.compute_time_ms}
 
+    context = {}  # stamp -> the anomaly context our detections carry
+
+    def on_context(m):
+        context[(m.header.stamp.sec, m.header.stamp.nanosec)] = {
+            "anomaly_score": m.anomaly_score, "anomaly": m.anomaly, "on_alarm": m.on_alarm,
+            "score_factor": m.score_factor, "boxes": len(m.detections)}
+
+    standard = {}  # stamp -> boxes on the standard vision_msgs topic
+
+    def on_standard(m):
+        standard[(m.header.stamp.sec, m.header.stamp.nanosec)] = len(m.detections)
+
+    from vision_msgs.msg import Detection3DArray as VisionDetections
     p.node.create_subscription(ElossReport, f"{ns}/eloss", on_eloss, 50)
     p.node.create_subscription(Detection3DArray, f"{ns}/annotated_detections", on_dets, 10)
+    p.node.create_subscription(Detection3DArray, f"{ns}/annotated_detections", on_context, 50)
+    p.node.create_subscription(VisionDetections, f"{ns}/detections", on_standard, 50)
     p.node.create_subscription(MarkerArray, f"{ns}/markers", on_markers, 10)
     pub = p.node.create_publisher(PointCloud2, f"{ns}/points", qos_profile_sensor_data)
     p.spin_until(lambda: pub.get_subscription_count() > 0, 30, "the node to subscribe points")
@@ -530,20 +564,38 @@ def detect(ns, cloud_bin, anomalous_bin):
     got["eloss_normal"] = reports[stamp]
     # the anomalous cloud, frame after frame: each one waits for its own report
     bad = cloud_msg(np.fromfile(anomalous_bin, dtype="<f4").reshape(-1, 4), frame="lidar_top")
-    got["eloss_anomalous"] = []
-    for i in range(8):
-        st = (2000 + i, 0)
+    def send_bad(st, what):
         bad.header.stamp.sec, bad.header.stamp.nanosec = st
+        done = lambda: st in reports and st in context and st in standard
         deadline = time.monotonic() + 60
-        while st not in reports and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             pub.publish(bad)
             wait = time.monotonic() + 3
-            while time.monotonic() < wait and st not in reports:
+            while time.monotonic() < wait and not done():
                 rclpy.spin_once(p.node, timeout_sec=0.05)
-        if st not in reports:
-            print(f"no Eloss report for anomalous frame {i}", file=sys.stderr)
+        if not done():
+            print(f"no Eloss report and detections for {what}", file=sys.stderr)
             sys.exit(1)
-        got["eloss_anomalous"].append(reports[st])
+        return {**reports[st], "context": context[st], "standard_boxes": standard[st]}
+
+    got["eloss_anomalous"] = [send_bad((2000 + i, 0), f"anomalous frame {i}") for i in range(8)]
+    # eloss.on_alarm at run time: the alarmed frames' boxes are withheld
+    client = p.node.create_client(SetParameters, f"{ns}/eloss_perception_node/set_parameters")
+    p.spin_until(lambda: client.service_is_ready(), 30, "the set_parameters service")
+
+    def set_string(name, v):
+        req = SetParameters.Request()
+        req.parameters = [Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=v))]
+        fut = client.call_async(req)
+        p.spin_until(fut.done, 10, "set_parameters response")
+        return fut.result().results[0].successful
+
+    got["set_on_alarm_drop"] = set_string("eloss.on_alarm", "drop")
+    got["set_on_alarm_suppress"] = set_string("eloss.on_alarm", "suppress")
+    got["suppressed"] = [send_bad((3000 + i, 0), f"suppressed frame {i}") for i in range(2)]
+    p.spin_until(lambda: p.diag is not None and int(p.diag.get("eloss monitor", {}).get("frames_acted_on", "0")) >= 2, 30,
+                 "eloss monitor diagnostics counting the suppressed frames")
+    got["eloss_diagnostics"] = p.diag["eloss monitor"]
     p.spin_until(lambda: p.diag is not None and "detector" in p.diag and int(p.diag["detector"]["frames"]) > 0, 30,
                  "detector diagnostics")
     got["diagnostics"] = p.diag["detector"]

@@ -198,6 +198,8 @@ pub(super) fn from_bytes(bytes: &[u8]) -> Result<GaussianBank, BankError> {
         one_shot_variance: doc.covariance.one_shot_variance,
     };
     options.validate().map_err(|e| BankError::Format(e.to_string()))?;
+    // the caps of a bank in memory, before any tensor is read
+    super::check_size(kind, doc.classes.len(), d)?;
 
     // Exactly the expected tensors: a missing one is corruption, an extra one
     // a writer we do not understand.

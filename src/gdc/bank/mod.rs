@@ -64,8 +64,11 @@
 mod classify;
 mod file;
 mod gaussian;
+mod size;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod size_tests;
 
 use std::path::PathBuf;
 
@@ -74,9 +77,12 @@ use serde::{Deserialize, Serialize};
 pub use classify::{bayes_posterior, top_k, Prediction};
 pub use file::{FORMAT_VERSION, METADATA_KEY};
 use gaussian::{Factor, FactorError};
+pub use size::{bank_bytes, MAX_BANK_BYTES, MAX_CLASSES};
+use size::check_size;
 
 /// Default relative ridge: ε = 1e-3 · tr(S)/d (see the module docs for why).
 pub const DEFAULT_RIDGE_REL: f64 = 1e-3;
+
 
 /// The covariance model of every class in a bank.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -248,6 +254,15 @@ impl<'a> From<&'a Vec<Vec<f64>>> for Samples<'a> {
 }
 
 impl Samples<'_> {
+    /// The row length (of the first row for row lists), without copying.
+    fn dim(&self) -> usize {
+        match *self {
+            Samples::RowsF32(rows) => rows.first().map_or(0, Vec::len),
+            Samples::RowsF64(rows) => rows.first().map_or(0, Vec::len),
+            Samples::MatrixF32 { dim, .. } | Samples::MatrixF64 { dim, .. } => dim,
+        }
+    }
+
     /// Copy into an n×d row-major f64 matrix, checking shape and finiteness.
     /// `what` names the data in errors; `expected_dim` is the bank's d, if known.
     fn to_f64(&self, what: &str, expected_dim: Option<usize>) -> Result<(Vec<f64>, usize, usize), BankError> {
@@ -344,6 +359,10 @@ pub enum BankError {
     NoSpreadEstimate(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("the bank would hold {classes} classes; at most {MAX_CLASSES}")]
+    TooManyClasses { classes: usize },
+    #[error("the bank would need {bytes} bytes ({classes} classes of dimension {dim}); at most {MAX_BANK_BYTES}")]
+    OverBudget { bytes: u64, classes: usize, dim: usize },
     /// A file that was read but is not a valid bank: the parse error, with the file.
     #[error("{path}: {source}")]
     File { path: PathBuf, source: Box<BankError> },
@@ -437,6 +456,7 @@ impl GaussianBank {
     ) -> Result<GaussianBank, BankError> {
         let options = options.into();
         options.validate()?;
+        check_size(options.kind, classes.len(), classes.first().map_or(0, |(_, s)| s.dim()))?;
         let mut dim = None;
         let mut stats = Vec::with_capacity(classes.len());
         for (name, samples) in classes {
@@ -475,6 +495,8 @@ impl GaussianBank {
             return Err(BankError::DuplicateClass(name.to_string()));
         }
         let first = self.dim == 0;
+        // the caps come before the d x d scatter is computed
+        check_size(self.options.kind, self.classes.len() + 1, if first { samples.dim() } else { self.dim })?;
         let stats = class_stats(name, &samples, (!first).then_some(self.dim), self.options.kind)?;
         if first {
             self.dim = stats.mean.len();
@@ -504,6 +526,7 @@ impl GaussianBank {
     /// so `fit` and `add_class` give identical results. On error the bank is
     /// left as it was.
     fn insert(&mut self, stats: Vec<ClassStats>) -> Result<(), BankError> {
+        check_size(self.options.kind, self.classes.len() + stats.len(), self.dim)?;
         let factors = match self.options.kind {
             CovarianceKind::Shared { ridge_rel } => {
                 self.shared = Some(self.pooled_with(&stats, ridge_rel)?);
@@ -668,23 +691,14 @@ impl GaussianBank {
         Ok(())
     }
 
-    /// Write the bank (to a temporary sibling, then renamed over `path`, so
-    /// a crash never leaves a half-written bank behind).
+    /// Write the bank durably ([`crate::atomic_file`]: a temporary sibling,
+    /// fsync, rename, fsync of the directory), so a crash or a power loss
+    /// leaves the previous bank or the new one; a failure removes the
+    /// temporary file.
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<(), BankError> {
         let path = path.as_ref();
         let bytes = file::to_bytes(self)?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".tmp{}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let io = |source| BankError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp); // best effort: the rename error is what matters
-            io(e)
-        })
+        crate::atomic_file::write(path, &bytes).map_err(|source| BankError::Io { path: path.to_path_buf(), source })
     }
 
     /// The file's bytes (what `save` writes).
@@ -713,6 +727,11 @@ impl GaussianBank {
         self.created = created;
     }
     /// Embedding dimension d.
+    /// Bytes of the means and covariance factors (what [`MAX_BANK_BYTES`] bounds).
+    pub fn bytes(&self) -> u64 {
+        bank_bytes(self.options.kind, self.classes.len(), self.dim)
+    }
+
     pub fn dim(&self) -> usize {
         self.dim
     }

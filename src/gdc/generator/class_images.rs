@@ -3,12 +3,17 @@
 //! (base seed, class, index), so the set does not depend on the batch size
 //! and an interrupted run resumes where it stopped.
 //!
-//! Cache layout: `CACHE/<key>/<class>/00000.png ...` where `key` hashes
-//! everything that changes the pixels (generator folder and weight sizes,
-//! steps, guidance, size, seed, templates; written to `CACHE/<key>/settings.json`),
-//! so changed settings never mix with old images. Files are written under a
-//! temporary name and renamed, so a killed run leaves no half-written PNG.
-//! A contact sheet per class (`CACHE/<key>/<class>_sheet.png`) shows the set.
+//! Cache layout: `CACHE/<key>/classes/<class>/00000.png ...` where `key`
+//! hashes everything that changes the pixels (generator folder and weight
+//! sizes, steps, guidance, size, seed, templates; written to
+//! `CACHE/<key>/settings.json`), so changed settings never mix with old
+//! images. Files are written under a temporary name and renamed, so a killed
+//! run leaves no half-written PNG. A contact sheet per class
+//! (`CACHE/<key>/sheets/<class>.png`) shows the set. Class names live in
+//! their own folders, so no name (`settings.json`, `x_sheet.png`) can collide
+//! with the cache's own files; a class folder of the older layout
+//! (`CACHE/<key>/<class>/`) is moved into `classes/` when its class is next
+//! generated, so its images are reused.
 
 use super::pipeline::{GenerateOptions, Pipeline};
 use super::prompts::Templates;
@@ -96,12 +101,37 @@ impl ImageCache {
         Ok(Self { dir })
     }
 
+    /// The folder of a class's images.
+    pub fn class_dir(&self, class: &str) -> PathBuf {
+        self.dir.join("classes").join(class)
+    }
+
     pub fn image_path(&self, class: &str, index: usize) -> PathBuf {
-        self.dir.join(class).join(format!("{index:05}.png"))
+        self.class_dir(class).join(format!("{index:05}.png"))
     }
 
     pub fn sheet_path(&self, class: &str) -> PathBuf {
-        self.dir.join(format!("{class}_sheet.png"))
+        self.dir.join("sheets").join(format!("{class}.png"))
+    }
+
+    /// Creates the class's folder (and the sheets folder), moving a folder of
+    /// the older layout (`<key>/<class>/` holding PNGs) into place.
+    fn prepare(&self, class: &str) -> Result<PathBuf, GeneratorError> {
+        let folder = self.class_dir(class);
+        let old = self.dir.join(class);
+        // `classes` and `sheets` are the new layout's own folders, never an old class folder
+        let old_layout = !matches!(class, "classes" | "sheets")
+            && !folder.exists()
+            && old.is_dir()
+            && std::fs::read_dir(&old).into_iter().flatten().flatten().any(|e| e.path().is_file() && e.path().extension().is_some_and(|x| x == "png"));
+        if old_layout {
+            std::fs::create_dir_all(self.dir.join("classes")).map_err(|e| io_err(&folder, e))?;
+            std::fs::rename(&old, &folder).map_err(|e| io_err(&old, e))?;
+        }
+        for dir in [&folder, &self.dir.join("sheets")] {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        }
+        Ok(folder)
     }
 }
 
@@ -109,8 +139,7 @@ impl ImageCache {
 /// counts the class's images present so far (cached ones first).
 pub fn generate_class(pipe: &Pipeline, cache: &ImageCache, class: &str, opts: &ClassImageOptions, mut progress: impl FnMut(usize)) -> Result<ClassImages, GeneratorError> {
     check_class_name(class)?;
-    let folder = cache.dir.join(class);
-    std::fs::create_dir_all(&folder).map_err(|e| io_err(&folder, e))?;
+    cache.prepare(class)?;
     let paths: Vec<PathBuf> = (0..opts.per_class).map(|i| cache.image_path(class, i)).collect();
     let missing: Vec<usize> = (0..opts.per_class).filter(|&i| !paths[i].is_file()).collect();
     let mut done = opts.per_class - missing.len();
@@ -177,6 +206,41 @@ mod tests {
         }
         assert!(check_class_name("traffic_cone").is_ok());
         assert!(check_class_name(&"x".repeat(MAX_CLASS_NAME_BYTES + 1)).is_err());
+    }
+
+    /// Issue 13: a class named `settings.json` or `x_sheet.png` collided with
+    /// the cache's own files.
+    #[test]
+    fn class_names_cannot_collide_with_cache_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ImageCache { dir: dir.path().to_path_buf() };
+        let settings = dir.path().join("settings.json");
+        std::fs::write(&settings, "{}").unwrap();
+        let classes = ["settings.json", "x", "x_sheet.png", "classes", "sheets"];
+        let paths_of = |class: &str| [cache.image_path(class, 0), cache.sheet_path(class), cache.class_dir(class)];
+        for a in classes {
+            cache.prepare(a).unwrap();
+            for p in paths_of(a) {
+                assert!(!p.starts_with(&settings), "{}", p.display());
+                for b in classes.iter().filter(|&&b| b != a) {
+                    for q in paths_of(b) {
+                        assert!(!p.starts_with(&q) && !q.starts_with(&p), "{a}: {} and {b}: {}", p.display(), q.display());
+                    }
+                }
+            }
+        }
+        assert_eq!(std::fs::read_to_string(dir.path().join("settings.json")).unwrap(), "{}");
+    }
+
+    #[test]
+    fn images_of_the_older_layout_are_moved_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ImageCache { dir: dir.path().to_path_buf() };
+        std::fs::create_dir(dir.path().join("car")).unwrap();
+        std::fs::write(dir.path().join("car/00000.png"), b"png").unwrap();
+        cache.prepare("car").unwrap();
+        assert_eq!(std::fs::read(cache.image_path("car", 0)).unwrap(), b"png");
+        assert!(!dir.path().join("car").exists());
     }
 
     #[test]

@@ -60,6 +60,12 @@ pub struct QueueStatus {
 /// Classes that may wait at once: a request cannot queue days of GPU work by accident.
 pub const MAX_PENDING: usize = 256;
 
+/// Failures kept in the status (the newest; older ones are dropped): each
+/// request can add up to [`MAX_PENDING`], and they last until retried.
+pub const MAX_FAILED: usize = 256;
+/// Longest failure reason kept (bytes; longer ones are cut at a character boundary).
+pub const MAX_FAILURE_REASON_BYTES: usize = 1024;
+
 /// What a request did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Enqueued {
@@ -159,6 +165,20 @@ impl ClassQueue {
         s.clone()
     }
 
+    /// Records failures, keeping the list and each reason bounded.
+    fn record_failures(s: &mut QueueStatus, failures: impl IntoIterator<Item = (String, String)>) {
+        for (name, mut why) in failures {
+            if why.len() > MAX_FAILURE_REASON_BYTES {
+                let cut = (0..=MAX_FAILURE_REASON_BYTES).rev().find(|&i| why.is_char_boundary(i)).unwrap_or(0);
+                why.truncate(cut);
+                why.push('…');
+            }
+            s.failed.push((name, why));
+        }
+        let excess = s.failed.len().saturating_sub(MAX_FAILED);
+        s.failed.drain(..excess);
+    }
+
     fn finish_head(&self, result: Result<(), String>) {
         let mut s = self.lock();
         if s.pending.is_empty() {
@@ -167,7 +187,7 @@ impl ClassQueue {
         let head = s.pending.remove(0);
         if let Err(e) = result {
             tracing::warn!(class = %head.name, "run-time class failed: {e}");
-            s.failed.push((head.name, e));
+            Self::record_failures(&mut s, [(head.name, e)]);
         } else {
             tracing::info!(class = %head.name, "run-time class added to the GDC bank");
         }
@@ -177,7 +197,7 @@ impl ClassQueue {
     fn fail_all(&self, why: &str) {
         let mut s = self.lock();
         let names: Vec<_> = s.pending.drain(..).map(|p| p.name).collect();
-        s.failed.extend(names.into_iter().map(|n| (n, why.to_string())));
+        Self::record_failures(&mut s, names.into_iter().map(|n| (n, why.to_string())));
         self.bump(&mut s);
     }
 
@@ -286,6 +306,22 @@ mod tests {
         assert!(q.enqueue(&many, &[], 10).unwrap_err().to_string().contains("at most"));
         assert_eq!(q.status().pending.len(), 2);
         assert_eq!(q.enqueue(&many[..MAX_PENDING - 2], &[], 10).unwrap().queued.len(), MAX_PENDING - 2);
+    }
+
+    /// Issue 13: the failed-class list grew without bound.
+    #[test]
+    fn failures_are_bounded_in_number_and_length() {
+        let q = ClassQueue::new();
+        for round in 0..3 {
+            let many: Vec<String> = (0..MAX_PENDING).map(|i| format!("r{round}c{i}")).collect();
+            q.enqueue(&many, &[], 2).unwrap();
+            q.fail_all(&"é".repeat(MAX_FAILURE_REASON_BYTES));
+        }
+        let s = q.status();
+        assert_eq!(s.failed.len(), MAX_FAILED);
+        assert_eq!(s.failed.last().unwrap().0, format!("r2c{}", MAX_PENDING - 1), "the newest are kept");
+        let why = &s.failed[0].1;
+        assert!(why.len() <= MAX_FAILURE_REASON_BYTES + '…'.len_utf8() && why.ends_with('…'), "{}", why.len());
     }
 
     #[test]
