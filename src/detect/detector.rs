@@ -9,7 +9,7 @@ use super::model::head::{AnchorHead, HeadOutput};
 use super::model::neck::{Neck, NeckConfig};
 use super::model::pillar_encoder::PillarEncoder;
 use super::nms::{NmsConfig, NmsError};
-use super::pillars::{pillarize, PillarConfig, PillarError};
+use super::pillars::{pillarize, PillarBatch, PillarConfig, PillarError};
 use super::postprocess::{detections, Detection, PostprocessError};
 use crate::cloud::Points;
 use std::time::{Duration, Instant};
@@ -174,6 +174,33 @@ impl Detector {
         let pillars = pillarize(points, &self.config.pillars)?;
         let feats = self.encoder.encode(&pillars, self.vs.device(), bn_train);
         let bev = self.encoder.scatter(&feats, &pillars);
+        let (blocks, layers) = self.backbone.forward(&bev, bn_train);
+        Ok((self.head.forward(&self.neck.forward(&blocks, bn_train)), layers))
+    }
+
+    /// A batch of frames for training, as OpenPCDet: one pillar-encoder
+    /// pass over all frames' pillars, the features scattered into [B, C, H, W]
+    /// BEV maps, then backbone, neck and head on the batch. With
+    /// [`BatchNormMode::Train`] batch-norm uses the statistics of the B
+    /// frames together; with [`BatchNormMode::Frozen`] the running ones, so
+    /// each frame is normalised on its own, as at inference. Head outputs
+    /// are [B, anchors, ...] and every layer output [B, C, H, W]. For B = 1
+    /// the same tensors as [`forward_train`](Self::forward_train) on that
+    /// frame's points.
+    pub fn forward_train_batch(&self, batch: &PillarBatch, batchnorm: BatchNormMode) -> Result<(HeadOutput, LayerOutputs), DetectorError> {
+        let grid = self.config.pillars.grid()?;
+        if batch.grid != grid || batch.max_points_per_pillar != self.config.pillars.max_points_per_pillar {
+            return Err(DetectorError::Config {
+                field: "pillar batch".into(),
+                problem: format!(
+                    "grid {:?} with {} points per pillar, the model has {grid:?} with {}",
+                    batch.grid, batch.max_points_per_pillar, self.config.pillars.max_points_per_pillar
+                ),
+            });
+        }
+        let bn_train = batchnorm == BatchNormMode::Train;
+        let feats = self.encoder.encode_batch(batch, self.vs.device(), bn_train);
+        let bev = self.encoder.scatter_batch(&feats, batch);
         let (blocks, layers) = self.backbone.forward(&bev, bn_train);
         Ok((self.head.forward(&self.neck.forward(&blocks, bn_train)), layers))
     }

@@ -159,6 +159,66 @@ pub fn pillarize(points: &Points, cfg: &PillarConfig) -> Result<Pillars, PillarE
     })
 }
 
+/// The pillars of B frames in one set of arrays, as OpenPCDet batches
+/// voxels: features and point counts of every frame's pillars one after
+/// another, each pillar's coordinates led by its frame's batch index. One
+/// pillar-encoder pass over `features` then sees every frame's pillars (its
+/// batch-norm statistics over the whole batch), and the scatter places
+/// each pillar in its frame's BEV map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PillarBatch {
+    /// [pillars, max_points_per_pillar, POINT_FEATURES] row-major, zero padded.
+    pub features: Vec<f32>,
+    pub num_points: Vec<u32>,
+    /// (batch index, row = y index, col = x index).
+    pub coords: Vec<(u32, u32, u32)>,
+    pub batch_size: usize,
+    pub grid: (usize, usize),
+    pub max_points_per_pillar: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PillarBatchError {
+    #[error("a batch needs at least one frame")]
+    Empty,
+    #[error("frame {index} has grid {grid:?} and {max_points} points per pillar, frame 0 has {first_grid:?} and {first_max_points}")]
+    Mismatch { index: usize, grid: (usize, usize), max_points: usize, first_grid: (usize, usize), first_max_points: usize },
+}
+
+impl PillarBatch {
+    /// Concatenates frames pillarized with the same config, in order.
+    pub fn collate(frames: Vec<Pillars>) -> Result<Self, PillarBatchError> {
+        let first = frames.first().ok_or(PillarBatchError::Empty)?;
+        let (grid, m) = (first.grid, first.max_points_per_pillar);
+        let total: usize = frames.iter().map(Pillars::len).sum();
+        let mut out = Self {
+            features: Vec::with_capacity(total * m * POINT_FEATURES),
+            num_points: Vec::with_capacity(total),
+            coords: Vec::with_capacity(total),
+            batch_size: frames.len(),
+            grid,
+            max_points_per_pillar: m,
+        };
+        for (b, p) in frames.into_iter().enumerate() {
+            if p.grid != grid || p.max_points_per_pillar != m {
+                return Err(PillarBatchError::Mismatch { index: b, grid: p.grid, max_points: p.max_points_per_pillar, first_grid: grid, first_max_points: m });
+            }
+            out.features.extend_from_slice(&p.features);
+            out.num_points.extend_from_slice(&p.num_points);
+            out.coords.extend(p.coords.iter().map(|&(y, x)| (b as u32, y, x)));
+        }
+        Ok(out)
+    }
+
+    pub fn len(&self) -> usize {
+        self.coords.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.coords.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +277,24 @@ mod tests {
         bad = cfg();
         bad.max_pillars = 0;
         assert_eq!(bad.grid(), Err(PillarError::Limits));
+    }
+
+    #[test]
+    fn batches_keep_frame_order_and_tag_coordinates_with_the_frame() {
+        let a = pillarize(&cloud(&[[0.5, 0.5, -1.0, 0.2], [3.2, -3.9, 0.0, 1.0]]), &cfg()).unwrap();
+        let b = pillarize(&cloud(&[[7.5, 3.5, 0.0, 0.0]]), &cfg()).unwrap();
+        let batch = PillarBatch::collate(vec![a.clone(), b.clone()]).unwrap();
+        assert_eq!(batch.batch_size, 2);
+        assert_eq!(batch.coords, [(0, 4, 0), (0, 0, 3), (1, 7, 7)]);
+        assert_eq!(batch.num_points, [1, 1, 1]);
+        assert_eq!(batch.features, [a.features.clone(), b.features.clone()].concat());
+        let one = PillarBatch::collate(vec![a.clone()]).unwrap();
+        assert_eq!((one.features, one.num_points), (a.features.clone(), a.num_points.clone()));
+        let mut other = cfg();
+        other.max_points_per_pillar = 5;
+        let c = pillarize(&cloud(&[[0.5, 0.5, -1.0, 0.2]]), &other).unwrap();
+        assert!(matches!(PillarBatch::collate(vec![a, c]), Err(PillarBatchError::Mismatch { index: 1, .. })));
+        assert_eq!(PillarBatch::collate(Vec::new()), Err(PillarBatchError::Empty));
     }
 
     #[test]

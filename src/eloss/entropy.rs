@@ -4,8 +4,9 @@
 //! Kozachenko–Leonenko estimate with its constants dropped): for each batch
 //! element the C channels are samples of dimension D = H·W; with d_k(c) the
 //! Euclidean distance from channel c to its k-th nearest other channel,
-//! k = max(1, C / 10), H_b = ln(1 + Σ_c d_k(c)), and H = Σ_b H_b (so it
-//! grows with the batch size, as in the reference).
+//! k = max(1, C / 10), and H = ln(1 + Σ_b Σ_c d_k(b, c)): the sum runs over
+//! the whole batch inside the log, as in the reference (so H depends on the
+//! batch size; with B = 1 it is ln(1 + Σ_c d_k(c))).
 //!
 //! **Gaussian**: the B·H·W spatial positions are samples of a C-dimensional
 //! vector; with Σ its sample covariance plus a ridge ε·I (ε = `ridge_rel` ×
@@ -96,7 +97,8 @@ fn knn_value(x: &Tensor) -> f64 {
     let d = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - gram * 2.0).clamp_min(0.0).sqrt();
     // index k of the sorted row (0 = the channel itself) is the (k+1)-th smallest
     let (dk, _) = d.kthvalue(k + 1, -1, false);
-    (dk.sum_dim_intlist([1i64].as_slice(), false, Kind::Double) + 1.0).log().sum(Kind::Double).double_value(&[])
+    // per-element sums first, then the batch: for B = 1 exactly the single-frame value
+    (dk.sum_dim_intlist([1i64].as_slice(), false, Kind::Double).sum(Kind::Double) + 1.0).log().double_value(&[])
 }
 
 fn gaussian_value(x: &Tensor, ridge_rel: f64) -> f64 {
@@ -127,7 +129,9 @@ pub fn knn_entropy(x: &Tensor) -> Tensor {
     // the smallest distance of each row is the channel to itself (0): the k-th neighbour is at index k
     let (sorted, _) = d.sort(-1, false);
     let dk = sorted.narrow(-1, k, 1).squeeze_dim(-1); // [B, C]
-    (dk.sum_dim_intlist([1i64].as_slice(), false, Kind::Float) + 1.0).log().sum(Kind::Float)
+    // the batch sum inside the log (the reference); summing each element's
+    // channels first keeps B = 1 bit for bit the single-frame value
+    (dk.sum_dim_intlist([1i64].as_slice(), false, Kind::Float).sum(Kind::Float) + 1.0).log()
 }
 
 /// Gaussian differential entropy of the per-position channel vectors (see the module docs).
@@ -202,9 +206,14 @@ mod tests {
         // hand check for C = 2 (k = 1): distance between the two channels
         let two = Tensor::from_slice(&[0.0f32, 0.0, 3.0, 4.0]).view([1, 2, 1, 2]);
         assert!((knn_entropy(&two).double_value(&[]) - (1.0f64 + 10.0).ln()).abs() < 1e-6);
-        // batch elements add up, as in the reference
-        let pair = Tensor::cat(&[&x, &x], 0);
-        assert!((knn_entropy(&pair).double_value(&[]) - 2.0 * h[1]).abs() < 1e-4);
+        // the reference sums the batch inside the log: H = ln(1 + Σ_b Σ_c d_k), so
+        // e^H − 1 adds up over batch elements (not H itself)
+        let y = Tensor::randn([1, 40, 8, 8], (Kind::Float, Device::Cpu)) * 2.0;
+        let pair = Tensor::cat(&[&x, &y], 0);
+        let (hx, hy, hxy) = (h[1], knn_entropy(&y).double_value(&[]), knn_entropy(&pair).double_value(&[]));
+        let want = (hx.exp() - 1.0 + hy.exp() - 1.0 + 1.0).ln();
+        assert!((hxy - want).abs() < 1e-5, "{hxy} vs ln(1 + Σ) = {want}");
+        assert!((entropy_value(Estimator::Knn, &pair) - want).abs() < 1e-4);
     }
 
     #[test]

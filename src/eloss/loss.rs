@@ -28,15 +28,16 @@ impl ElossTerms {
 /// Computes the Entropy Loss from the compression network's layer outputs.
 pub fn entropy_loss(blocks: &[Vec<Tensor>], estimator: Estimator, decrease_weight: f64) -> ElossTerms {
     let entropies: Vec<Vec<Tensor>> = blocks.iter().map(|b| b.iter().map(|x| estimator.entropy(x)).collect()).collect();
-    let mut loss = Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
+    // on the layers' device (a model without layer outputs has no device: its 0 stays a CPU scalar)
+    let device = blocks.iter().flatten().next().map_or(tch::Device::Cpu, Tensor::device); // cpu: no layer output to take a device from
+    let mut loss = Tensor::zeros([], (Kind::Float, device));
     for h in &entropies {
         if h.len() < 3 {
             continue; // fewer than two ΔH: no variance
         }
-        let device = h[0].device();
         let hs = Tensor::stack(h, 0);
         let dh = hs.narrow(0, 1, h.len() as i64 - 1) - hs.narrow(0, 0, h.len() as i64 - 1);
-        loss = loss.to_device(device) + dh.var(true);
+        loss = loss + dh.var(true);
         if decrease_weight > 0.0 {
             loss = loss + dh.relu().mean(Kind::Float) * decrease_weight;
         }

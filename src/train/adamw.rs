@@ -65,6 +65,18 @@ impl AdamW {
         }
     }
 
+    /// Multiplies every gradient by `factor` (undoes a loss scale).
+    pub fn scale_grads(&mut self, factor: f64) {
+        tch::no_grad(|| {
+            for s in self.slots.values() {
+                let mut g = s.param.grad();
+                if g.defined() {
+                    let _ = g.g_mul_scalar_(factor);
+                }
+            }
+        });
+    }
+
     /// Scales all gradients so their joint L2 norm is at most `max_norm`;
     /// returns the norm before clipping.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
@@ -109,7 +121,7 @@ impl AdamW {
 
     /// The state as named tensors (`exp_avg/<var>`, `exp_avg_sq/<var>`, `step`).
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![("step".to_string(), Tensor::from_slice(&[self.step as f32]))];
+        let mut out = vec![("step".to_string(), Tensor::from_slice(&[self.step as f32]))]; // cpu: the checkpoint writer reads CPU tensors
         for (name, s) in &self.slots {
             out.push((format!("exp_avg/{name}"), s.exp_avg.shallow_clone()));
             out.push((format!("exp_avg_sq/{name}"), s.exp_avg_sq.shallow_clone()));

@@ -1,13 +1,22 @@
 //! Training the detector with the Entropy Loss: losses, the optimisation
-//! step, AdamW with its one-cycle schedule, augmentation, the data source,
-//! validation and the resumable trainer behind `eloss train`.
+//! step on a batch of frames (mixed precision on CUDA), AdamW with its
+//! one-cycle schedule, augmentation, the data source and its background
+//! loader, validation and the resumable trainer behind `eloss train`.
 
 pub mod adamw;
 pub mod augment;
+pub mod batch;
+pub mod csv_log;
 pub mod curves;
 pub mod data;
+#[cfg(test)]
+mod device_audit;
+pub mod loader;
 pub mod losses;
+pub mod mixed_precision;
 pub mod schedule;
 pub mod step;
 pub mod trainer;
+#[cfg(test)]
+mod trainer_tests;
 pub mod validate;

@@ -1,15 +1,21 @@
 //! The training run behind `eloss train`: epochs over a KITTI-format folder
+//! in batches of `batch_size` frames prepared by background loader threads,
 //! with augmentation, the one-cycle AdamW schedule, the Entropy Loss term
-//! (weight ramped in over a warm-up), checkpoints that resume exactly where
-//! a run stopped, a validation AP per epoch and CSV logs for the curves.
+//! (weight ramped in over a warm-up), mixed precision on CUDA, checkpoints
+//! that resume exactly where a run stopped (mid-epoch too), a validation AP
+//! per epoch and CSV logs for the curves and the throughput.
 //!
 //! A run folder holds `train.yaml` (the configuration used), `last.safetensors`
 //! (model + optimizer + position), `steps.csv` and `epochs.csv`.
 
 use super::adamw::{AdamW, AdamWConfig, AdamWError};
-use super::augment::{AugmentConfig, GlobalTransform};
-use super::data::{gts_in_range, DataError, FrameSource};
+use super::augment::AugmentConfig;
+use super::batch::{FramePreparer, TargetSpec};
+use super::csv_log::{CsvLog, RateWindow};
+use super::data::{DataError, FrameSource};
+use super::loader::{BatchLoader, LoaderError, SampleRef};
 use super::losses::LossWeights;
+use super::mixed_precision::LossScaler;
 use super::schedule::OneCycle;
 use super::step::{train_step, StepConfig, StepError};
 use super::validate::{predict, ValidateError};
@@ -17,17 +23,24 @@ use crate::dataset::kitti::{Difficulty, ImageSet, KittiDataset, KittiError, Obje
 use crate::dataset::sim::Rng;
 use crate::detect::checkpoint::{self, CheckpointError};
 use crate::detect::detector::{BatchNormMode, Detector, DetectorConfig, DetectorError};
-use crate::detect::targets::MatchThresholds;
 use crate::eloss::entropy::Estimator;
 use crate::eval::{EvalConfig, Metric};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Instant;
 use tch::Device;
 
+/// Columns of `steps.csv`: per step, its batch's frames, the wall time and the
+/// part spent waiting for data, the rates they give and the loss scale.
+pub const STEPS_HEADER: &str =
+    "step,epoch,lr,detection,eloss,eloss_weight,positives,seconds,frames,data_wait_s,steps_per_s,frames_per_s,data_wait_fraction,loss_scale";
+
 /// Score threshold of the validation runs.
 pub const EVAL_SCORE_THRESHOLD: f32 = 0.1;
+/// Bounds of the batch size and of the loader's threads in a config.
+pub const MAX_BATCH_SIZE: usize = 256;
+pub const MAX_LOADER_THREADS: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -52,6 +65,12 @@ pub struct TrainConfig {
     pub val_frames: usize,
     /// Use at most this many training frames (0 = all).
     pub max_train_frames: usize,
+    /// Frames per optimisation step (OpenPCDet KITTI PointPillars: 4 per GPU).
+    pub batch_size: usize,
+    /// Background threads preparing frames (0: on the training thread).
+    pub loader_threads: usize,
+    /// fp16 autocast with a dynamic loss scale on CUDA; ignored on the CPU (fp32).
+    pub mixed_precision: bool,
     /// Batch-norm during training: `train` (batch statistics, the paper's
     /// code) or `frozen` (running statistics fixed, as at inference: the
     /// trained Entropy Loss is then the Eloss the monitor reads).
@@ -77,6 +96,9 @@ impl Default for TrainConfig {
             checkpoint_every: 250,
             val_frames: 200,
             max_train_frames: 0,
+            batch_size: 1,
+            loader_threads: 1,
+            mixed_precision: true,
             batchnorm: BatchNormMode::Train,
             init: String::new(),
         }
@@ -105,6 +127,8 @@ pub enum TrainError {
     Validate(#[from] ValidateError),
     #[error("the training split of {0} has no frames")]
     Empty(PathBuf),
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
 }
 
 impl TrainConfig {
@@ -114,6 +138,12 @@ impl TrainConfig {
         cfg.estimator()?;
         if cfg.epochs == 0 || cfg.schedule.lr_max <= 0.0 || cfg.checkpoint_every == 0 {
             return Err(TrainError::Config("epochs, schedule.lr_max and checkpoint_every must be > 0".into()));
+        }
+        if !(1..=MAX_BATCH_SIZE).contains(&cfg.batch_size) {
+            return Err(TrainError::Config(format!("batch_size {} not in 1..={MAX_BATCH_SIZE}", cfg.batch_size)));
+        }
+        if cfg.loader_threads > MAX_LOADER_THREADS {
+            return Err(TrainError::Config(format!("loader_threads {} not in 0..={MAX_LOADER_THREADS}", cfg.loader_threads)));
         }
         Ok(cfg)
     }
@@ -131,8 +161,10 @@ impl TrainConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Position {
     pub epoch: usize,
-    /// Frames of `epoch` already trained on.
+    /// Frames of `epoch` already trained on (a multiple of the batch size
+    /// until the epoch's last, shorter batch).
     pub frame: usize,
+    /// Optimisation steps (batches) since the start of the run.
     pub global_step: usize,
 }
 
@@ -145,6 +177,11 @@ pub struct StepEvent {
     pub detection: f64,
     pub eloss: f64,
     pub positives: usize,
+    /// Frames in this step's batch.
+    pub frames: usize,
+    /// Wall time of the step, and the part of it spent waiting for the batch.
+    pub seconds: f64,
+    pub data_wait_seconds: f64,
 }
 
 /// Validation AP (moderate, R40, percent) after an epoch.
@@ -160,8 +197,8 @@ pub struct Trainer {
     pub run_dir: PathBuf,
     pub detector: Detector,
     optimizer: AdamW,
-    train: FrameSource,
-    train_ids: Vec<String>,
+    scaler: LossScaler,
+    preparer: Arc<FramePreparer>,
     val: Option<KittiDataset>,
     pub position: Position,
 }
@@ -175,12 +212,21 @@ impl Trainer {
         };
         std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
         let last = run_dir.join("last.safetensors");
+        let mut scaler = LossScaler::new(config.mixed_precision, device);
         let (detector, position) = if last.is_file() {
             let (det, info) = checkpoint::load(&last, device)?;
             if det.config != config.detector()? {
                 return Err(TrainError::Config(format!("{} was trained with another model config", last.display())));
             }
+            // steps, the schedule and the resume point count batches: the size cannot change mid-run
+            let run_batch = info.training["config"]["batch_size"].as_u64().unwrap_or(1) as usize;
+            if run_batch != config.batch_size {
+                return Err(TrainError::Config(format!("{} was trained with batch_size {run_batch}, the config says {}", last.display(), config.batch_size)));
+            }
             let pos = serde_json::from_value(info.training["position"].clone()).map_err(|e| TrainError::Config(format!("{}: position: {e}", last.display())))?;
+            if let Ok(saved) = serde_json::from_value(info.training["loss_scale"].clone()) {
+                scaler.restore(saved);
+            }
             (det, pos)
         } else if !config.init.is_empty() {
             let (det, _) = checkpoint::load(Path::new(&config.init), device)?;
@@ -206,19 +252,34 @@ impl Trainer {
         if train_ids.is_empty() {
             return Err(TrainError::Empty(data.to_path_buf()));
         }
-        let train = FrameSource::new(train_ds, &detector.config.class_names())?;
+        let source = FrameSource::new(train_ds, &detector.config.class_names())?;
+        let preparer = Arc::new(FramePreparer { source, ids: train_ids, augment: config.augment, seed: config.seed, spec: TargetSpec::kitti(&detector) });
         let val = if config.val_frames > 0 && has_set(ImageSet::Val) { Some(KittiDataset::open_image_set(data, ImageSet::Val)?) } else { None };
-        Ok(Self { config, run_dir: run_dir.to_path_buf(), detector, optimizer, train, train_ids, val, position })
+        Ok(Self { config, run_dir: run_dir.to_path_buf(), detector, optimizer, scaler, preparer, val, position })
+    }
+
+    fn frames_per_epoch(&self) -> usize {
+        self.preparer.ids.len()
+    }
+
+    /// Optimisation steps of one epoch (the last batch may be short, as OpenPCDet's training loader keeps it).
+    pub fn steps_per_epoch(&self) -> usize {
+        self.frames_per_epoch().div_ceil(self.config.batch_size)
     }
 
     pub fn total_steps(&self) -> usize {
-        self.config.epochs * self.train_ids.len()
+        self.config.epochs * self.steps_per_epoch()
+    }
+
+    /// Whether the forward pass runs in mixed precision (CUDA and `mixed_precision`).
+    pub fn mixed_precision(&self) -> bool {
+        self.scaler.enabled()
     }
 
     /// Frame order of `epoch`: a seeded shuffle, so a resumed run sees the
     /// same sequence it would have seen.
     fn order(&self, epoch: usize) -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..self.train_ids.len()).collect();
+        let mut idx: Vec<usize> = (0..self.frames_per_epoch()).collect();
         let mut rng = Rng::stream(self.config.seed, epoch as u64);
         for i in (1..idx.len()).rev() {
             idx.swap(i, rng.below(i + 1));
@@ -226,31 +287,41 @@ impl Trainer {
         idx
     }
 
+    /// The samples of `epoch` from frame `from` on: frame indices in the
+    /// epoch's order, numbered across the run (epoch · frames + place), which
+    /// seeds each one's augmentation.
+    pub fn epoch_samples(&self, epoch: usize, from: usize) -> Vec<SampleRef> {
+        let n = self.frames_per_epoch();
+        self.order(epoch).into_iter().enumerate().skip(from).map(|(k, frame)| SampleRef { frame, sample: (epoch * n + k) as u64 }).collect()
+    }
+
+    /// The batches of `epoch` from frame `from` on, prepared by the
+    /// configured loader threads.
+    pub fn epoch_loader(&self, epoch: usize, from: usize) -> Result<BatchLoader, TrainError> {
+        let samples = self.epoch_samples(epoch, from);
+        Ok(BatchLoader::new(Arc::clone(&self.preparer), samples, self.config.batch_size, self.config.loader_threads)?)
+    }
+
     /// Trains until the configured epochs are done (or `stop` says so after a
     /// step), checkpointing as configured.
     pub fn run(&mut self, mut on_step: impl FnMut(&StepEvent), mut on_epoch: impl FnMut(&EpochScore), stop: impl Fn() -> bool) -> Result<(), TrainError> {
         let estimator = self.config.estimator()?;
         let total = self.total_steps();
-        let range = self.detector.config.pillars.range;
-        let mut steps_log = CsvLog::open(&self.run_dir.join("steps.csv"), "step,epoch,lr,detection,eloss,eloss_weight,positives,seconds")?;
+        let n = self.frames_per_epoch();
+        let mut steps_log = CsvLog::open(&self.run_dir.join("steps.csv"), STEPS_HEADER)?;
+        let mut rate = RateWindow::default();
         while self.position.epoch < self.config.epochs {
             let epoch = self.position.epoch;
-            let order = self.order(epoch);
-            while self.position.frame < order.len() {
+            let mut loader = self.epoch_loader(epoch, self.position.frame)?;
+            while self.position.frame < n {
                 let t0 = Instant::now();
-                let idx = order[self.position.frame];
+                let batch = loader.next_batch()?.ok_or(TrainError::Loader(LoaderError::Gone(self.position.frame as u64)))?;
+                let data_wait = t0.elapsed().as_secs_f64();
                 let step = self.position.global_step;
-                let mut frame = self.train.load(&self.train_ids[idx])?;
-                let mut rng = Rng::stream(self.config.seed ^ 0x5eed, step as u64);
-                let t = GlobalTransform::draw(&self.config.augment, &mut rng);
-                t.apply_points(&mut frame.points);
-                let boxes: Vec<_> = frame.gts.iter().map(|(b, c)| (t.apply_box(b), *c)).collect();
-                let gts = gts_in_range(&boxes, &range);
-                let progress = epoch as f64 + self.position.frame as f64 / order.len() as f64;
+                let progress = epoch as f64 + self.position.frame as f64 / n as f64;
                 let warm = if self.config.eloss_warmup_epochs > 0.0 { (progress / self.config.eloss_warmup_epochs).min(1.0) } else { 1.0 };
                 let cfg = StepConfig {
                     weights: LossWeights::default(),
-                    thresholds: MatchThresholds::kitti().to_vec(),
                     eloss_weight: self.config.eloss_weight * warm,
                     estimator,
                     clip_norm: self.config.clip_norm,
@@ -258,11 +329,15 @@ impl Trainer {
                     batchnorm: self.config.batchnorm,
                 };
                 let (lr, beta1) = self.config.schedule.at(step, total);
-                let report = train_step(&self.detector, &mut self.optimizer, (lr, beta1), &frame.points, &gts, &cfg)?;
-                self.position.frame += 1;
+                let report = train_step(&self.detector, &mut self.optimizer, (lr, beta1), &batch, &cfg, &mut self.scaler)?;
+                if !report.stepped {
+                    tracing::warn!(step, loss_scale = self.scaler.scale(), "non-finite gradient in mixed precision: update skipped, loss scale halved");
+                }
+                self.position.frame += batch.len();
                 self.position.global_step += 1;
+                let seconds = t0.elapsed().as_secs_f64();
                 steps_log.row(&format!(
-                    "{},{},{:.3e},{:.5},{:.5},{:.4},{},{:.3}",
+                    "{},{},{:.3e},{:.5},{:.5},{:.4},{},{:.3},{},{:.4},{:.3},{:.2},{:.3},{}",
                     step,
                     epoch,
                     lr,
@@ -270,9 +345,34 @@ impl Trainer {
                     report.eloss,
                     cfg.eloss_weight,
                     report.positives,
-                    t0.elapsed().as_secs_f64()
+                    seconds,
+                    batch.len(),
+                    data_wait,
+                    1.0 / seconds.max(1e-9),
+                    batch.len() as f64 / seconds.max(1e-9),
+                    data_wait / seconds.max(1e-9),
+                    self.scaler.scale(),
                 ))?;
-                on_step(&StepEvent { position: self.position, total_steps: total, lr, detection: report.detection, eloss: report.eloss, positives: report.positives });
+                if let Some(r) = rate.add(batch.len(), seconds, data_wait) {
+                    tracing::info!(
+                        step = self.position.global_step,
+                        steps_per_s = format_args!("{:.3}", r.steps_per_s),
+                        frames_per_s = format_args!("{:.2}", r.frames_per_s),
+                        data_wait_fraction = format_args!("{:.3}", r.data_wait_fraction),
+                        "training throughput"
+                    );
+                }
+                on_step(&StepEvent {
+                    position: self.position,
+                    total_steps: total,
+                    lr,
+                    detection: report.detection,
+                    eloss: report.eloss,
+                    positives: report.positives,
+                    frames: batch.len(),
+                    seconds,
+                    data_wait_seconds: data_wait,
+                });
                 if self.position.global_step % self.config.checkpoint_every == 0 {
                     self.save(&self.run_dir.join("last.safetensors"))?;
                 }
@@ -281,6 +381,7 @@ impl Trainer {
                     return Ok(());
                 }
             }
+            drop(loader);
             self.position = Position { epoch: epoch + 1, frame: 0, global_step: self.position.global_step };
             if let Some(score) = self.validate(epoch)? {
                 on_epoch(&score);
@@ -299,7 +400,7 @@ impl Trainer {
 
     /// The checkpoint's `training` metadata: where the run stands and its config.
     fn training_state(&self) -> serde_json::Value {
-        serde_json::json!({ "position": self.position, "config": self.config })
+        serde_json::json!({ "position": self.position, "config": self.config, "loss_scale": self.scaler.state() })
     }
 
     fn validate(&mut self, epoch: usize) -> Result<Option<EpochScore>, TrainError> {
@@ -324,27 +425,5 @@ impl Trainer {
             log.row(&format!("{},{},{},{:.2},{:.2}", epoch, self.position.global_step, name, bev, a3))?;
         }
         Ok(Some(score))
-    }
-}
-
-/// Appends rows to a CSV file, writing the header when the file is new.
-struct CsvLog {
-    path: PathBuf,
-    file: std::fs::File,
-}
-
-impl CsvLog {
-    fn open(path: &Path, header: &str) -> Result<Self, TrainError> {
-        let io = |source| TrainError::Io { path: path.to_path_buf(), source };
-        let new = !path.exists();
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
-        if new {
-            writeln!(file, "{header}").map_err(io)?;
-        }
-        Ok(Self { path: path.to_path_buf(), file })
-    }
-
-    fn row(&mut self, line: &str) -> Result<(), TrainError> {
-        writeln!(self.file, "{line}").map_err(|source| TrainError::Io { path: self.path.clone(), source })
     }
 }

@@ -27,6 +27,12 @@ pub struct TrainArgs {
     /// Override the config's number of epochs
     #[arg(long)]
     epochs: Option<usize>,
+    /// Override the config's frames per step (a run keeps the size it started with)
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Override the config's background loader threads (0: load on the training thread)
+    #[arg(long)]
+    loader_threads: Option<usize>,
     /// libtorch intra-op threads (default: libtorch's choice)
     #[arg(long)]
     threads: Option<i32>,
@@ -46,12 +52,29 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(e) = a.epochs {
         cfg.epochs = e;
     }
+    if let Some(b) = a.batch_size {
+        cfg.batch_size = b;
+    }
+    if let Some(t) = a.loader_threads {
+        cfg.loader_threads = t;
+    }
+    // the overrides go through the same bounds as the file's values
+    let cfg = TrainConfig::from_yaml(&serde_yaml::to_string(&cfg)?)?;
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
     let device = tch::Device::cuda_if_available();
     let mut trainer = Trainer::open(cfg, &a.data, &a.run, device)?;
-    tracing::info!(device = ?device, run = %a.run.display(), position = ?trainer.position, steps = trainer.total_steps(), "training");
+    tracing::info!(
+        device = ?device,
+        run = %a.run.display(),
+        position = ?trainer.position,
+        steps = trainer.total_steps(),
+        batch_size = trainer.config.batch_size,
+        loader_threads = trainer.config.loader_threads,
+        mixed_precision = trainer.mixed_precision(),
+        "training"
+    );
     let bar = indicatif::ProgressBar::new(trainer.total_steps() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta} {msg}")
@@ -69,7 +92,13 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             ema(&mut el_avg, e.eloss);
             bar.set_prefix(format!("{}", e.position.epoch));
             bar.set_position(e.position.global_step as u64);
-            bar.set_message(format!("det {:.3} eloss {:.4} lr {:.1e}", det_avg.unwrap_or(0.0), el_avg.unwrap_or(0.0), e.lr));
+            bar.set_message(format!(
+                "det {:.3} eloss {:.4} lr {:.1e} wait {:.0}%",
+                det_avg.unwrap_or(0.0),
+                el_avg.unwrap_or(0.0),
+                e.lr,
+                100.0 * e.data_wait_seconds / e.seconds.max(1e-9)
+            ));
         },
         |s| {
             let fmt = |v: &[(String, f64)]| v.iter().map(|(n, ap)| format!("{n} {ap:.1}")).collect::<Vec<_>>().join(", ");

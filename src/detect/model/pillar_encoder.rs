@@ -3,7 +3,7 @@
 //! the pillar's points, then the pillar vectors scattered onto the BEV grid.
 //! Padded point slots are zeroed before the linear layer, as OpenPCDet does.
 
-use crate::detect::pillars::{Pillars, POINT_FEATURES};
+use crate::detect::pillars::{PillarBatch, Pillars, POINT_FEATURES};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
@@ -29,12 +29,23 @@ impl PillarEncoder {
 
     /// [pillars, channels] pillar features.
     pub fn encode(&self, pillars: &Pillars, device: Device, train: bool) -> Tensor {
-        let (p, m) = (pillars.len() as i64, pillars.max_points_per_pillar as i64);
+        self.encode_points(&pillars.features, &pillars.num_points, pillars.max_points_per_pillar, device, train)
+    }
+
+    /// [pillars, channels] features of every frame's pillars in one pass
+    /// (batch-norm statistics over the whole batch, as OpenPCDet's `PillarVFE`).
+    pub fn encode_batch(&self, batch: &PillarBatch, device: Device, train: bool) -> Tensor {
+        self.encode_points(&batch.features, &batch.num_points, batch.max_points_per_pillar, device, train)
+    }
+
+    /// `features` [P, m, POINT_FEATURES] row-major, `num_points` [P].
+    fn encode_points(&self, features: &[f32], num_points: &[u32], m: usize, device: Device, train: bool) -> Tensor {
+        let (p, m) = (num_points.len() as i64, m as i64);
         if p == 0 {
             return Tensor::zeros([0, self.channels], (Kind::Float, device));
         }
-        let x = Tensor::from_slice(&pillars.features).view([p, m, POINT_FEATURES as i64]).to_device(device);
-        let counts: Vec<i64> = pillars.num_points.iter().map(|&n| n as i64).collect();
+        let x = Tensor::from_slice(features).view([p, m, POINT_FEATURES as i64]).to_device(device);
+        let counts: Vec<i64> = num_points.iter().map(|&n| n as i64).collect();
         let counts = Tensor::from_slice(&counts).to_device(device).unsqueeze(1);
         let mask = Tensor::arange(m, (Kind::Int64, device)).unsqueeze(0).lt_tensor(&counts).unsqueeze(2).to_kind(Kind::Float);
         let x = (x * mask).apply(&self.linear); // [P, M, C]
@@ -53,5 +64,20 @@ impl PillarEncoder {
             canvas = canvas.index_put(&[None, Some(idx)], &features.transpose(0, 1), false);
         }
         canvas.view([1, self.channels, h, w])
+    }
+
+    /// Scatters [pillars, C] features of a batch to [B, C, height, width]
+    /// maps, each pillar into its frame's map. For B = 1 the same tensor as
+    /// [`scatter`](Self::scatter).
+    pub fn scatter_batch(&self, features: &Tensor, batch: &PillarBatch) -> Tensor {
+        let (w, h, b) = (batch.grid.0 as i64, batch.grid.1 as i64, batch.batch_size as i64);
+        let device = features.device();
+        let mut canvas = Tensor::zeros([self.channels, b * h * w], (features.kind(), device));
+        if !batch.is_empty() {
+            let idx: Vec<i64> = batch.coords.iter().map(|&(f, y, x)| (f as i64 * h + y as i64) * w + x as i64).collect();
+            let idx = Tensor::from_slice(&idx).to_device(device);
+            canvas = canvas.index_put(&[None, Some(idx)], &features.transpose(0, 1), false);
+        }
+        canvas.view([self.channels, b, h, w]).permute([1, 0, 2, 3]).contiguous()
     }
 }
