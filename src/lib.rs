@@ -30,11 +30,13 @@ pub mod panic_message;
 #[cfg(feature = "torch")]
 pub mod perception;
 pub mod plot;
+pub mod snapshot_cell;
 pub mod stats;
 #[cfg(feature = "torch")]
 pub mod train;
 #[cfg(feature = "torch")]
 pub mod weights;
+pub mod workers;
 
 #[cfg(feature = "ros")]
 pub mod ros;
