@@ -17,14 +17,17 @@
 //! `detector.autoware_objects`), `markers` (MarkerArray for RViz) and
 //! `eloss` (ElossReport: the Eloss anomaly report of the same forward pass);
 //! and `/diagnostics` (DiagnosticArray, incl. detector latency, frames and
-//! tf, and the anomaly alarm). Time is the ROS clock: with
+//! tf, the anomaly alarm, and the workers: a thread or task that died or
+//! stalled is an ERROR naming it). Time is the ROS clock: with
 //! `-p use_sim_time:=true` it follows `/clock` (r2r's time source).
 //! Logs go through rcutils (console, `/rosout`, `--log-level`: logging.rs).
 //! services `~/relabel` (RelabelObjects, GDC labels for image crops) and
 //! `~/add_classes` (AddClasses: new GDC classes from their names through the
 //! configured generator, in the background), with `~/gdc_bank`
 //! (GdcBankStatus, transient local) reporting the bank's classes and the
-//! generation queue.
+//! generation queue. Service requests beyond the in-flight limits are
+//! answered "busy" at once, and every wait ends at shutdown
+//! (docs/reliability.md, "Workers, locks and shutdown").
 //!
 //! GDC: the node keeps the newest `gdc.history_frames` frames (cloud stamp,
 //! frame id, published boxes) and decoded images in a [`FrameHistory`], so
