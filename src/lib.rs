@@ -31,12 +31,14 @@ pub mod panic_message;
 #[cfg(feature = "torch")]
 pub mod perception;
 pub mod plot;
+pub mod snapshot_cell;
 pub mod stats;
 #[cfg(feature = "torch")]
 pub mod train;
 pub mod untrusted_file;
 #[cfg(feature = "torch")]
 pub mod weights;
+pub mod workers;
 
 #[cfg(feature = "ros")]
 pub mod ros;

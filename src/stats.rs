@@ -242,6 +242,8 @@ pub struct GdcStats {
     pub backbone: String,
     pub requests: u64,
     pub failed_requests: u64,
+    /// Service requests answered "busy" (too many in flight).
+    pub busy_requests: u64,
     pub last_error: Option<String>,
     pub request: Timing,
     /// gdc.generator.path is set (~/add_classes works).
@@ -282,6 +284,7 @@ impl GdcStats {
             ("relabel_requests".into(), self.requests.to_string()),
             ("relabel_failed".into(), self.failed_requests.to_string()),
             ("relabel_mean_ms".into(), format!("{:.1}", self.request.mean_ms())),
+            ("busy_requests".into(), self.busy_requests.to_string()),
             ("last_error".into(), self.last_error.clone().unwrap_or_default()),
             ("generator".into(), self.generator.to_string()),
             ("pending_classes".into(), self.pending_classes.to_string()),

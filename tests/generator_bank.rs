@@ -134,7 +134,7 @@ fn class_queue_generates_in_the_background_and_survives_a_failing_class() {
     let worker = {
         let (queue, stop, added) = (queue.clone(), stop.clone(), added.clone());
         std::thread::spawn(move || {
-            queue.run_worker(&settings, &stop, &mut |set| {
+            queue.run_worker(&settings, &stop, &|| {}, &mut |set| {
                 assert_ne!(set.class, "boom", "bank update failed");
                 added.lock().unwrap().push((set.class.clone(), set.paths.clone(), set.prompts.clone()));
                 Ok(())

@@ -6,6 +6,7 @@ use super::bank::{BankError, GaussianBank};
 use super::crops::{Crop, CropSkip};
 use super::encoder::{EncoderError, ImageEncoder};
 use crate::image::RgbImage;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifierError {
@@ -39,8 +40,9 @@ pub fn check_request_size(boxes: usize, candidates: usize) -> Result<(), String>
 /// Posterior over class names, most probable first.
 pub type Distribution = Vec<(String, f64)>;
 
+/// `Sync`: threads may classify with one classifier at the same time.
 pub struct GdcClassifier {
-    encoder: Box<dyn ImageEncoder + Send>,
+    encoder: Arc<dyn ImageEncoder + Send + Sync>,
     bank: GaussianBank,
     /// Divides the log-likelihoods before normalising (1 = plain Bayes).
     pub temperature: f64,
@@ -49,7 +51,7 @@ pub struct GdcClassifier {
 
 impl GdcClassifier {
     /// Refuses a bank made with another backbone or embedding recipe.
-    pub fn new(encoder: Box<dyn ImageEncoder + Send>, bank: GaussianBank) -> Result<Self, ClassifierError> {
+    pub fn new(encoder: Box<dyn ImageEncoder + Send + Sync>, bank: GaussianBank) -> Result<Self, ClassifierError> {
         let spec = bank.spec();
         if spec.backbone != encoder.backbone_id() || spec.recipe != encoder.recipe().id() {
             return Err(ClassifierError::Mismatch {
@@ -59,7 +61,7 @@ impl GdcClassifier {
                 encoder_recipe: encoder.recipe().id().to_string(),
             });
         }
-        Ok(Self { encoder, bank, temperature: 1.0, batch: 16 })
+        Ok(Self { encoder: Arc::from(encoder), bank, temperature: 1.0, batch: 16 })
     }
 
     pub fn bank(&self) -> &GaussianBank {
@@ -77,6 +79,14 @@ impl GdcClassifier {
         self.bank.add_class(name, embeddings.into())?;
         self.bank.set_prompts(name, prompts)?;
         Ok(())
+    }
+
+    /// A classifier with one class more, sharing this one's encoder (the
+    /// bank is copied; `self` is unchanged and stays usable meanwhile).
+    pub fn with_class(&self, name: &str, embeddings: &[Vec<f32>], prompts: Vec<String>) -> Result<Self, ClassifierError> {
+        let mut next = Self { encoder: self.encoder.clone(), bank: self.bank.clone(), temperature: self.temperature, batch: self.batch };
+        next.add_class(name, embeddings, prompts)?;
+        Ok(next)
     }
 
     /// The class names a query is scored over: `candidates`, or every bank

@@ -93,6 +93,18 @@ impl ImageEncoder for Dinov2Encoder {
     }
 }
 
+// SAFETY (the two `Sync` impls below): tch marks `Tensor` `Send` but not
+// `Sync` because some of its `&self` methods change the tensor (autograd,
+// `set_requires_grad`). Through `&Dinov2Encoder` / `&EfficientNetLite0Encoder`
+// only the [`ImageEncoder`] methods are reachable (the models are private
+// fields): they read the weights with out-of-place operations under
+// `tch::no_grad` (batch norm in inference mode: running statistics are not
+// updated) and create new tensors; libtorch tensors' reference counts are
+// atomic, so concurrent forward passes over the same weights are sound (the
+// same reasoning makes tch's own `CModule` `Sync`). Sharing one encoder lets
+// `~/relabel` and `gdc.auto_relabel` embed at the same time without a lock.
+unsafe impl Sync for Dinov2Encoder {}
+
 /// EfficientNet-Lite0 (ImageNet weights that ship offline; the default
 /// backbone): pooled 1280-d features, its training-recipe preprocessing.
 pub struct EfficientNetLite0Encoder {
@@ -108,6 +120,9 @@ impl EfficientNetLite0Encoder {
         Ok(Self { model, preprocess: Preprocess::efficientnet_lite0(), id })
     }
 }
+
+// SAFETY: as for `Dinov2Encoder` above.
+unsafe impl Sync for EfficientNetLite0Encoder {}
 
 impl ImageEncoder for EfficientNetLite0Encoder {
     fn backbone_id(&self) -> &str {
@@ -126,12 +141,58 @@ impl ImageEncoder for EfficientNetLite0Encoder {
 
 /// Loads the backbone at `path`: a folder is a Hugging Face DINOv2 model
 /// (embedding `recipe`), a file EfficientNet-Lite0 safetensors (always pooled).
-pub fn load_encoder(path: &Path, recipe: EmbeddingRecipe, device: Device) -> Result<Box<dyn ImageEncoder + Send>, EncoderError> {
+pub fn load_encoder(path: &Path, recipe: EmbeddingRecipe, device: Device) -> Result<Box<dyn ImageEncoder + Send + Sync>, EncoderError> {
     if path.is_dir() {
         Ok(Box::new(Dinov2Encoder::load(path, recipe, device)?))
     } else if recipe == EmbeddingRecipe::Pooled {
         Ok(Box::new(EfficientNetLite0Encoder::load(path, device)?))
     } else {
         Err(EncoderError::Recipe { backbone: path.display().to_string(), recipe: recipe.id().into() })
+    }
+}
+
+/// A tiny DINOv2 (random weights, 2 layers of 32 channels) for tests.
+#[cfg(test)]
+pub(crate) fn tiny_dinov2() -> Dinov2Encoder {
+    use super::backbone::dinov2::Dinov2Config;
+    let config = Dinov2Config { hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, image_size: 28, ..Dinov2Config::vit_s14() };
+    let model = Dinov2::new(config, Device::Cpu).expect("tiny DINOv2 config");
+    Dinov2Encoder { model, preprocess: Preprocess::dinov2(), recipe: EmbeddingRecipe::Cls, id: "dinov2[tiny test]".into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn images() -> Vec<RgbImage> {
+        (0..3u8)
+            .map(|k| {
+                let (w, h) = (20 + 7 * k as u32, 30);
+                let data = (0..w * h * 3).map(|i| (i as u8).wrapping_mul(31).wrapping_add(k * 70)).collect();
+                RgbImage { width: w, height: h, data }
+            })
+            .collect()
+    }
+
+    /// The `Sync` impls in practice: threads embedding with one shared
+    /// encoder at the same time get exactly what one thread gets alone.
+    #[test]
+    fn one_encoder_embeds_from_several_threads_at_once() {
+        let encoder: Arc<dyn ImageEncoder + Send + Sync> = Arc::new(tiny_dinov2());
+        let imgs = Arc::new(images());
+        let alone = encoder.embed_images(&imgs, 2).unwrap();
+        assert_eq!(alone.len(), 3);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (encoder, imgs) = (encoder.clone(), imgs.clone());
+                std::thread::spawn(move || (0..5).map(|_| encoder.embed_images(&imgs, 2).unwrap()).collect::<Vec<_>>())
+            })
+            .collect();
+        for t in threads {
+            for rows in t.join().unwrap() {
+                assert_eq!(rows, alone);
+            }
+        }
     }
 }

@@ -5,7 +5,6 @@
 //! Requests return at once (or, with `wait`, when their classes are done);
 //! every failure is an error response or a `failed_*` entry, never a crash.
 
-use super::node::lock;
 use super::params::GdcParams;
 use super::relabel::Gdc;
 use crate::gdc::bank_builder::read_rgb;
@@ -14,12 +13,10 @@ use crate::gdc::generator::class_queue::{ClassQueue, GeneratorSettings, QueueSta
 use r2r::builtin_interfaces::msg::Time;
 use r2r::eloss_perception_msgs::msg::GdcBankStatus;
 use r2r::eloss_perception_msgs::srv::AddClasses;
+use crate::snapshot_cell::SnapshotCell;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// Images embedded per lock of the classifier, so ~/relabel requests interleave.
-const EMBED_CHUNK: usize = 16;
 
 /// Generation settings from the parameters; None when no generator is configured.
 pub fn settings(p: &GdcParams) -> Option<GeneratorSettings> {
@@ -51,21 +48,25 @@ pub fn settings(p: &GdcParams) -> Option<GeneratorSettings> {
     })
 }
 
+/// How often a waiting request checks whether the node is stopping.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
 fn failure(error: String) -> AddClasses::Response {
     AddClasses::Response { success: false, error, estimated_seconds: f64::NAN, ..Default::default() }
 }
 
 /// The bank's class names, or why there is no bank.
-pub(crate) fn bank_classes(gdc: &Mutex<Gdc>) -> Result<Vec<String>, String> {
-    match &*lock(gdc) {
+pub(crate) fn bank_classes(gdc: &SnapshotCell<Gdc>) -> Result<Vec<String>, String> {
+    match &*gdc.get() {
         Ok((c, _)) => Ok(c.bank().class_names().into_iter().map(String::from).collect()),
         Err(e) => Err(e.clone()),
     }
 }
 
-/// Answers a request (blocking: with `wait` it returns when the classes are done).
+/// Answers a request (blocking: with `wait` it returns when the classes are
+/// done, or with an error once `stop` is set: the node is shutting down).
 /// `queue` is None without a generator, `gdc` None while GDC is still loading.
-pub fn handle(queue: Option<&ClassQueue>, gdc: Option<&Mutex<Gdc>>, per_class: usize, req: &AddClasses::Request) -> AddClasses::Response {
+pub fn handle(queue: Option<&ClassQueue>, gdc: Option<&SnapshotCell<Gdc>>, per_class: usize, stop: &AtomicBool, req: &AddClasses::Request) -> AddClasses::Response {
     let Some(queue) = queue else {
         return failure("no generator configured: set gdc.generator.path to a diffusers folder (docs/generators.md)".into());
     };
@@ -79,8 +80,12 @@ pub fn handle(queue: Option<&ClassQueue>, gdc: Option<&Mutex<Gdc>>, per_class: u
         Err(e) => return failure(e.to_string()),
     };
     if req.wait {
-        // the client decides how long it waits; the node never gives up on a queued class
-        while !queue.wait_settled(&req.class_names, Duration::from_secs(3600)) {}
+        // the client decides how long it waits; the node gives up only when it stops
+        while !queue.wait_settled(&req.class_names, STOP_CHECK) {
+            if stop.load(Ordering::Relaxed) {
+                return failure("the node is shutting down: the classes stay queued only until it exits".into());
+            }
+        }
     }
     let classes = bank_classes(gdc).unwrap_or_default();
     let failed: Vec<String> = queue
@@ -115,24 +120,23 @@ pub struct BankUpdate {
     pub save_error: Option<String>,
 }
 
-/// Embeds a generated class with the GDC backbone and adds it to the bank
-/// (on the generation worker); the bank is then saved to `save_path` if set.
-pub fn add_to_bank(gdc: &Mutex<Gdc>, set: &ClassImages, save_path: &str) -> Result<BankUpdate, String> {
+/// Embeds a generated class with the GDC backbone and swaps in a bank with
+/// it (on the generation worker; readers are never blocked meanwhile); the
+/// bank is then saved to `save_path` if set.
+pub fn add_to_bank(gdc: &SnapshotCell<Gdc>, set: &ClassImages, save_path: &str) -> Result<BankUpdate, String> {
     let images = set.paths.iter().map(|p| read_rgb(p)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-    let mut rows = Vec::with_capacity(images.len());
-    for chunk in images.chunks(EMBED_CHUNK) {
-        let g = lock(gdc);
-        let (classifier, _) = g.as_ref().map_err(Clone::clone)?;
-        rows.extend(classifier.embed(chunk).map_err(|e| e.to_string())?);
-    }
-    let (classes, bytes, to_save) = {
-        let mut g = lock(gdc);
-        let (classifier, _) = g.as_mut().map_err(|e| e.clone())?;
-        classifier.add_class(&set.class, &rows, set.prompts.clone()).map_err(|e| e.to_string())?;
-        let bank = classifier.bank();
-        (bank.len(), bank.bytes(), (!save_path.is_empty()).then(|| bank.clone()))
-    };
-    let save_error = to_save.and_then(|bank| match bank.save(save_path) {
+    // embedded and fitted off every reader's way: ~/relabel and auto relabelling
+    // keep classifying with the current bank until the new one is swapped in
+    let next = gdc.update(|current| {
+        let (classifier, crop_cfg) = current.as_ref().map_err(Clone::clone)?;
+        let rows = classifier.embed(&images).map_err(|e| e.to_string())?;
+        let extended = classifier.with_class(&set.class, &rows, set.prompts.clone()).map_err(|e| e.to_string())?;
+        Ok::<Gdc, String>(Ok((extended, crop_cfg.clone())))
+    })?;
+    let Ok((classifier, _)) = next.as_ref() else { unreachable!("update swapped in a classifier") };
+    let bank = classifier.bank();
+    let (classes, bytes) = (bank.len(), bank.bytes());
+    let save_error = (!save_path.is_empty()).then(|| bank.save(save_path)).and_then(|r| match r {
         Ok(()) => {
             tracing::info!(path = save_path, classes = bank.len(), "GDC bank with run-time classes saved");
             None
@@ -171,13 +175,14 @@ mod tests {
 
     #[test]
     fn requests_fail_cleanly_without_a_generator_or_a_bank() {
-        let r = handle(None, None, 4, &req(&["bus"], false));
+        let running = AtomicBool::new(false);
+        let r = handle(None, None, 4, &running, &req(&["bus"], false));
         assert!(!r.success && r.error.contains("gdc.generator.path"), "{}", r.error);
         let q = ClassQueue::new();
-        let r = handle(Some(&q), None, 4, &req(&["bus"], false));
+        let r = handle(Some(&q), None, 4, &running, &req(&["bus"], false));
         assert!(!r.success && r.error.contains("loading"));
-        let off = Mutex::new(Err("GDC is off: set gdc.bank_path".to_string()));
-        let r = handle(Some(&q), Some(&off), 4, &req(&["bus"], true));
+        let off = SnapshotCell::new(Err("GDC is off: set gdc.bank_path".to_string()));
+        let r = handle(Some(&q), Some(&off), 4, &running, &req(&["bus"], true));
         assert!(!r.success && r.error.contains("GDC is off"), "{}", r.error);
         assert!(q.status().pending.is_empty());
     }
@@ -196,7 +201,7 @@ mod tests {
             .collect();
         let set = |class: &str| ClassImages { class: class.into(), paths: paths.clone(), prompts: vec![], generated: 3 };
         let (classifier, _) = crate::gdc::classifier::test_support::dark_bright_classifier();
-        let gdc: Mutex<Gdc> = Mutex::new(Ok((classifier, Default::default())));
+        let gdc: SnapshotCell<Gdc> = SnapshotCell::new(Ok((classifier, Default::default())));
         // the save path is a directory: the rename fails
         let not_a_file = dir.path().join("bank_dir");
         std::fs::create_dir_all(not_a_file.join("x")).unwrap();
@@ -211,6 +216,35 @@ mod tests {
         assert_eq!((update.classes, update.save_error), (4, None));
         assert!(update.bytes > 0);
         assert_eq!(crate::gdc::bank::GaussianBank::load(&file).unwrap().len(), 4);
+    }
+
+    /// SIGTERM under add_classes load: a request waiting for a class that
+    /// will not be generated (no generation worker here) returns once the
+    /// node stops, instead of holding a blocking thread for good.
+    #[test]
+    fn a_waiting_request_returns_when_the_node_stops() {
+        use crate::gdc::bank::{EmbeddingSpec, FitOptions, GaussianBank};
+        use crate::gdc::classifier::GdcClassifier;
+        use crate::gdc::encoder::ImageEncoder;
+        let encoder = crate::gdc::encoder::tiny_dinov2();
+        let bank = GaussianBank::empty(EmbeddingSpec::new(encoder.backbone_id(), encoder.recipe().id()), FitOptions::default()).unwrap();
+        let classifier = GdcClassifier::new(Box::new(encoder), bank).unwrap();
+        let gdc = std::sync::Arc::new(SnapshotCell::new(Ok((classifier, crate::gdc::crops::CropConfig::default()))));
+        let (q, stop) = (std::sync::Arc::new(ClassQueue::new()), std::sync::Arc::new(AtomicBool::new(false)));
+        let waiter = {
+            let (gdc, q, stop) = (gdc.clone(), q.clone(), stop.clone());
+            std::thread::spawn(move || handle(Some(&q), Some(&gdc), 4, &stop, &req(&["bus"], true)))
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!waiter.is_finished(), "waits while the class is queued");
+        let t = std::time::Instant::now();
+        stop.store(true, Ordering::Relaxed);
+        while !waiter.is_finished() {
+            assert!(t.elapsed() < Duration::from_secs(2), "the wait did not end when the node stopped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let r = waiter.join().unwrap();
+        assert!(!r.success && r.error.contains("shutting down"), "{}", r.error);
     }
 
     #[test]

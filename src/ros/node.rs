@@ -17,14 +17,17 @@
 //! `detector.autoware_objects`), `markers` (MarkerArray for RViz) and
 //! `eloss` (ElossReport: the Eloss anomaly report of the same forward pass);
 //! and `/diagnostics` (DiagnosticArray, incl. detector latency, frames and
-//! tf, and the anomaly alarm). Time is the ROS clock: with
+//! tf, the anomaly alarm, and the workers: a thread or task that died or
+//! stalled is an ERROR naming it). Time is the ROS clock: with
 //! `-p use_sim_time:=true` it follows `/clock` (r2r's time source).
 //! Logs go through rcutils (console, `/rosout`, `--log-level`: logging.rs).
 //! services `~/relabel` (RelabelObjects, GDC labels for image crops) and
 //! `~/add_classes` (AddClasses: new GDC classes from their names through the
 //! configured generator, in the background), with `~/gdc_bank`
 //! (GdcBankStatus, transient local) reporting the bank's classes and the
-//! generation queue.
+//! generation queue. Service requests beyond the in-flight limits are
+//! answered "busy" at once, and every wait ends at shutdown
+//! (docs/reliability.md, "Workers, locks and shutdown").
 //!
 //! GDC: the node keeps the newest `gdc.history_frames` frames (cloud stamp,
 //! frame id, published boxes) and decoded images in a [`FrameHistory`], so
@@ -47,7 +50,9 @@ use crate::frame_slot::LatestSlot;
 use crate::frames::TransformBuffer;
 use crate::log_limit::{suppressed_note, LogLimiter};
 use crate::gdc::frame_history::{FrameHistory, ImageRecord};
+use crate::snapshot_cell::SnapshotCell;
 use crate::stats::{DetectorStats, ElossStats, FrameStats, GdcStats, InputStats};
+use crate::workers::{Heartbeat, Workers};
 use anyhow::Context as _;
 use futures::StreamExt;
 use r2r::diagnostic_msgs::msg::DiagnosticArray;
@@ -65,6 +70,7 @@ mod detect;
 pub mod frames;
 #[path = "node_gdc.rs"]
 mod gdc;
+pub use gdc::{MAX_ADD_CLASSES_IN_FLIGHT, MAX_RELABEL_IN_FLIGHT, MAX_RELABEL_RUNNING};
 
 pub const NODE_NAME: &str = "eloss_perception_node";
 pub const TOPIC_POINTS: &str = "points";
@@ -131,13 +137,42 @@ struct Shared {
     tf: Mutex<TransformBuffer>,
     /// One warning per second per kind for warnings caused by input.
     log_limit: LogLimiter,
-    /// The GDC classifier once its loader finished (or why there is none).
-    gdc: OnceLock<Mutex<Gdc>>,
+    /// The GDC classifier once its loader finished (or why there is none):
+    /// readers take a snapshot, a new class swaps in a new one.
+    gdc: OnceLock<SnapshotCell<Gdc>>,
     /// Classes asked for through ~/add_classes, generated one at a time.
     class_queue: ClassQueue,
     /// How they are generated; None = no generator configured.
     generator: Option<GeneratorSettings>,
     stop: AtomicBool,
+    /// `stop` for async waits: true once the node is shutting down.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Heartbeats of every thread and task (the workers diagnostics).
+    workers: Arc<Workers>,
+}
+
+impl Shared {
+    /// Resolves when the node starts shutting down (for `tokio::select!`).
+    async fn stopped(&self) {
+        let _ = self.stopping.subscribe().wait_for(|s| *s).await;
+    }
+}
+
+/// Stall limits: a worker silent for longer is an ERROR in the workers
+/// diagnostics. The cloud worker's covers loading the detector and one frame
+/// with auto relabelling; the class generator's one generated image.
+const CLOUD_WORKER_STALL: Duration = Duration::from_secs(30);
+const WORKER_STALL: Duration = Duration::from_secs(10);
+pub(crate) const CLASS_GENERATOR_STALL: Duration = Duration::from_secs(600);
+
+/// A tokio task watched as a worker named `name`: its end (its stream
+/// closed) or a panic while the node runs is an ERROR in the diagnostics.
+fn spawn_watched(sh: &Shared, name: &str, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    let heartbeat = sh.workers.register(name, None);
+    tokio::spawn(async move {
+        let _heartbeat = heartbeat;
+        task.await;
+    });
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,7 +196,6 @@ pub async fn run() -> anyhow::Result<()> {
     lock(&params).validate().context("invalid parameters")?;
     // from now on a run-time change is validated, and start-up-only ones refused
     lock(&params).running = true;
-    tokio::spawn(param_handler);
 
     let history = FrameHistory::new(usize::try_from(lock(&params).gdc.history_frames).unwrap_or(1));
     let shared = Arc::new(Shared {
@@ -177,6 +211,8 @@ pub async fn run() -> anyhow::Result<()> {
         class_queue: ClassQueue::new(),
         generator: super::add_classes::settings(&lock(&params).gdc),
         stop: AtomicBool::new(false),
+        stopping: tokio::sync::watch::channel(false).0,
+        workers: Workers::new(),
     });
 
     let qos = QosProfile::sensor_data();
@@ -195,7 +231,7 @@ pub async fn run() -> anyhow::Result<()> {
     };
     frames::spawn(&mut node, &shared)?;
     let clock = node.get_ros_clock();
-    let bank_status = gdc::spawn(&mut node, &shared, &clock)?;
+    let (bank_status, mut drain_services) = gdc::spawn(&mut node, &shared, &clock)?;
     tracing::info!(node = %node.fully_qualified_name()?, "started; params: {:?}", lock(&params).params);
     tracing::debug!(
         "inputs {TOPIC_POINTS}, {TOPIC_IMAGE}, {TOPIC_COMPRESSED_IMAGE}, {TOPIC_CAMERA_INFO}, /tf, /tf_static; outputs {TOPIC_DETECTIONS}, {TOPIC_ANNOTATED_DETECTIONS}{}, {TOPIC_MARKERS}, {TOPIC_ELOSS}, {TOPIC_DIAGNOSTICS} (relative to the namespace, after remaps)",
@@ -203,21 +239,21 @@ pub async fn run() -> anyhow::Result<()> {
     );
 
     let sh = shared.clone();
-    tokio::spawn(async move {
+    spawn_watched(&shared, "points subscription", async move {
         while let Some(msg) = clouds.next().await {
             lock(&sh.stats).cloud.received += 1;
             sh.clouds.put(msg);
         }
     });
     let sh = shared.clone();
-    tokio::spawn(async move {
+    spawn_watched(&shared, "image subscription", async move {
         while let Some(msg) = images.next().await {
             lock(&sh.stats).image.received += 1;
             sh.images.put(CameraImage::Raw(msg));
         }
     });
     let sh = shared.clone();
-    tokio::spawn(async move {
+    spawn_watched(&shared, "compressed image subscription", async move {
         while let Some(msg) = compressed.next().await {
             let mut stats = lock(&sh.stats);
             stats.image.received += 1;
@@ -227,7 +263,7 @@ pub async fn run() -> anyhow::Result<()> {
         }
     });
     let sh = shared.clone();
-    tokio::spawn(async move {
+    spawn_watched(&shared, "camera info subscription", async move {
         while let Some(msg) = infos.next().await {
             let t = Instant::now();
             let result = convert::decode_camera_info(&msg);
@@ -247,20 +283,21 @@ pub async fn run() -> anyhow::Result<()> {
             }
         }
     });
-    tokio::spawn(async move {
+    spawn_watched(&shared, "parameter services", param_handler);
+    spawn_watched(&shared, "parameter events", async move {
         while let Some((name, value)) = param_events.next().await {
             tracing::info!("parameter {name} set to {value:?}");
         }
     });
 
     let workers = [
-        std::thread::Builder::new().name("cloud-worker".into()).spawn({
+        shared.workers.spawn("cloud-worker", Some(CLOUD_WORKER_STALL), {
             let sh = shared.clone();
-            move || cloud_worker(&sh, outputs)
+            move |heartbeat| cloud_worker(&sh, outputs, heartbeat)
         })?,
-        std::thread::Builder::new().name("image-worker".into()).spawn({
+        shared.workers.spawn("image-worker", Some(WORKER_STALL), {
             let sh = shared.clone();
-            move || image_worker(&sh)
+            move |heartbeat| image_worker(&sh, heartbeat)
         })?,
     ];
 
@@ -294,6 +331,7 @@ pub async fn run() -> anyhow::Result<()> {
                 now.frames.status(&format!("{NODE_NAME}: frames"), &hw, &previous.frames),
                 now.eloss.status(&format!("{NODE_NAME}: eloss monitor"), &hw),
                 now.gdc.status(&format!("{NODE_NAME}: gdc"), &hw),
+                sh.workers.status(&format!("{NODE_NAME}: workers"), &hw, sh.stop.load(Ordering::Relaxed)),
             ];
             previous = now;
             let stamp = ros_now(&clock);
@@ -311,6 +349,9 @@ pub async fn run() -> anyhow::Result<()> {
     let spinner = tokio::task::spawn_blocking(move || {
         while !sh.stop.load(Ordering::Relaxed) {
             node.spin_once(Duration::from_millis(20));
+            // r2r hands service requests over through a channel of 10 that it
+            // does not wait on: emptied here after every spin, none is lost
+            drain_services();
         }
         // drop the node on this thread, after the last spin_once returned
         drop(node);
@@ -319,6 +360,7 @@ pub async fn run() -> anyhow::Result<()> {
     wait_for_shutdown().await;
     tracing::info!("shutting down");
     shared.stop.store(true, Ordering::Relaxed);
+    shared.stopping.send_replace(true);
     diagnostics.abort();
     spinner.await?;
     for w in workers {
@@ -369,7 +411,8 @@ async fn wait_for_shutdown() {
 /// node keeps decoding without detections).
 fn load_pipeline(sh: &Shared, p: &NodeParams) -> Option<FramePipeline> {
     if p.detector.threads > 0 {
-        tch::set_num_threads(i32::try_from(p.detector.threads).unwrap_or(i32::MAX));
+        // validated to 0..=MAX_DETECTOR_THREADS (params.rs)
+        tch::set_num_threads(i32::try_from(p.detector.threads).unwrap_or(1));
     }
     let device = match p.detector.device.as_str() {
         "cpu" => tch::Device::Cpu,
@@ -400,9 +443,18 @@ fn load_pipeline(sh: &Shared, p: &NodeParams) -> Option<FramePipeline> {
     }
 }
 
-fn cloud_worker(sh: &Shared, out: Outputs) {
-    let mut pipeline = load_pipeline(sh, &lock(&sh.params).params.clone());
+fn cloud_worker(sh: &Shared, out: Outputs, heartbeat: &Heartbeat) {
+    let params = lock(&sh.params).params.clone();
+    // a panic while loading (CUDA out of memory, a libtorch error in tch's
+    // infallible calls) is a detector that did not load: the worker goes on decoding
+    let mut pipeline = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_pipeline(sh, &params))).unwrap_or_else(|panic| {
+        let e = format!("loading panicked: {}", crate::panic_message::panic_message(&*panic));
+        tracing::error!("detector not loaded: {e}");
+        lock(&sh.stats).detector.load_error = Some(e);
+        None
+    });
     while !sh.stop.load(Ordering::Relaxed) {
+        heartbeat.beat();
         let Some(msg) = sh.clouds.take_timeout(Duration::from_millis(100)) else { continue };
         let t = Instant::now();
         // validated when set (param_guard.rs): a snapshot for this frame
@@ -447,8 +499,9 @@ fn ros_now(clock: &Mutex<r2r::Clock>) -> r2r::builtin_interfaces::msg::Time {
 /// stops before allocating more): 8K UHD.
 pub const MAX_COMPRESSED_PIXELS: u64 = 7680 * 4320;
 
-fn image_worker(sh: &Shared) {
+fn image_worker(sh: &Shared, heartbeat: &Heartbeat) {
     while !sh.stop.load(Ordering::Relaxed) {
+        heartbeat.beat();
         let Some(msg) = sh.images.take_timeout(Duration::from_millis(100)) else { continue };
         let t = Instant::now();
         let compressed = matches!(msg, CameraImage::Compressed(_));

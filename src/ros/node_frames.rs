@@ -30,7 +30,8 @@ pub(super) fn spawn(node: &mut r2r::Node, shared: &Arc<Shared>) -> anyhow::Resul
     for (topic, qos, is_static) in [(TOPIC_TF, dynamic_qos, false), (TOPIC_TF_STATIC, static_qos, true)] {
         let mut stream = node.subscribe::<TFMessage>(topic, qos)?;
         let sh = shared.clone();
-        tokio::spawn(async move {
+        let name = if is_static { "tf_static subscription" } else { "tf subscription" };
+        super::spawn_watched(shared, name, async move {
             while let Some(msg) = stream.next().await {
                 ingest(&sh, &msg, is_static);
             }

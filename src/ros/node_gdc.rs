@@ -9,8 +9,11 @@ use super::{lock, ros_now, Shared, SERVICE_ADD_CLASSES, SERVICE_RELABEL, TOPIC_C
 use crate::ros::params::NodeParams;
 use crate::dataset::kitti::Calibration;
 use crate::geometry::Box3D;
+use crate::ros::relabel::Gdc;
+use crate::snapshot_cell::SnapshotCell;
 use crate::stats::TransformSource;
-use futures::StreamExt;
+use crate::workers::Heartbeat;
+use futures::{FutureExt, StreamExt};
 use r2r::eloss_perception_msgs::msg::GdcBankStatus;
 use r2r::eloss_perception_msgs::srv::{AddClasses, RelabelObjects};
 use r2r::QosProfile;
@@ -18,76 +21,101 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 /// Creates `~/relabel`, `~/add_classes` and `~/gdc_bank`, then starts the GDC
-/// loader, the service tasks, the class generator (when a generator is
-/// configured) and the bank-status publisher, whose thread is returned so
-/// shutdown can join it.
-pub(super) fn spawn(node: &mut r2r::Node, shared: &Arc<Shared>, clock: &Arc<Mutex<r2r::Clock>>) -> anyhow::Result<JoinHandle<()>> {
-    let mut relabel_requests =
-        node.create_service::<RelabelObjects::Service>(SERVICE_RELABEL, QosProfile::services_default())?;
-    let mut add_class_requests =
-        node.create_service::<AddClasses::Service>(SERVICE_ADD_CLASSES, QosProfile::services_default())?;
+/// loader, the class generator (when a generator is configured) and the
+/// bank-status publisher, whose thread is returned so shutdown can join it,
+/// with the drain of the service requests that the spin thread calls after
+/// every spin (each request then runs on its own task).
+pub(super) fn spawn(node: &mut r2r::Node, shared: &Arc<Shared>, clock: &Arc<Mutex<r2r::Clock>>) -> anyhow::Result<(JoinHandle<()>, Box<dyn FnMut() + Send>)> {
+    // r2r takes one request per service per spin: a burst beyond the default
+    // depth of 10 would be dropped by rmw before the node ever saw it
+    let queue = QosProfile::services_default().keep_last(SERVICE_QUEUE_DEPTH);
+    let mut relabel_requests = node.create_service::<RelabelObjects::Service>(SERVICE_RELABEL, queue.clone())?;
+    let mut add_class_requests = node.create_service::<AddClasses::Service>(SERVICE_ADD_CLASSES, queue)?;
     let bank_pub = node.create_publisher::<GdcBankStatus>(TOPIC_GDC_BANK, QosProfile::default().keep_last(1).transient_local())?;
-    // GDC loads off the async threads (weights can take seconds); requests
-    // arriving before it finished wait for it, a failed load answers every
-    // request with the reason
+    // GDC loads off the async threads (weights can take seconds); relabel
+    // requests arriving before it finished wait for it (until the node
+    // stops), a failed (or panicking) load answers every request with the reason
     let gdc_params = lock(&shared.params).gdc.clone();
     let sh = shared.clone();
-    let gdc_loader = tokio::task::spawn_blocking(move || {
-        let g = crate::ros::relabel::load(&gdc_params);
-        match &g {
-            Ok((c, _)) => tracing::info!("GDC ready: {} classes, backbone {}", c.bank().len(), c.bank().spec().backbone),
-            Err(e) if gdc_params.auto_relabel => tracing::warn!("gdc.auto_relabel is on, but {e}"),
-            Err(e) if gdc_params.bank_path.is_empty() => tracing::info!("{e}"),
-            Err(e) => tracing::error!("{e}"),
-        }
-        {
-            let mut stats = lock(&sh.stats);
-            stats.gdc.configured = !gdc_params.bank_path.is_empty();
-            stats.gdc.generator = sh.generator.is_some();
-            stats.gdc.bank = Some(g.as_ref().map(|(c, _)| c.bank().len()).map_err(Clone::clone));
-            stats.gdc.backbone = g.as_ref().map(|(c, _)| c.bank().spec().backbone.clone()).unwrap_or_default();
-            stats.gdc.bank_bytes = g.as_ref().map_or(0, |(c, _)| c.bank().bytes());
-        }
-        // start-up classes (gdc.generator.classes) the bank lacks go to the generator
-        let startup = gdc_params.generator.class_names();
-        if let (Ok((c, _)), Some(settings), false) = (&g, &sh.generator, startup.is_empty()) {
-            let have: Vec<String> = c.bank().class_names().into_iter().map(String::from).collect();
-            match sh.class_queue.enqueue(&startup, &have, settings.per_class) {
-                Ok(e) if !e.queued.is_empty() => tracing::info!("generating start-up classes {:?}", e.queued),
-                Ok(_) => {}
-                Err(e) => tracing::error!("gdc.generator.classes: {e}"),
-            }
-        }
-        let _ = sh.gdc.set(Mutex::new(g));
-    });
+    let gdc_loader = tokio::task::spawn_blocking(move || load_gdc(&sh, &gdc_params));
+    let (loaded, gdc_ready) = tokio::sync::watch::channel(false);
     let sh = shared.clone();
     tokio::spawn(async move {
         if let Err(e) = gdc_loader.await {
-            let _ = sh.gdc.set(Mutex::new(Err(format!("GDC loader failed: {e}"))));
+            // load_gdc catches panics in the loader; this is one in its bookkeeping
+            set_gdc(&sh, Err(format!("the GDC loader failed: {e}")));
         }
-        while let Some(req) = relabel_requests.next().await {
-            let sh = sh.clone();
-            let message = req.message.clone();
-            let response = tokio::task::spawn_blocking(move || relabel(&sh, &message))
-                .await
-                .unwrap_or_else(|e| RelabelObjects::Response { success: false, error: format!("internal error: {e}"), labels: vec![] });
-            if let Err(e) = req.respond(response) {
-                tracing::warn!("relabel response not delivered: {e}");
-            }
-        }
+        loaded.send_replace(true);
     });
+    let relabel_slots = Arc::new(Semaphore::new(MAX_RELABEL_IN_FLIGHT));
+    let relabel_running = Arc::new(Semaphore::new(MAX_RELABEL_RUNNING));
+    let add_class_slots = Arc::new(Semaphore::new(MAX_ADD_CLASSES_IN_FLIGHT));
+    let runtime = tokio::runtime::Handle::current();
+    let (mut relabel_service, mut add_classes_service) =
+        (Some(shared.workers.register("relabel service", None)), Some(shared.workers.register("add_classes service", None)));
     let sh = shared.clone();
-    tokio::spawn(async move {
-        while let Some(req) = add_class_requests.next().await {
-            // each request on its own task: one that waits for its classes must not hold up the next
+    // on the spin thread after every spin: each request is answered "busy" at
+    // once beyond the in-flight limits, else handled on its own task
+    let drain = move || {
+        while let Some(next) = relabel_requests.next().now_or_never() {
+            let Some(req) = next else {
+                relabel_service = None; // the stream ended: an exited worker
+                break;
+            };
+            let Ok(slot) = relabel_slots.clone().try_acquire_owned() else {
+                lock(&sh.stats).gdc.busy_requests += 1;
+                let error = format!("busy: {MAX_RELABEL_IN_FLIGHT} relabel requests in flight; retry later");
+                if let Err(e) = req.respond(RelabelObjects::Response { success: false, error, labels: vec![] }) {
+                    tracing::warn!("relabel response not delivered: {e}");
+                }
+                continue;
+            };
+            let (sh, running, mut gdc_ready) = (sh.clone(), relabel_running.clone(), gdc_ready.clone());
+            runtime.spawn(async move {
+                let _slot = slot;
+                let message = req.message.clone();
+                let work = async {
+                    let _ = gdc_ready.wait_for(|ready| *ready).await;
+                    let Ok(_permit) = running.acquire_owned().await else { unreachable!("the semaphore is never closed") };
+                    let sh = sh.clone();
+                    tokio::task::spawn_blocking(move || relabel(&sh, &message))
+                        .await
+                        .unwrap_or_else(|e| RelabelObjects::Response { success: false, error: format!("internal error: {e}"), labels: vec![] })
+                };
+                let response = tokio::select! {
+                    r = work => r,
+                    _ = sh.stopped() => RelabelObjects::Response { success: false, error: "the node is shutting down".into(), labels: vec![] },
+                };
+                if let Err(e) = req.respond(response) {
+                    tracing::warn!("relabel response not delivered: {e}");
+                }
+            });
+        }
+        while let Some(next) = add_class_requests.next().now_or_never() {
+            let Some(req) = next else {
+                add_classes_service = None;
+                break;
+            };
+            // each request on its own task: one that waits for its classes must not hold up the next;
+            // the waits are bounded (each holds a blocking thread) and end when the node stops
+            let Ok(slot) = add_class_slots.clone().try_acquire_owned() else {
+                lock(&sh.stats).gdc.busy_requests += 1;
+                let error = format!("busy: {MAX_ADD_CLASSES_IN_FLIGHT} add_classes requests in flight; retry later");
+                if let Err(e) = req.respond(AddClasses::Response { success: false, error, estimated_seconds: f64::NAN, ..Default::default() }) {
+                    tracing::warn!("add_classes response not delivered: {e}");
+                }
+                continue;
+            };
             let sh = sh.clone();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
+                let _slot = slot;
                 let message = req.message.clone();
                 let response = tokio::task::spawn_blocking(move || {
                     let per_class = sh.generator.as_ref().map_or(0, |g| g.per_class);
-                    crate::ros::add_classes::handle(sh.generator.as_ref().map(|_| &sh.class_queue), sh.gdc.get(), per_class, &message)
+                    crate::ros::add_classes::handle(sh.generator.as_ref().map(|_| &sh.class_queue), sh.gdc.get(), per_class, &sh.stop, &message)
                 })
                 .await
                 .unwrap_or_else(|e| AddClasses::Response { success: false, error: format!("internal error: {e}"), estimated_seconds: f64::NAN, ..Default::default() });
@@ -96,20 +124,77 @@ pub(super) fn spawn(node: &mut r2r::Node, shared: &Arc<Shared>, clock: &Arc<Mute
                 }
             });
         }
-    });
+        let _alive = (&relabel_service, &add_classes_service);
+    };
     if shared.generator.is_some() {
         // not joined at shutdown: a class in generation may take minutes, and
         // the images already made stay in the cache for the next start
-        std::thread::Builder::new().name("class-generator".into()).spawn({
+        shared.workers.spawn("class-generator", Some(super::CLASS_GENERATOR_STALL), {
             let sh = shared.clone();
-            move || class_generator(&sh)
+            move |heartbeat| class_generator(&sh, heartbeat)
         })?;
     }
-    let bank_status = std::thread::Builder::new().name("gdc-bank-status".into()).spawn({
+    let bank_status = shared.workers.spawn("gdc-bank-status", Some(super::WORKER_STALL), {
         let (sh, clock) = (shared.clone(), clock.clone());
-        move || publish_bank_status(&sh, &bank_pub, &clock)
+        move |heartbeat| publish_bank_status(&sh, &bank_pub, &clock, heartbeat)
     })?;
-    Ok(bank_status)
+    Ok((bank_status, Box::new(drain)))
+}
+
+/// Requests rmw holds for a service until the node takes them (each then
+/// answered at once, "busy" beyond the limits below).
+pub const SERVICE_QUEUE_DEPTH: usize = 100;
+/// Relabel requests classified at the same time (each on a blocking thread).
+pub const MAX_RELABEL_RUNNING: usize = 2;
+/// Relabel requests running or waiting to run; more are answered "busy".
+pub const MAX_RELABEL_IN_FLIGHT: usize = 6;
+/// add_classes requests in flight (with `wait`, each holds a blocking
+/// thread until its classes are done); more are answered "busy".
+pub const MAX_ADD_CLASSES_IN_FLIGHT: usize = 16;
+
+/// Loads the classifier (a panic in the loader is a failed load, with its
+/// message), reports it in the diagnostics, queues the start-up classes the
+/// bank lacks and publishes it to the services.
+fn load_gdc(sh: &Shared, gdc_params: &crate::ros::params::GdcParams) {
+    {
+        let mut stats = lock(&sh.stats);
+        stats.gdc.configured = !gdc_params.bank_path.is_empty();
+        stats.gdc.generator = sh.generator.is_some();
+    }
+    let g = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::ros::relabel::load(gdc_params)))
+        .unwrap_or_else(|panic| Err(format!("the GDC loader panicked: {}", crate::panic_message::panic_message(&*panic))));
+    match &g {
+        Ok((c, _)) => tracing::info!("GDC ready: {} classes, backbone {}", c.bank().len(), c.bank().spec().backbone),
+        Err(e) if gdc_params.auto_relabel => tracing::warn!("gdc.auto_relabel is on, but {e}"),
+        Err(e) if gdc_params.bank_path.is_empty() => tracing::info!("{e}"),
+        Err(e) => tracing::error!("{e}"),
+    }
+    // start-up classes (gdc.generator.classes) the bank lacks go to the generator
+    let startup = gdc_params.generator.class_names();
+    if let (Ok((c, _)), Some(settings), false) = (&g, &sh.generator, startup.is_empty()) {
+        let have: Vec<String> = c.bank().class_names().into_iter().map(String::from).collect();
+        match sh.class_queue.enqueue(&startup, &have, settings.per_class) {
+            Ok(e) if !e.queued.is_empty() => tracing::info!("generating start-up classes {:?}", e.queued),
+            Ok(_) => {}
+            Err(e) => tracing::error!("gdc.generator.classes: {e}"),
+        }
+    }
+    set_gdc(sh, g);
+}
+
+/// The loader's outcome, to the services and the diagnostics (once: a
+/// second call changes nothing).
+fn set_gdc(sh: &Shared, g: Gdc) {
+    let (bank, backbone, bytes) = match &g {
+        Ok((c, _)) => (Ok(c.bank().len()), c.bank().spec().backbone.clone(), c.bank().bytes()),
+        Err(e) => (Err(e.clone()), String::new(), 0),
+    };
+    if sh.gdc.set(SnapshotCell::new(g)).is_ok() {
+        let mut stats = lock(&sh.stats);
+        stats.gdc.bank = Some(bank);
+        stats.gdc.backbone = backbone;
+        stats.gdc.bank_bytes = bytes;
+    }
 }
 
 /// The camera calibration for crops of boxes in `boxes_frame` seen in an
@@ -162,12 +247,12 @@ fn camera_calibration(sh: &Shared, p: &NodeParams, boxes_frame: &str, image_fram
 pub(super) fn auto_relabel(sh: &Shared, p: &NodeParams, stamp_ns: i64, frame: &str, boxes: &[Box3D], array: &mut r2r::eloss_perception_msgs::msg::Detection3DArray) {
     let t = Instant::now();
     let outcome = (|| -> Result<usize, String> {
-        let gdc = sh.gdc.get().ok_or("GDC is still loading")?;
+        // a snapshot: a relabel request or a class being added never holds this frame up
+        let gdc = sh.gdc.get().ok_or("GDC is still loading")?.get();
         let record = lock(&sh.history).image_near(stamp_ns, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?.clone();
         let calib = camera_calibration(sh, p, frame, &record.frame_id, stamp_ns)?;
         let image = record.image;
-        let gdc = lock(gdc);
-        let (classifier, crop_cfg) = gdc.as_ref().map_err(Clone::clone)?;
+        let (classifier, crop_cfg) = gdc.as_ref().as_ref().map_err(Clone::clone)?;
         crate::ros::relabel::attach_labels(classifier, crop_cfg, &image, &calib, boxes, &mut array.detections)
     })();
     let mut stats = lock(&sh.stats);
@@ -186,7 +271,7 @@ fn relabel(sh: &Shared, req: &RelabelObjects::Request) -> RelabelObjects::Respon
         return RelabelObjects::Response { success: false, error: "GDC is still loading".into(), labels: vec![] };
     };
     let t = Instant::now();
-    let response = crate::ros::relabel::handle(&lock(gdc), req, |stamp_ns, ids| {
+    let response = crate::ros::relabel::handle(&gdc.get(), req, |stamp_ns, ids| {
         let p = lock(&sh.params).params.clone();
         // the history lock is held for the lookup only (boxes copied, image shared)
         let selection = lock(&sh.history).select(stamp_ns, ids, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?;
@@ -207,7 +292,7 @@ fn relabel(sh: &Shared, req: &RelabelObjects::Request) -> RelabelObjects::Respon
 }
 
 /// Generates queued classes (once GDC has loaded) and adds them to the bank.
-fn class_generator(sh: &Shared) {
+fn class_generator(sh: &Shared, heartbeat: &Heartbeat) {
     let Some(settings) = &sh.generator else { return };
     let gdc = loop {
         if let Some(g) = sh.gdc.get() {
@@ -216,10 +301,11 @@ fn class_generator(sh: &Shared) {
         if sh.stop.load(Ordering::Relaxed) {
             return;
         }
+        heartbeat.beat();
         std::thread::sleep(Duration::from_millis(50));
     };
     let save_path = lock(&sh.params).gdc.generator.save_bank_path.clone();
-    sh.class_queue.run_worker(settings, &sh.stop, &mut |set| {
+    sh.class_queue.run_worker(settings, &sh.stop, &|| heartbeat.beat(), &mut |set| {
         let update = crate::ros::add_classes::add_to_bank(gdc, set, &save_path)?;
         let mut stats = lock(&sh.stats);
         (stats.gdc.bank, stats.gdc.bank_bytes, stats.gdc.bank_save_error) = (Some(Ok(update.classes)), update.bytes, update.save_error.clone());
@@ -229,9 +315,10 @@ fn class_generator(sh: &Shared) {
 }
 
 /// Publishes `~/gdc_bank` when GDC has loaded and on every queue change.
-fn publish_bank_status(sh: &Shared, publisher: &r2r::Publisher<GdcBankStatus>, clock: &Mutex<r2r::Clock>) {
+fn publish_bank_status(sh: &Shared, publisher: &r2r::Publisher<GdcBankStatus>, clock: &Mutex<r2r::Clock>, heartbeat: &Heartbeat) {
     let mut published: Option<u64> = None;
     while !sh.stop.load(Ordering::Relaxed) {
+        heartbeat.beat();
         let status = sh.class_queue.wait_change(published.unwrap_or(u64::MAX), Duration::from_millis(100));
         let Some(gdc) = sh.gdc.get() else {
             std::thread::sleep(Duration::from_millis(50));

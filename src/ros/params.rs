@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 /// The params file shipped in config/, embedded as the node's defaults.
 pub const DEFAULT_PARAMS_YAML: &str = include_str!("../../config/eloss_perception.yaml");
+/// Most libtorch threads `detector.threads` may ask for.
+pub const MAX_DETECTOR_THREADS: i64 = 1024;
 
 #[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +49,7 @@ pub struct DetectorParams {
     pub model_path: String,
     /// Where the network runs: auto (CUDA when present), cpu or cuda. Read at start-up
     pub device: String,
-    /// libtorch intra-op threads for the detector, 0 = libtorch's default. Read at start-up
+    /// libtorch intra-op threads for the detector, 0 = libtorch's default, at most 1024. Read at start-up
     pub threads: i64,
     /// Detections below this confidence are not published, in [0, 1]
     pub score_threshold: f64,
@@ -363,8 +365,9 @@ impl NodeParams {
         if !matches!(self.detector.device.as_str(), "auto" | "cpu" | "cuda") {
             return Err(ParamsError::Invalid { name: "detector.device", value: self.detector.device.clone(), rule: "must be auto, cpu or cuda" });
         }
-        if self.detector.threads < 0 {
-            return bad("detector.threads", self.detector.threads as f64, "must be >= 0");
+        if !(0..=MAX_DETECTOR_THREADS).contains(&self.detector.threads) {
+            // libtorch takes an i32 and starts that many threads: 2^31 killed the cloud worker
+            return bad("detector.threads", self.detector.threads as f64, "must be in 0..=1024");
         }
         if !(0.0..=1.0).contains(&self.detector.score_threshold) {
             return bad("detector.score_threshold", self.detector.score_threshold, "must be in [0, 1]");
@@ -575,6 +578,14 @@ mod tests {
         p.detector.device = "tpu".into();
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "detector.device", .. })));
         assert!(matches!(NodeParams::from_params_yaml("a: 1"), Err(ParamsError::NoSection)));
+        for threads in [-1, 1025, 1 << 31] {
+            p = NodeParams::defaults().unwrap();
+            p.detector.threads = threads;
+            assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "detector.threads", .. })), "{threads}");
+        }
+        p = NodeParams::defaults().unwrap();
+        p.detector.threads = MAX_DETECTOR_THREADS;
+        assert!(p.validate().is_ok());
         p = NodeParams::defaults().unwrap();
         p.gdc.history_frames = 0;
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "gdc.history_frames", .. })));

@@ -96,15 +96,21 @@ impl NodeProcess {
     }
 
     /// SIGINT, then wait for a clean exit.
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        let end = Instant::now() + Duration::from_secs(10);
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.stop_with("INT").0
+    }
+
+    /// `signal` (INT, TERM), then wait (up to 10 s) for the exit; returns
+    /// how it exited and how long after the signal.
+    pub fn stop_with(mut self, signal: &str) -> (std::process::ExitStatus, Duration) {
+        let sent = Instant::now();
+        let _ = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status();
         loop {
             if let Some(s) = self.child.try_wait().expect("wait node") {
-                return s;
+                return (s, sent.elapsed());
             }
-            assert!(Instant::now() < end, "node did not exit within 10 s of SIGINT");
-            std::thread::sleep(Duration::from_millis(50));
+            assert!(sent.elapsed() < Duration::from_secs(10), "node did not exit within 10 s of SIG{signal}");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

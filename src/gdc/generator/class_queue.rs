@@ -202,16 +202,21 @@ impl ClassQueue {
     }
 
     /// The worker loop: runs until `stop` is set (checked between classes and
-    /// every 100 ms while idle).
-    pub fn run_worker(&self, settings: &GeneratorSettings, stop: &AtomicBool, add: &mut AddClass<'_>) {
+    /// every 100 ms while idle). `alive` is called while idle and for every
+    /// generated image (the worker's heartbeat).
+    pub fn run_worker(&self, settings: &GeneratorSettings, stop: &AtomicBool, alive: &dyn Fn(), add: &mut AddClass<'_>) {
         while !stop.load(Ordering::Relaxed) {
+            alive();
             let idle = self.status();
             if idle.pending.is_empty() {
                 self.wait_change(idle.version, Duration::from_millis(100));
                 continue;
             }
             let t = Instant::now();
-            let loaded = match Loaded::new(settings) {
+            // a panic while loading (CUDA out of memory) fails the queued classes, not the worker
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Loaded::new(settings)))
+                .unwrap_or_else(|panic| Err(GeneratorError::Input(format!("loading panicked: {}", crate::panic_message::panic_message(&*panic)))));
+            let loaded = match loaded {
                 Ok(l) => l,
                 Err(e) => {
                     self.fail_all(&format!("generator {}: {e}", settings.generator_dir.display()));
@@ -223,7 +228,7 @@ impl ClassQueue {
             while !stop.load(Ordering::Relaxed) {
                 let Some(head) = self.status().pending.first().cloned() else { break };
                 // a libtorch panic (tch's infallible ops) fails this class, not the worker
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.generate_one(&loaded, &head.name).and_then(|set| add(&set))))
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.generate_one(&loaded, &head.name, alive).and_then(|set| add(&set))))
                     .unwrap_or_else(|panic| Err(format!("generation panicked: {}", crate::panic_message::panic_message(&*panic))));
                 self.finish_head(result);
             }
@@ -231,7 +236,7 @@ impl ClassQueue {
         }
     }
 
-    fn generate_one(&self, l: &Loaded, class: &str) -> Result<ClassImages, String> {
+    fn generate_one(&self, l: &Loaded, class: &str, alive: &dyn Fn()) -> Result<ClassImages, String> {
         let mut last = Instant::now();
         let mut last_done: Option<usize> = None;
         let set = generate_class(&l.pipe, &l.cache, class, &l.opts, |done| {
@@ -245,6 +250,7 @@ impl ClassQueue {
                 });
             }
             (last, last_done) = (Instant::now(), Some(done));
+            alive();
             if let Some(p) = s.pending.first_mut().filter(|p| p.name == class) {
                 p.done = done;
             }
@@ -359,7 +365,7 @@ mod tests {
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let worker = {
             let (q, stop) = (q.clone(), stop.clone());
-            std::thread::spawn(move || q.run_worker(&settings, &stop, &mut |_| unreachable!("nothing is generated")))
+            std::thread::spawn(move || q.run_worker(&settings, &stop, &|| {}, &mut |_| unreachable!("nothing is generated")))
         };
         q.enqueue(&names(&["bus"]), &[], 2).unwrap();
         assert!(q.wait_settled(&names(&["bus"]), Duration::from_secs(20)));
