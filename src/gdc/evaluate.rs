@@ -1,9 +1,13 @@
 //! Accuracy of a GDC classifier on labelled image folders `ROOT/<class>/*`:
 //! per-class and overall accuracy, the mean probability given to the true
 //! class, and a confusion matrix (rows: true class, columns: predicted),
-//! printed as markdown by `eloss gdc eval`.
+//! printed as markdown by `eloss gdc eval`; with a calibrated bank also the
+//! "unknown" answers, the expected calibration error (15 bins) and the
+//! accuracy-coverage curve (module [`super::reliability`]).
 
 use std::fmt::Write;
+
+use super::reliability::{accuracy_coverage, expected_calibration_error, Scored, ECE_BINS};
 
 /// Counts over evaluated images. Classes are the bank's, plus any true
 /// class the bank lacks (its images are then always wrong).
@@ -14,12 +18,22 @@ pub struct Evaluation {
     pub confusion: Vec<Vec<usize>>,
     /// Sum over each true class's images of p(true class).
     pub true_prob_sum: Vec<f64>,
+    /// Per image: confidence of the most probable class and whether it is the true one.
+    pub scored: Vec<Scored>,
+    /// Per image: the doubt score (nearest class's distance / its threshold;
+    /// NaN without calibration) and whether the answer was `unknown`.
+    pub open_set: Vec<(f64, bool)>,
 }
 
 impl Evaluation {
     pub fn new(classes: &[&str]) -> Self {
         let n = classes.len();
-        Self { classes: classes.iter().map(|c| c.to_string()).collect(), confusion: vec![vec![0; n]; n], true_prob_sum: vec![0.0; n] }
+        Self {
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            confusion: vec![vec![0; n]; n],
+            true_prob_sum: vec![0.0; n],
+            ..Default::default()
+        }
     }
 
     fn index(&mut self, class: &str) -> usize {
@@ -40,6 +54,51 @@ impl Evaluation {
         let p = self.index(best);
         self.confusion[t][p] += 1;
         self.true_prob_sum[t] += dist.iter().find(|(n, _)| n == truth).map_or(0.0, |(_, p)| *p);
+        if let Some((best, confidence)) = dist.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+            self.scored.push(Scored { confidence: *confidence, correct: best == truth });
+        }
+    }
+
+    /// [`Self::add`] plus the open-set answer: `doubt` (distance / threshold
+    /// of the nearest class) and whether the image was answered `unknown`.
+    pub fn add_open_set(&mut self, truth: &str, dist: &[(String, f64)], doubt: f64, unknown: bool) {
+        self.add(truth, dist);
+        self.open_set.push((doubt, unknown));
+    }
+
+    /// Expected calibration error over 15 bins of the forced (most probable) answers.
+    pub fn ece(&self) -> Option<f64> {
+        expected_calibration_error(&self.scored, ECE_BINS)
+    }
+
+    /// Fraction of images answered `unknown` (`None` without open-set data).
+    pub fn unknown_fraction(&self) -> Option<f64> {
+        (self.open_set.len() == self.scored.len() && !self.open_set.is_empty())
+            .then(|| self.open_set.iter().filter(|o| o.1).count() as f64 / self.open_set.len() as f64)
+    }
+
+    /// Accuracy of the images not answered `unknown`.
+    pub fn accuracy_of_answered(&self) -> Option<f64> {
+        if self.open_set.len() != self.scored.len() {
+            return None;
+        }
+        let answered: Vec<bool> = self.scored.iter().zip(&self.open_set).filter(|(_, o)| !o.1).map(|(s, _)| s.correct).collect();
+        (!answered.is_empty()).then(|| answered.iter().filter(|c| **c).count() as f64 / answered.len() as f64)
+    }
+
+    /// Accuracy when keeping the least doubtful fraction of images, at
+    /// coverages 100, 95, 90, 80, 50 % (by the open-set doubt).
+    pub fn accuracy_at_coverage(&self) -> Vec<(f64, f64)> {
+        if self.open_set.len() != self.scored.len() || self.open_set.iter().any(|o| o.0.is_nan()) {
+            return Vec::new();
+        }
+        let doubt: Vec<f64> = self.open_set.iter().map(|o| o.0).collect();
+        let correct: Vec<bool> = self.scored.iter().map(|s| s.correct).collect();
+        let curve = accuracy_coverage(&doubt, &correct);
+        [1.0, 0.95, 0.9, 0.8, 0.5]
+            .iter()
+            .filter_map(|&c| curve.iter().find(|(cov, _)| *cov >= c - 1e-12).copied())
+            .collect()
     }
 
     pub fn count(&self, class: usize) -> usize {
@@ -90,6 +149,18 @@ impl Evaluation {
             });
             s.push('\n');
         }
+        let pct1 = |v: f64| format!("{:.1}%", 100.0 * v);
+        if let Some(ece) = self.ece() {
+            let _ = writeln!(s, "\nExpected calibration error ({ECE_BINS} bins, most probable class): {ece:.4}");
+        }
+        if let (Some(u), Some(a)) = (self.unknown_fraction(), self.accuracy_of_answered()) {
+            let _ = writeln!(s, "Answered unknown: {} of images; accuracy of the others: {}", pct1(u), pct1(a));
+        }
+        let curve = self.accuracy_at_coverage();
+        if !curve.is_empty() {
+            let cells: Vec<String> = curve.iter().map(|(c, a)| format!("{} → {}", pct1(*c), pct1(*a))).collect();
+            let _ = writeln!(s, "Accuracy at coverage (least doubtful first): {}", cells.join(", "));
+        }
         s
     }
 }
@@ -117,8 +188,9 @@ pub fn evaluate_folder(
         let paths = &paths[..per_class.map_or(paths.len(), |n| n.min(paths.len()))];
         for chunk in paths.chunks(classifier.batch.max(1)) {
             let images = chunk.iter().map(|p| read_rgb(p)).collect::<Result<Vec<_>, _>>()?;
-            for dist in classifier.classify(&images, &[])? {
-                eval.add(&class, &dist);
+            for answer in classifier.classify(&images, &[])? {
+                let doubt = answer.nearest.as_ref().map_or(f64::NAN, |n| n.distance / n.threshold);
+                eval.add_open_set(&class, &answer.distribution, doubt, answer.is_unknown());
             }
         }
     }

@@ -166,8 +166,9 @@ pub(super) fn auto_relabel(sh: &Shared, p: &NodeParams, stamp_ns: i64, frame: &s
         let record = lock(&sh.history).image_near(stamp_ns, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?.clone();
         let calib = camera_calibration(sh, p, frame, &record.frame_id, stamp_ns)?;
         let image = record.image;
-        let gdc = lock(gdc);
-        let (classifier, crop_cfg) = gdc.as_ref().map_err(Clone::clone)?;
+        let mut gdc = lock(gdc);
+        let (classifier, crop_cfg) = gdc.as_mut().map_err(|e| e.clone())?;
+        crate::ros::relabel::apply_settings(classifier, &p.gdc);
         crate::ros::relabel::attach_labels(classifier, crop_cfg, &image, &calib, boxes, &mut array.detections)
     })();
     let mut stats = lock(&sh.stats);
@@ -186,7 +187,12 @@ fn relabel(sh: &Shared, req: &RelabelObjects::Request) -> RelabelObjects::Respon
         return RelabelObjects::Response { success: false, error: "GDC is still loading".into(), labels: vec![] };
     };
     let t = Instant::now();
-    let response = crate::ros::relabel::handle(&lock(gdc), req, |stamp_ns, ids| {
+    let gdc_params = lock(&sh.params).gdc.clone();
+    let mut gdc = lock(gdc);
+    if let Ok((classifier, _)) = gdc.as_mut() {
+        crate::ros::relabel::apply_settings(classifier, &gdc_params);
+    }
+    let response = crate::ros::relabel::handle(&gdc, req, |stamp_ns, ids| {
         let p = lock(&sh.params).params.clone();
         // the history lock is held for the lookup only (boxes copied, image shared)
         let selection = lock(&sh.history).select(stamp_ns, ids, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?;
