@@ -30,7 +30,7 @@ fn assert_same_as_library(node_probabilities: &Value, bank: &std::path::Path, ba
     let classifier = GdcClassifier::new(Box::new(Dinov2Encoder::load(backbone, EmbeddingRecipe::Cls, tch::Device::Cpu).unwrap()), GaussianBank::load(bank).unwrap()).unwrap();
     let img = eloss_perception::gdc::bank_builder::read_rgb(image).unwrap();
     let crop = crop_pixels(&img, [0.0, 0.0, img.width as f64, img.height as f64], &CropConfig::default());
-    let expected = classifier.classify_lazily(1, |_| crop.clone(), candidates).unwrap().remove(0).unwrap();
+    let expected = classifier.classify_lazily(1, |_| crop.clone(), candidates).unwrap().remove(0).unwrap().distribution;
     let got = node_probabilities.as_object().unwrap();
     assert_eq!(got.len(), expected.len(), "{got:?} vs {expected:?}");
     for (class, p) in &expected {

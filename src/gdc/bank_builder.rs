@@ -3,7 +3,7 @@
 //! path once a generator writes them). Classes are the sub-folder names in
 //! sorted order, images are read in sorted order, so a bank is reproducible.
 
-use super::bank::{BankError, EmbeddingSpec, FitOptions, GaussianBank, Samples};
+use super::bank::{BankError, EmbeddingSpec, FitOptions, GaussianBank, Samples, DEFAULT_FOLDS};
 use super::encoder::{EncoderError, ImageEncoder};
 use crate::image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -69,8 +69,11 @@ pub fn build_bank(
     fit_bank(&images_by_class(root)?, encoder, options, batch, progress)
 }
 
-/// Embeds the listed images of each class and fits one Gaussian per class
-/// (generated images use this with their cache files).
+/// Embeds the listed images of each class, fits one Gaussian per class
+/// (generated images use this with their cache files) and calibrates it by
+/// [`DEFAULT_FOLDS`]-fold cross-validation (held-out distances for the
+/// "unknown" answer, the fitted temperature; bank/open_set.rs). A bank whose
+/// calibration fails is kept uncalibrated, with a warning.
 pub fn fit_bank(
     classes: &[(String, Vec<PathBuf>)],
     encoder: &dyn ImageEncoder,
@@ -94,5 +97,18 @@ pub fn fit_bank(
     let samples: Vec<(&str, Samples)> =
         classes.iter().zip(&embeddings).map(|((name, _), rows)| (name.as_str(), Samples::from(rows.as_slice()))).collect();
     let spec = EmbeddingSpec::new(encoder.backbone_id(), encoder.recipe().id());
-    Ok(GaussianBank::fit(spec, &samples, options)?)
+    let mut bank = GaussianBank::fit(spec, &samples, options)?;
+    match bank.calibrate(&samples, DEFAULT_FOLDS) {
+        Ok(r) => tracing::info!(
+            folds = DEFAULT_FOLDS,
+            scored = r.scored,
+            heldout_accuracy = r.heldout_accuracy,
+            temperature = r.temperature,
+            nll_at_1 = r.nll_at_one,
+            nll_fitted = r.nll_fitted,
+            "GDC bank calibrated on held-out images"
+        ),
+        Err(e) => tracing::warn!("GDC bank not calibrated (no unknown answer, temperature 1): {e}"),
+    }
+    Ok(bank)
 }

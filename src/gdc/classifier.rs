@@ -1,8 +1,15 @@
 //! The GDC classifier the node serves: an image encoder plus a Gaussian bank
 //! built with that same encoder. Crops are embedded in batches and scored by
 //! Bayes' rule over the bank's classes (or a requested subset).
+//!
+//! Every answer also carries the open-set verdict of a calibrated bank
+//! (bank/open_set.rs): a crop outside every class at the target
+//! false-rejection rate `unknown_rate` is labelled [`UNKNOWN_LABEL`], with
+//! its nearest class and that class's Mahalanobis distance; its posterior
+//! over the classes is still given (how it would be split if it were one).
+//! The temperature is the bank's fitted one unless overridden.
 
-use super::bank::{BankError, GaussianBank};
+use super::bank::{BankError, GaussianBank, DEFAULT_UNKNOWN_RATE, UNKNOWN_LABEL};
 use super::crops::{Crop, CropSkip};
 use super::encoder::{EncoderError, ImageEncoder};
 use crate::image::RgbImage;
@@ -40,12 +47,57 @@ pub fn check_request_size(boxes: usize, candidates: usize) -> Result<(), String>
 /// Posterior over class names, most probable first.
 pub type Distribution = Vec<(String, f64)>;
 
+/// The nearest class of a crop, as the open-set test measured it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nearest {
+    pub class: String,
+    /// Mahalanobis distance √m to the class.
+    pub distance: f64,
+    /// The class's distance threshold at the rate asked (∞: cannot reject).
+    pub threshold: f64,
+}
+
+/// One crop's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The most probable class, or [`UNKNOWN_LABEL`] when the crop is
+    /// outside every class considered.
+    pub label: String,
+    pub distribution: Distribution,
+    /// `None` for a bank without calibration data (never unknown).
+    pub nearest: Option<Nearest>,
+}
+
+impl Answer {
+    pub fn is_unknown(&self) -> bool {
+        self.nearest.is_some() && self.label == UNKNOWN_LABEL
+    }
+}
+
+/// The temperature used with a bank: `requested` when > 0, else the bank's
+/// fitted one, else 1 (plain Bayes). `gdc.temperature` = 0 (the default)
+/// means "the bank's".
+pub fn effective_temperature(requested: f64, bank: &GaussianBank) -> f64 {
+    if requested > 0.0 {
+        requested
+    } else {
+        bank.fitted_temperature().unwrap_or(1.0)
+    }
+}
+
 /// `Sync`: threads may classify with one classifier at the same time.
+#[derive(Clone)]
 pub struct GdcClassifier {
     encoder: Arc<dyn ImageEncoder + Send + Sync>,
-    bank: GaussianBank,
-    /// Divides the log-likelihoods before normalising (1 = plain Bayes).
+    /// Shared between copies (a copy with other settings costs two `Arc`s);
+    /// [`Self::add_class`] copies it first when it is shared.
+    bank: Arc<GaussianBank>,
+    /// Requested temperature: > 0 divides the log-likelihoods before
+    /// normalising (1 = plain Bayes); 0 = the bank's fitted one
+    /// ([`effective_temperature`]).
     pub temperature: f64,
+    /// Target false-rejection rate of the open-set answer, in [0, 1); 0 = never unknown.
+    pub unknown_rate: f64,
     pub batch: usize,
 }
 
@@ -61,7 +113,10 @@ impl GdcClassifier {
                 encoder_recipe: encoder.recipe().id().to_string(),
             });
         }
-        Ok(Self { encoder: Arc::from(encoder), bank, temperature: 1.0, batch: 16 })
+        if bank.calibration().is_none() && !bank.is_empty() {
+            tracing::warn!("the GDC bank has no calibration data (built before open-set answers, or without held-out images): every crop gets a class, none is answered {UNKNOWN_LABEL:?}, and the temperature is 1 unless set; rebuild it with `eloss gdc bank`");
+        }
+        Ok(Self { encoder: Arc::from(encoder), bank: Arc::new(bank), temperature: 0.0, unknown_rate: DEFAULT_UNKNOWN_RATE, batch: 16 })
     }
 
     pub fn bank(&self) -> &GaussianBank {
@@ -76,15 +131,16 @@ impl GdcClassifier {
     /// Fits a class from embeddings made by [`Self::embed`] and adds it to the
     /// bank, recording the prompts it came from. Duplicate names are refused.
     pub fn add_class(&mut self, name: &str, embeddings: &[Vec<f32>], prompts: Vec<String>) -> Result<(), ClassifierError> {
-        self.bank.add_class(name, embeddings.into())?;
-        self.bank.set_prompts(name, prompts)?;
+        let bank = Arc::make_mut(&mut self.bank);
+        bank.add_class(name, embeddings.into())?;
+        bank.set_prompts(name, prompts)?;
         Ok(())
     }
 
     /// A classifier with one class more, sharing this one's encoder (the
     /// bank is copied; `self` is unchanged and stays usable meanwhile).
     pub fn with_class(&self, name: &str, embeddings: &[Vec<f32>], prompts: Vec<String>) -> Result<Self, ClassifierError> {
-        let mut next = Self { encoder: self.encoder.clone(), bank: self.bank.clone(), temperature: self.temperature, batch: self.batch };
+        let mut next = self.clone();
         next.add_class(name, embeddings, prompts)?;
         Ok(next)
     }
@@ -104,20 +160,33 @@ impl GdcClassifier {
         Ok(names)
     }
 
-    /// One embedding's distribution over `names`, most probable first.
-    fn distribution(&self, embedding: &[f32], names: &[&str]) -> Result<Distribution, ClassifierError> {
-        let p = self.bank.posterior_among(embedding, names, None, self.temperature)?;
-        let mut d: Distribution = names.iter().map(|n| n.to_string()).zip(p).collect();
-        d.sort_by(|a, b| b.1.total_cmp(&a.1));
-        Ok(d)
+    /// One embedding's answer over `names`: the distribution most probable
+    /// first, and the open-set verdict when the bank is calibrated.
+    pub fn answer(&self, embedding: &[f32], names: &[&str]) -> Result<Answer, ClassifierError> {
+        let p = self.bank.posterior_among(embedding, names, None, effective_temperature(self.temperature, &self.bank))?;
+        let mut distribution: Distribution = names.iter().map(|n| n.to_string()).zip(p).collect();
+        distribution.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut label = distribution.first().map(|(n, _)| n.clone()).unwrap_or_default();
+        let nearest = match self.bank.calibration() {
+            None => None,
+            Some(_) => {
+                let verdict = self.bank.open_set(embedding, &self.bank.class_indices(names)?, self.unknown_rate)?;
+                if verdict.unknown {
+                    label = UNKNOWN_LABEL.to_string();
+                }
+                let class = self.bank.classes()[verdict.nearest].name().to_string();
+                Some(Nearest { class, distance: verdict.distance, threshold: verdict.threshold })
+            }
+        };
+        Ok(Answer { label, distribution, nearest })
     }
 
-    /// One distribution per crop, over `candidates` (all bank classes when empty).
+    /// One answer per crop, over `candidates` (all bank classes when empty).
     /// Unknown candidate names fail the whole call, naming them.
-    pub fn classify(&self, crops: &[RgbImage], candidates: &[String]) -> Result<Vec<Distribution>, ClassifierError> {
+    pub fn classify(&self, crops: &[RgbImage], candidates: &[String]) -> Result<Vec<Answer>, ClassifierError> {
         let names = self.query_names(candidates)?;
         let embeddings = self.encoder.embed_images(crops, self.batch)?;
-        embeddings.iter().map(|e| self.distribution(e, &names)).collect()
+        embeddings.iter().map(|e| self.answer(e, &names)).collect()
     }
 
     /// Classifies `count` boxes whose crops `crop(i)` cuts on demand, one
@@ -131,7 +200,7 @@ impl GdcClassifier {
         count: usize,
         mut crop: impl FnMut(usize) -> Result<Crop, CropSkip>,
         candidates: &[String],
-    ) -> Result<Vec<Result<Distribution, CropSkip>>, ClassifierError> {
+    ) -> Result<Vec<Result<Answer, CropSkip>>, ClassifierError> {
         let names = self.query_names(candidates)?;
         let batch = self.batch.max(1);
         let mut out = Vec::with_capacity(count);
@@ -144,7 +213,7 @@ impl GdcClassifier {
             drop(images);
             for slot in slots {
                 out.push(match slot {
-                    Ok(()) => Ok(self.distribution(&embeddings.next().unwrap_or_default(), &names)?),
+                    Ok(()) => Ok(self.answer(&embeddings.next().unwrap_or_default(), &names)?),
                     Err(skip) => Err(skip),
                 });
             }
@@ -167,7 +236,7 @@ pub(crate) mod test_support {
 
     /// Records the most images it was ever handed in one call.
     pub struct MeanColourEncoder {
-        preprocess: Preprocess,
+        pub preprocess: Preprocess,
         pub largest_call: Arc<AtomicUsize>,
     }
 
@@ -251,14 +320,50 @@ mod tests {
         assert!(largest_call.load(Ordering::Relaxed) <= classifier.batch, "{} crops in one call", largest_call.load(Ordering::Relaxed));
         for (i, r) in results.iter().enumerate() {
             match (i % 3, r) {
-                (0, Ok(d)) => assert_eq!(d[0].0, "dark"),
-                (1, Ok(d)) => assert_eq!(d[0].0, "bright"),
+                (0, Ok(a)) => assert_eq!((a.label.as_str(), a.distribution[0].0.as_str()), ("dark", "dark")),
+                (1, Ok(a)) => assert_eq!((a.label.as_str(), a.distribution[0].0.as_str()), ("bright", "bright")),
                 (2, Err(CropSkip::NotVisible)) => {}
                 other => panic!("box {i}: {other:?}"),
             }
         }
+        // an uncalibrated bank never answers unknown
+        let grey = classifier.classify(&[image(128)], &[]).unwrap();
+        assert!(!grey[0].is_unknown() && grey[0].nearest.is_none());
         // unknown candidates fail before any crop is cut
         let e = classifier.classify_lazily(3, |_| unreachable!("no crop before the names are checked"), &["tram".into()]).unwrap_err();
         assert!(e.to_string().contains("tram"), "{e}");
+    }
+
+    /// Issue 16: with a calibrated bank, a crop unlike every class is
+    /// answered `unknown` with its nearest class, never forced into one (it
+    /// was "dark" or "bright" at 100 % before); crops like a class keep it;
+    /// `unknown_rate` 0 turns the answer off.
+    #[test]
+    fn crops_outside_every_class_are_unknown_with_a_calibrated_bank() {
+        use crate::gdc::bank::{CovarianceKind, EmbeddingSpec, UNKNOWN_LABEL};
+        use crate::gdc::backbone::EmbeddingRecipe;
+        use crate::gdc::preprocess::Preprocess;
+        let noise = |k: usize, j: usize| ((k * (7 + 4 * j) + 3 * j) % 13) as f32 - 6.0;
+        let samples = |base: f32| -> Vec<Vec<f32>> { (0..60).map(|k| (0..3).map(|j| base + noise(k, j)).collect()).collect() };
+        let (dark, bright) = (samples(20.0), samples(220.0));
+        let (bank, _) = GaussianBank::fit_calibrated(
+            EmbeddingSpec::new("test-mean-colour", EmbeddingRecipe::Pooled.id()),
+            &[("dark", (&dark).into()), ("bright", (&bright).into())],
+            CovarianceKind::Diagonal { ridge_rel: crate::gdc::bank::DEFAULT_RIDGE_REL },
+            crate::gdc::bank::DEFAULT_FOLDS,
+        )
+        .unwrap();
+        let encoder = super::test_support::MeanColourEncoder { preprocess: Preprocess::efficientnet_lite0(), largest_call: Default::default() };
+        let mut classifier = GdcClassifier::new(Box::new(encoder), bank).unwrap();
+        let answers = classifier.classify(&[image(20), image(128), image(221)], &[]).unwrap();
+        assert_eq!(answers.iter().map(|a| a.label.as_str()).collect::<Vec<_>>(), ["dark", UNKNOWN_LABEL, "bright"]);
+        let n = answers[1].nearest.as_ref().unwrap();
+        assert!(answers[1].is_unknown() && n.distance > n.threshold, "{n:?}");
+        assert_eq!(answers[1].distribution.len(), 2);
+        // among the candidate "bright" only, the grey crop is still outside it
+        let among = classifier.classify(&[image(128)], &["bright".into()]).unwrap();
+        assert_eq!((among[0].label.as_str(), among[0].nearest.as_ref().unwrap().class.as_str()), (UNKNOWN_LABEL, "bright"));
+        classifier.unknown_rate = 0.0;
+        assert_ne!(classifier.classify(&[image(128)], &[]).unwrap()[0].label, UNKNOWN_LABEL);
     }
 }

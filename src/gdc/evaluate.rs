@@ -1,9 +1,13 @@
 //! Accuracy of a GDC classifier on labelled image folders `ROOT/<class>/*`:
 //! per-class and overall accuracy, the mean probability given to the true
 //! class, and a confusion matrix (rows: true class, columns: predicted),
-//! printed as markdown by `eloss gdc eval`.
+//! printed as markdown by `eloss gdc eval`; with a calibrated bank also the
+//! "unknown" answers, the expected calibration error (15 bins) and the
+//! accuracy-coverage curve (module [`super::reliability`]).
 
 use std::fmt::Write;
+
+use super::reliability::{accuracy_coverage, expected_calibration_error, Scored, ECE_BINS};
 
 /// Counts over evaluated images. Classes are the bank's, plus any true
 /// class the bank lacks (its images are then always wrong).
@@ -14,12 +18,28 @@ pub struct Evaluation {
     pub confusion: Vec<Vec<usize>>,
     /// Sum over each true class's images of p(true class).
     pub true_prob_sum: Vec<f64>,
+    /// Per image: confidence of the most probable class and whether it is the true one.
+    pub scored: Vec<Scored>,
+    /// Per image: the doubt score (nearest class's distance / its threshold;
+    /// NaN without calibration) and whether the answer was `unknown`.
+    pub open_set: Vec<(f64, bool)>,
+    /// Per image: the index of its true class.
+    pub truth: Vec<usize>,
+    /// The first `in_bank` classes are the bank's; images of the others
+    /// (held-out classes) should be answered `unknown`.
+    pub in_bank: usize,
 }
 
 impl Evaluation {
     pub fn new(classes: &[&str]) -> Self {
         let n = classes.len();
-        Self { classes: classes.iter().map(|c| c.to_string()).collect(), confusion: vec![vec![0; n]; n], true_prob_sum: vec![0.0; n] }
+        Self {
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            confusion: vec![vec![0; n]; n],
+            true_prob_sum: vec![0.0; n],
+            in_bank: n,
+            ..Default::default()
+        }
     }
 
     fn index(&mut self, class: &str) -> usize {
@@ -40,6 +60,91 @@ impl Evaluation {
         let p = self.index(best);
         self.confusion[t][p] += 1;
         self.true_prob_sum[t] += dist.iter().find(|(n, _)| n == truth).map_or(0.0, |(_, p)| *p);
+        if let Some((best, confidence)) = dist.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+            self.scored.push(Scored { confidence: *confidence, correct: best == truth });
+            self.truth.push(t);
+        }
+    }
+
+    /// The records of images of bank classes (`true`) or of other classes (`false`).
+    fn of_bank_classes(&self, in_bank: bool) -> impl Iterator<Item = (&Scored, Option<&(f64, bool)>)> {
+        let open_set = &self.open_set;
+        self.scored
+            .iter()
+            .zip(&self.truth)
+            .enumerate()
+            .filter(move |(_, (_, t))| (**t < self.in_bank) == in_bank)
+            .map(move |(i, (s, _))| (s, open_set.get(i)))
+    }
+
+    /// AUROC of the doubt score separating images of classes outside the
+    /// bank (positives) from images of bank classes (`None` without both, or
+    /// without open-set data).
+    pub fn unknown_auroc(&self) -> Option<f64> {
+        let doubts = |inside: bool| -> Option<Vec<f64>> { self.of_bank_classes(inside).map(|(_, o)| o.map(|o| o.0)).collect() };
+        let (neg, pos) = (doubts(true)?, doubts(false)?);
+        let a = crate::eloss::numeric::auroc(&neg, &pos);
+        a.is_finite().then_some(a)
+    }
+
+    /// Fraction of the images of classes outside the bank answered `unknown`.
+    pub fn unknown_fraction_outside(&self) -> Option<f64> {
+        let flags: Option<Vec<bool>> = self.of_bank_classes(false).map(|(_, o)| o.map(|o| o.1)).collect();
+        let flags = flags?;
+        (!flags.is_empty()).then(|| flags.iter().filter(|f| **f).count() as f64 / flags.len() as f64)
+    }
+
+    /// [`Self::add`] plus the open-set answer: `doubt` (distance / threshold
+    /// of the nearest class) and whether the image was answered `unknown`.
+    pub fn add_open_set(&mut self, truth: &str, dist: &[(String, f64)], doubt: f64, unknown: bool) {
+        self.add(truth, dist);
+        self.open_set.push((doubt, unknown));
+    }
+
+    /// The forced answers (most probable class) of images of bank classes.
+    pub fn scored_in_bank(&self) -> Vec<Scored> {
+        self.of_bank_classes(true).map(|(s, _)| *s).collect()
+    }
+
+    /// Expected calibration error over 15 bins of the forced answers to
+    /// images of bank classes.
+    pub fn ece(&self) -> Option<f64> {
+        expected_calibration_error(&self.scored_in_bank(), ECE_BINS)
+    }
+
+    /// Fraction of the images of bank classes answered `unknown` (`None`
+    /// without open-set data).
+    pub fn unknown_fraction(&self) -> Option<f64> {
+        let flags: Option<Vec<bool>> = self.of_bank_classes(true).map(|(_, o)| o.map(|o| o.1)).collect();
+        let flags = flags?;
+        (!flags.is_empty()).then(|| flags.iter().filter(|f| **f).count() as f64 / flags.len() as f64)
+    }
+
+    /// Accuracy of the images of bank classes not answered `unknown`.
+    pub fn accuracy_of_answered(&self) -> Option<f64> {
+        let mut answered = Vec::new();
+        for (s, o) in self.of_bank_classes(true) {
+            if !o?.1 {
+                answered.push(s.correct);
+            }
+        }
+        (!answered.is_empty()).then(|| answered.iter().filter(|c| **c).count() as f64 / answered.len() as f64)
+    }
+
+    /// Accuracy on images of bank classes when keeping the least doubtful
+    /// fraction, at coverages 100, 95, 90, 80, 50 % (by the open-set doubt).
+    pub fn accuracy_at_coverage(&self) -> Vec<(f64, f64)> {
+        let pairs: Option<Vec<(f64, bool)>> = self.of_bank_classes(true).map(|(s, o)| o.map(|o| (o.0, s.correct))).collect();
+        let Some(pairs) = pairs.filter(|p| !p.is_empty() && p.iter().all(|(d, _)| !d.is_nan())) else {
+            return Vec::new();
+        };
+        let doubt: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+        let correct: Vec<bool> = pairs.iter().map(|p| p.1).collect();
+        let curve = accuracy_coverage(&doubt, &correct);
+        [1.0, 0.95, 0.9, 0.8, 0.5]
+            .iter()
+            .filter_map(|&c| curve.iter().find(|(cov, _)| *cov >= c - 1e-12).copied())
+            .collect()
     }
 
     pub fn count(&self, class: usize) -> usize {
@@ -90,6 +195,21 @@ impl Evaluation {
             });
             s.push('\n');
         }
+        let pct1 = |v: f64| format!("{:.1}%", 100.0 * v);
+        if let Some(ece) = self.ece() {
+            let _ = writeln!(s, "\nExpected calibration error ({ECE_BINS} bins, most probable class, images of bank classes): {ece:.4}");
+        }
+        if let (Some(u), Some(a)) = (self.unknown_fraction(), self.accuracy_of_answered()) {
+            let _ = writeln!(s, "Answered unknown: {} of images; accuracy of the others: {}", pct1(u), pct1(a));
+        }
+        let curve = self.accuracy_at_coverage();
+        if !curve.is_empty() {
+            let cells: Vec<String> = curve.iter().map(|(c, a)| format!("{} → {}", pct1(*c), pct1(*a))).collect();
+            let _ = writeln!(s, "Accuracy at coverage (least doubtful first): {}", cells.join(", "));
+        }
+        if let (Some(u), Some(a)) = (self.unknown_fraction_outside(), self.unknown_auroc()) {
+            let _ = writeln!(s, "Images of classes outside the bank answered unknown: {}; AUROC of the doubt score, outside vs bank classes: {a:.3}", pct1(u));
+        }
         s
     }
 }
@@ -117,8 +237,9 @@ pub fn evaluate_folder(
         let paths = &paths[..per_class.map_or(paths.len(), |n| n.min(paths.len()))];
         for chunk in paths.chunks(classifier.batch.max(1)) {
             let images = chunk.iter().map(|p| read_rgb(p)).collect::<Result<Vec<_>, _>>()?;
-            for dist in classifier.classify(&images, &[])? {
-                eval.add(&class, &dist);
+            for answer in classifier.classify(&images, &[])? {
+                let doubt = answer.nearest.as_ref().map_or(f64::NAN, |n| n.distance / n.threshold);
+                eval.add_open_set(&class, &answer.distribution, doubt, answer.is_unknown());
             }
         }
     }
@@ -152,5 +273,28 @@ mod tests {
         assert!(md.contains("| **all** | 4 | 50.0% | 0.500 |"), "{md}");
         assert!(md.contains("| Tram | 1 | 0 | 0 |"), "{md}");
         assert_eq!(Evaluation::new(&["A"]).overall(), None);
+        assert_eq!(e.unknown_fraction(), None); // no open-set data
+    }
+
+    /// Issue 16 item 3: images of a class left out of the bank count as
+    /// "should be unknown": their unknown fraction and the AUROC of the doubt
+    /// score against bank-class images; ECE and accuracy use bank classes only.
+    #[test]
+    fn open_set_measures_separate_bank_classes_from_held_out_ones() {
+        let mut e = Evaluation::new(&["Car", "Van"]);
+        e.add_open_set("Car", &d(&[("Car", 0.9), ("Van", 0.1)]), 0.5, false);
+        e.add_open_set("Car", &d(&[("Van", 0.6), ("Car", 0.4)]), 1.2, true);
+        e.add_open_set("Van", &d(&[("Van", 0.7), ("Car", 0.3)]), 0.8, false);
+        e.add_open_set("Tram", &d(&[("Car", 0.8), ("Van", 0.2)]), 3.0, true);
+        e.add_open_set("Tram", &d(&[("Van", 0.8), ("Car", 0.2)]), 0.9, false);
+        assert_eq!(e.unknown_fraction(), Some(1.0 / 3.0));
+        assert_eq!(e.accuracy_of_answered(), Some(1.0));
+        assert_eq!(e.unknown_fraction_outside(), Some(0.5));
+        // positives 3.0, 0.9 against negatives 0.5, 1.2, 0.8: 5 of 6 pairs ordered
+        assert!((e.unknown_auroc().unwrap() - 5.0 / 6.0).abs() < 1e-12);
+        assert_eq!(e.scored_in_bank().len(), 3);
+        assert_eq!(e.accuracy_at_coverage()[0], (1.0, 2.0 / 3.0));
+        let md = e.markdown();
+        assert!(md.contains("Answered unknown: 33.3%") && md.contains("AUROC of the doubt score, outside vs bank classes: 0.833"), "{md}");
     }
 }

@@ -8,6 +8,7 @@
 //! - [`encoder`], [`bank_builder`]: backbones behind one interface; banks from image folders.
 //! - [`classifier`]: encoder + bank → per-crop class probabilities (what the node serves).
 //! - [`crop_dataset`], [`evaluate`]: labelled object crops from KITTI frames; accuracy on crop folders.
+//! - [`reliability`]: expected calibration error, reliability diagrams, accuracy-coverage.
 //! - [`bench`]: CPU latency per crop (preprocess, embed, score).
 //! - [`crops`]: camera crops of 3D boxes, image ↔ cloud stamp matching.
 //! - [`frame_history`]: the node's recent frames and images, looked up by stamp and detection id.
@@ -33,3 +34,4 @@ pub mod crop_dataset;
 pub mod crops;
 pub mod evaluate;
 pub mod frame_history;
+pub mod reliability;

@@ -252,8 +252,11 @@ pub(super) fn auto_relabel(sh: &Shared, p: &NodeParams, stamp_ns: i64, frame: &s
         let record = lock(&sh.history).image_near(stamp_ns, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?.clone();
         let calib = camera_calibration(sh, p, frame, &record.frame_id, stamp_ns)?;
         let image = record.image;
-        let (classifier, crop_cfg) = gdc.as_ref().as_ref().map_err(Clone::clone)?;
-        crate::ros::relabel::attach_labels(classifier, crop_cfg, &image, &calib, boxes, &mut array.detections)
+        let (shared, crop_cfg) = gdc.as_ref().as_ref().map_err(Clone::clone)?;
+        // this frame's settings on a copy (encoder and bank stay shared)
+        let mut classifier = shared.clone();
+        crate::ros::relabel::apply_settings(&mut classifier, &p.gdc);
+        crate::ros::relabel::attach_labels(&classifier, crop_cfg, &image, &calib, boxes, &mut array.detections)
     })();
     let mut stats = lock(&sh.stats);
     match outcome {
@@ -271,7 +274,13 @@ fn relabel(sh: &Shared, req: &RelabelObjects::Request) -> RelabelObjects::Respon
         return RelabelObjects::Response { success: false, error: "GDC is still loading".into(), labels: vec![] };
     };
     let t = Instant::now();
-    let response = crate::ros::relabel::handle(&gdc.get(), req, |stamp_ns, ids| {
+    // the request's settings on a copy of the snapshot (encoder and bank stay shared)
+    let gdc_params = lock(&sh.params).params.gdc.clone();
+    let mut current: crate::ros::relabel::Gdc = (*gdc.get()).clone();
+    if let Ok((classifier, _)) = current.as_mut() {
+        crate::ros::relabel::apply_settings(classifier, &gdc_params);
+    }
+    let response = crate::ros::relabel::handle(&current, req, |stamp_ns, ids| {
         let p = lock(&sh.params).params.clone();
         // the history lock is held for the lookup only (boxes copied, image shared)
         let selection = lock(&sh.history).select(stamp_ns, ids, p.gdc.max_image_lag_s).map_err(|e| e.to_string())?;

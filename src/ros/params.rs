@@ -265,8 +265,10 @@ pub struct GdcParams {
     pub bank_path: String,
     /// Backbone the bank was built with: a Hugging Face DINOv2 folder (config.json + model.safetensors) or an EfficientNet-Lite0 .safetensors file. Read at start-up
     pub backbone_path: String,
-    /// Divides the class log-likelihoods before Bayes' rule (1 = plain Bayes), > 0
+    /// Divides the class log-likelihoods before Bayes' rule: > 0 this value (1 = plain Bayes); 0 = the temperature fitted on held-out bank images and stored in the bank (1 for a bank without one), >= 0
     pub temperature: f64,
+    /// Target false-rejection rate of the open-set answer: a crop outside every class at this rate (per-class conformal threshold on held-out bank distances) is labelled unknown; 0 = never unknown; a bank without calibration data never answers unknown, in [0, 1)
+    pub unknown_rate: f64,
     /// Crops embedded per forward pass, >= 1
     pub batch_size: i64,
     /// Boxes smaller than this on their shorter image side get no label [px], >= 1
@@ -392,8 +394,11 @@ impl NodeParams {
             return Err(ParamsError::Invalid { name: "detector.coverage", value: self.detector.coverage.clone(), rule: "must be front or full" });
         }
         self.eloss.settings()?;
-        if !(self.gdc.temperature.is_finite() && self.gdc.temperature > 0.0) {
-            return bad("gdc.temperature", self.gdc.temperature, "must be > 0");
+        if !(self.gdc.temperature.is_finite() && self.gdc.temperature >= 0.0) {
+            return bad("gdc.temperature", self.gdc.temperature, "must be >= 0 (0 = the bank's fitted temperature)");
+        }
+        if crate::gdc::bank::validate_unknown_rate(self.gdc.unknown_rate).is_err() {
+            return bad("gdc.unknown_rate", self.gdc.unknown_rate, "must be in [0, 1)");
         }
         if self.gdc.batch_size < 1 {
             return bad("gdc.batch_size", self.gdc.batch_size as f64, "must be >= 1");
@@ -528,6 +533,7 @@ mod tests {
                 "gdc.bank_path",
                 "gdc.backbone_path",
                 "gdc.temperature",
+                "gdc.unknown_rate",
                 "gdc.batch_size",
                 "gdc.min_crop_px",
                 "gdc.history_frames",
@@ -560,8 +566,16 @@ mod tests {
         p.diagnostics.period_s = 0.0;
         assert!(p.validate().is_err());
         p = NodeParams::defaults().unwrap();
-        p.gdc.temperature = 0.0;
+        p.gdc.temperature = -1.0;
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "gdc.temperature", .. })));
+        p.gdc.temperature = 0.0; // the bank's fitted temperature
+        assert!(p.validate().is_ok());
+        for bad_rate in [-0.01, 1.0, f64::NAN, f64::INFINITY] {
+            p.gdc.unknown_rate = bad_rate;
+            assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "gdc.unknown_rate", .. })), "{bad_rate}");
+        }
+        p.gdc.unknown_rate = 0.05;
+        assert!(p.validate().is_ok());
         p = NodeParams::defaults().unwrap();
         p.eloss.hysteresis_enter = p.eloss.hysteresis_window + 1;
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.hysteresis_*", .. })));

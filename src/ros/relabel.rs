@@ -17,7 +17,7 @@ use super::params::GdcParams;
 use crate::dataset::kitti::Calibration;
 use crate::gdc::backbone::EmbeddingRecipe;
 use crate::gdc::bank::{EmbeddingSpec, FitOptions, GaussianBank};
-use crate::gdc::classifier::{check_request_size, Distribution, GdcClassifier};
+use crate::gdc::classifier::{check_request_size, Answer, Distribution, GdcClassifier};
 use crate::gdc::crops::{crop_box, crop_pixels, CropConfig, CropSkip};
 use crate::gdc::frame_history::Selection;
 use crate::gdc::encoder::load_encoder;
@@ -55,9 +55,17 @@ pub fn load(p: &GdcParams) -> Gdc {
         None => GaussianBank::empty(EmbeddingSpec::new(encoder.backbone_id(), recipe.id()), FitOptions::default()).map_err(|e| e.to_string())?,
     };
     let mut classifier = GdcClassifier::new(encoder, bank).map_err(|e| e.to_string())?;
-    classifier.temperature = p.temperature;
+    apply_settings(&mut classifier, p);
     classifier.batch = p.batch_size.max(1) as usize;
     Ok((classifier, CropConfig { min_size_px: p.min_crop_px, ..Default::default() }))
+}
+
+/// The run-time settings of the classifier (`gdc.temperature`,
+/// `gdc.unknown_rate`, validated by the parameters), applied before each
+/// request and auto-relabelled frame so a change takes effect at once.
+pub fn apply_settings(classifier: &mut GdcClassifier, p: &GdcParams) {
+    classifier.temperature = p.temperature;
+    classifier.unknown_rate = p.unknown_rate;
 }
 
 fn failure(error: String) -> RelabelObjects::Response {
@@ -83,18 +91,22 @@ fn probabilities(d: &Distribution) -> Vec<ClassProbability> {
     d.iter().map(|(n, p)| ClassProbability { class_name: n.clone(), probability: *p as f32 }).collect()
 }
 
-/// One label per object: `ids[i]` is object i's id, `results[i]` its distribution or why it has none.
-fn labels(ids: impl IntoIterator<Item = u32>, results: Vec<Result<Distribution, CropSkip>>) -> Vec<ObjectLabel> {
+fn log_unknown(a: &Answer) {
+    if let (true, Some(n)) = (a.is_unknown(), &a.nearest) {
+        tracing::debug!(nearest = n.class, distance = n.distance, threshold = n.threshold, "GDC: crop outside every class, answered unknown");
+    }
+}
+
+/// One label per object: `ids[i]` is object i's id, `results[i]` its answer
+/// or why it has none. A crop outside every class is labelled `unknown`.
+fn labels(ids: impl IntoIterator<Item = u32>, results: Vec<Result<Answer, CropSkip>>) -> Vec<ObjectLabel> {
     ids.into_iter()
         .zip(results)
         .map(|(id, r)| match r {
-            Ok(d) => ObjectLabel {
-                object_id: id,
-                valid: true,
-                error: String::new(),
-                label: d.first().map(|(n, _)| n.clone()).unwrap_or_default(),
-                probabilities: probabilities(&d),
-            },
+            Ok(a) => {
+                log_unknown(&a);
+                ObjectLabel { object_id: id, valid: true, error: String::new(), probabilities: probabilities(&a.distribution), label: a.label }
+            }
             Err(e) => ObjectLabel { object_id: id, valid: false, error: e.to_string(), ..Default::default() },
         })
         .collect()
@@ -114,10 +126,11 @@ pub fn attach_labels(
     let results = classifier.classify_lazily(boxes.len(), |i| crop_box(image, &boxes[i], calib, crop_cfg), &[]).map_err(|e| e.to_string())?;
     let n = results.iter().filter(|r| r.is_ok()).count();
     for (d, r) in dets.iter_mut().zip(results) {
-        if let Ok(dist) = r {
+        if let Ok(a) = r {
+            log_unknown(&a);
             d.has_gdc = true;
-            d.gdc_label = dist.first().map(|(n, _)| n.clone()).unwrap_or_default();
-            d.gdc_probabilities = probabilities(&dist);
+            d.gdc_probabilities = probabilities(&a.distribution);
+            d.gdc_label = a.label;
         }
     }
     Ok(n)
@@ -197,13 +210,22 @@ mod tests {
 
     #[test]
     fn labels_keep_request_order_ids_and_skip_reasons() {
-        let dist = |a: &str, p: f64, b: &str| vec![(a.to_string(), p), (b.to_string(), 1.0 - p)];
+        let dist = |a: &str, p: f64, b: &str| Answer {
+            label: a.to_string(),
+            distribution: vec![(a.to_string(), p), (b.to_string(), 1.0 - p)],
+            nearest: None,
+        };
         let out = labels([4, 0, 7], vec![Ok(dist("car", 0.75, "tree")), Err(CropSkip::NotVisible), Ok(dist("tree", 0.5, "car"))]);
         assert_eq!(out.iter().map(|l| l.object_id).collect::<Vec<_>>(), [4, 0, 7]);
         assert!(out[0].valid && out[0].label == "car" && out[0].error.is_empty());
         assert_eq!(out[0].probabilities.iter().map(|p| p.probability).sum::<f32>(), 1.0);
         assert!(!out[1].valid && out[1].error.contains("behind the camera") && out[1].probabilities.is_empty());
         assert_eq!(out[2].label, "tree");
+        // a crop outside every class keeps "unknown" as its label, with the posterior given
+        let nearest = Some(crate::gdc::classifier::Nearest { class: "car".into(), distance: 40.0, threshold: 9.0 });
+        let unknown = Answer { label: crate::gdc::bank::UNKNOWN_LABEL.into(), nearest, ..dist("car", 0.9, "tree") };
+        let out = labels([1], vec![Ok(unknown)]);
+        assert!(out[0].valid && out[0].label == "unknown" && out[0].probabilities.len() == 2, "{:?}", out[0]);
     }
 
     #[test]

@@ -102,6 +102,9 @@ pub enum GdcCmd {
         /// At most this many images per class (sorted by name)
         #[arg(long)]
         per_class: Option<usize>,
+        /// Write the reliability diagram (accuracy against confidence, 15 bins) to this PNG
+        #[arg(long)]
+        reliability_png: Option<PathBuf>,
     },
     /// CPU latency per crop: preprocess, embed, score against a 5-class bank
     Bench {
@@ -194,10 +197,14 @@ pub fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
             let classifier = GdcClassifier::new(encoder::load_encoder(&backbone, recipe, device)?, bank)?;
             for path in images {
                 let img = bank_builder::read_rgb(&path)?;
-                let dist = classifier.classify(std::slice::from_ref(&img), &[])?;
-                let best: Vec<String> =
-                    dist.first().into_iter().flatten().take(top).map(|(n, p)| format!("{n} {:.1}%", 100.0 * p)).collect();
-                println!("{}: {}", path.display(), best.join(", "));
+                let answers = classifier.classify(std::slice::from_ref(&img), &[])?;
+                let Some(a) = answers.first() else { continue };
+                let best: Vec<String> = a.distribution.iter().take(top).map(|(n, p)| format!("{n} {:.1}%", 100.0 * p)).collect();
+                let open_set = match &a.nearest {
+                    Some(n) => format!(" (nearest {} at distance {:.1}, threshold {:.1})", n.class, n.distance, n.threshold),
+                    None => String::new(),
+                };
+                println!("{}: {}: {}{open_set}", path.display(), a.label, best.join(", "));
             }
             Ok(())
         }
@@ -218,12 +225,17 @@ pub fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
             println!("written to {}", out.display());
             Ok(())
         }
-        GdcCmd::Eval { bank, backbone, images, per_class } => {
+        GdcCmd::Eval { bank, backbone, images, per_class, reliability_png } => {
             let bank = GaussianBank::load(&bank)?;
             let recipe = EmbeddingRecipe::from_id(&bank.spec().recipe).context("bank has an unknown embedding recipe")?;
             let classifier = GdcClassifier::new(encoder::load_encoder(&backbone, recipe, device)?, bank)?;
             let eval = eloss_perception::gdc::evaluate::evaluate_folder(&classifier, &images, per_class)?;
             print!("{}", eval.markdown());
+            if let Some(path) = &reliability_png {
+                let title = format!("GDC reliability ({} images, ECE {:.3})", eval.scored.len(), eval.ece().unwrap_or(f64::NAN));
+                eloss_perception::gdc::reliability::reliability_diagram(path, &title, &eval.scored, eloss_perception::gdc::reliability::ECE_BINS)?;
+                println!("reliability diagram written to {}", path.display());
+            }
             Ok(())
         }
         GdcCmd::Bench { backbone, recipe, batch, iters, threads, side } => {

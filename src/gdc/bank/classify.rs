@@ -96,7 +96,7 @@ impl GaussianBank {
             .collect()
     }
 
-    fn query<T: Copy + Into<f64>>(&self, x: &[T]) -> Result<Vec<f64>, BankError> {
+    pub(super) fn query<T: Copy + Into<f64>>(&self, x: &[T]) -> Result<Vec<f64>, BankError> {
         if x.len() != self.dim {
             return Err(BankError::DimensionMismatch {
                 what: "query".into(),

@@ -10,9 +10,17 @@
 //! - `shared.chol`             f64 [d, d] (Shared only)
 //! - `shared.scatter`          f64 [d, d] (Shared only: lower triangle of the pooled
 //!                             scatter, so `add_class` works after a reload)
+//! - `classes.{i}.heldout_sq`  f64 [h_i] (calibrated banks, h_i > 0 only: the class's
+//!                             held-out squared Mahalanobis distances, ascending)
 //!
 //! JSON: `{format, version, backbone, recipe, dim, covariance: {kind, ridge_rel,
-//! one_shot_variance}, shared_dof, classes: [{name, count, prompts}], created}`.
+//! one_shot_variance}, shared_dof, classes: [{name, count, prompts, heldout}],
+//! created, calibration: {temperature, folds}}`.
+//!
+//! Versions: 1 has no calibration (`heldout` and `calibration` absent); 2 is
+//! written for calibrated banks (`open_set.rs`). Both are read; a version-1
+//! file loads as a bank without open-set data, and an uncalibrated bank is
+//! still written as version 1, byte for byte as before.
 //!
 //! Reading trusts nothing: every tensor must be present (and no other),
 //! F64, of the exact shape and finite; factors must be lower triangular with
@@ -29,6 +37,7 @@ use safetensors::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 
 use super::gaussian::{Factor, FactorError};
+use super::open_set::{Calibration, TEMPERATURE_RANGE};
 use super::{
     BankError, ClassGaussian, CovarianceKind, CreationInfo, EmbeddingSpec, FitOptions, GaussianBank, SharedCovariance,
 };
@@ -37,8 +46,12 @@ use super::{
 pub const METADATA_KEY: &str = "eloss_perception.gdc_bank";
 /// The `format` field of the JSON document.
 const FORMAT_NAME: &str = "eloss_perception.gdc_bank";
-/// Bumped on any incompatible change; readers refuse other versions.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped on any incompatible change; readers refuse other versions. The
+/// newest, written for calibrated banks; [`FORMAT_VERSION_UNCALIBRATED`]
+/// for the others.
+pub const FORMAT_VERSION: u32 = 2;
+/// The version without calibration data (files before issue 16).
+pub const FORMAT_VERSION_UNCALIBRATED: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct Document {
@@ -52,6 +65,14 @@ struct Document {
     shared_dof: Option<usize>,
     classes: Vec<ClassDoc>,
     created: CreationInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    calibration: Option<CalibrationDoc>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CalibrationDoc {
+    temperature: f64,
+    folds: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,6 +87,13 @@ struct ClassDoc {
     name: String,
     count: usize,
     prompts: Vec<String>,
+    /// Number of held-out distances (tensor `classes.{i}.heldout_sq`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    heldout: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// An owned f64 tensor ready for safetensors.
@@ -123,6 +151,10 @@ pub(super) fn encode(bank: &GaussianBank) -> Result<(Vec<(String, F64Tensor)>, H
             }
             None => {}
         }
+        let heldout = heldout_of(bank, i);
+        if !heldout.is_empty() {
+            tensors.push((format!("classes.{i}.heldout_sq"), F64Tensor::new(vec![heldout.len()], heldout)));
+        }
     }
     if let Some(shared) = &bank.shared {
         tensors.push((
@@ -133,7 +165,7 @@ pub(super) fn encode(bank: &GaussianBank) -> Result<(Vec<(String, F64Tensor)>, H
     }
     let doc = Document {
         format: FORMAT_NAME.into(),
-        version: FORMAT_VERSION,
+        version: if bank.calibration.is_some() { FORMAT_VERSION } else { FORMAT_VERSION_UNCALIBRATED },
         backbone: bank.spec.backbone.clone(),
         recipe: bank.spec.recipe.clone(),
         dim: d,
@@ -146,16 +178,23 @@ pub(super) fn encode(bank: &GaussianBank) -> Result<(Vec<(String, F64Tensor)>, H
         classes: bank
             .classes
             .iter()
-            .map(|c| ClassDoc {
+            .enumerate()
+            .map(|(i, c)| ClassDoc {
                 name: c.name.clone(),
                 count: c.count,
                 prompts: c.prompts.clone(),
+                heldout: heldout_of(bank, i).len(),
             })
             .collect(),
         created: bank.created.clone(),
+        calibration: bank.calibration.as_ref().map(|c| CalibrationDoc { temperature: c.temperature, folds: c.folds }),
     };
     let json = serde_json::to_string(&doc).map_err(|e| BankError::Format(format!("cannot encode metadata: {e}")))?;
     Ok((tensors, HashMap::from([(METADATA_KEY.to_string(), json)])))
+}
+
+fn heldout_of(bank: &GaussianBank, class: usize) -> &[f64] {
+    bank.calibration.as_ref().and_then(|c| c.heldout_sq.get(class)).map_or(&[], Vec::as_slice)
 }
 
 pub(super) fn write(
@@ -181,7 +220,7 @@ pub(super) fn from_bytes(bytes: &[u8]) -> Result<GaussianBank, BankError> {
             doc.format
         )));
     }
-    if doc.version != FORMAT_VERSION {
+    if doc.version != FORMAT_VERSION && doc.version != FORMAT_VERSION_UNCALIBRATED {
         return Err(BankError::UnsupportedVersion {
             found: doc.version,
             supported: FORMAT_VERSION,
@@ -204,7 +243,10 @@ pub(super) fn from_bytes(bytes: &[u8]) -> Result<GaussianBank, BankError> {
     // Exactly the expected tensors: a missing one is corruption, an extra one
     // a writer we do not understand.
     let mut expected = Vec::new();
-    for i in 0..doc.classes.len() {
+    for (i, c) in doc.classes.iter().enumerate() {
+        if c.heldout > 0 {
+            expected.push(format!("classes.{i}.heldout_sq"));
+        }
         expected.push(format!("classes.{i}.mean"));
         expected.push(format!("classes.{i}.sample_var"));
         if !matches!(kind, CovarianceKind::Shared { .. }) {
@@ -226,6 +268,7 @@ pub(super) fn from_bytes(bytes: &[u8]) -> Result<GaussianBank, BankError> {
         return Err(BankError::Format(format!("missing tensor {missing:?}")));
     }
 
+    let calibration = read_calibration(&st, &doc)?;
     let mut classes = Vec::with_capacity(doc.classes.len());
     for (i, c) in doc.classes.into_iter().enumerate() {
         if c.name.is_empty() {
@@ -287,7 +330,43 @@ pub(super) fn from_bytes(bytes: &[u8]) -> Result<GaussianBank, BankError> {
         classes,
         shared,
         created: doc.created,
+        calibration,
     })
+}
+
+/// The calibration of a version-2 file: temperature in range, each class's
+/// held-out distances finite, ≥ 0 and ascending. Held-out counts without a
+/// calibration (or the reverse in version 1) are refused.
+fn read_calibration(st: &SafeTensors<'_>, doc: &Document) -> Result<Option<Calibration>, BankError> {
+    let any_heldout = doc.classes.iter().any(|c| c.heldout > 0);
+    let Some(cal) = &doc.calibration else {
+        if any_heldout {
+            return Err(BankError::Format("held-out distances without a calibration entry".into()));
+        }
+        return Ok(None);
+    };
+    if doc.version == FORMAT_VERSION_UNCALIBRATED {
+        return Err(BankError::Format("a version-1 file with a calibration entry".into()));
+    }
+    let (lo, hi) = TEMPERATURE_RANGE;
+    if !(cal.temperature >= lo && cal.temperature <= hi) {
+        return Err(BankError::Format(format!("calibration temperature {} outside [{lo}, {hi}]", cal.temperature)));
+    }
+    if cal.folds < 2 {
+        return Err(BankError::Format(format!("calibration folds {} < 2", cal.folds)));
+    }
+    let mut heldout_sq = Vec::with_capacity(doc.classes.len());
+    for (i, c) in doc.classes.iter().enumerate() {
+        if c.heldout > c.count {
+            return Err(BankError::Format(format!("class {:?}: {} held-out distances for {} images", c.name, c.heldout, c.count)));
+        }
+        let v = if c.heldout > 0 { read(st, &format!("classes.{i}.heldout_sq"), &[c.heldout])? } else { Vec::new() };
+        if v.iter().any(|&x| x < 0.0) || v.windows(2).any(|w| w[0] > w[1]) {
+            return Err(BankError::Format(format!("class {:?}: held-out distances must be >= 0 and ascending", c.name)));
+        }
+        heldout_sq.push(v);
+    }
+    Ok(Some(Calibration { temperature: cal.temperature, folds: cal.folds, heldout_sq }))
 }
 
 /// One F64 tensor of exactly `shape`, all values finite.

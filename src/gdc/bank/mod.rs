@@ -64,11 +64,14 @@
 mod classify;
 mod file;
 mod gaussian;
+mod open_set;
 mod size;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod size_tests;
+#[cfg(test)]
+mod open_set_tests;
 
 use std::path::PathBuf;
 
@@ -76,6 +79,10 @@ use serde::{Deserialize, Serialize};
 
 pub use classify::{bayes_posterior, top_k, Prediction};
 pub use file::{FORMAT_VERSION, METADATA_KEY};
+pub use open_set::{
+    conformal_threshold, fit_temperature, heldout_nll, validate_unknown_rate, Calibration, CalibrationReport, OpenSetVerdict,
+    DEFAULT_FOLDS, DEFAULT_UNKNOWN_RATE, UNKNOWN_LABEL,
+};
 use gaussian::{Factor, FactorError};
 pub use size::{bank_bytes, MAX_BANK_BYTES, MAX_CLASSES};
 use size::check_size;
@@ -444,6 +451,9 @@ pub struct GaussianBank {
     classes: Vec<ClassGaussian>,
     shared: Option<SharedCovariance>,
     created: CreationInfo,
+    /// Held-out distances and temperature (`open_set.rs`); `None` for banks
+    /// fitted without [`Self::calibrate`] and files written before it.
+    calibration: Option<Calibration>,
 }
 
 impl GaussianBank {
@@ -475,6 +485,7 @@ impl GaussianBank {
             classes: Vec::new(),
             shared: None,
             created: CreationInfo::now(),
+            calibration: None,
         };
         bank.insert(stats)?;
         Ok(bank)
@@ -485,7 +496,7 @@ impl GaussianBank {
     pub fn empty(spec: EmbeddingSpec, options: impl Into<FitOptions>) -> Result<GaussianBank, BankError> {
         let options = options.into();
         options.validate()?;
-        Ok(GaussianBank { spec, options, dim: 0, classes: Vec::new(), shared: None, created: CreationInfo::now() })
+        Ok(GaussianBank { spec, options, dim: 0, classes: Vec::new(), shared: None, created: CreationInfo::now(), calibration: None })
     }
 
     /// Fit and append a class without touching the others (Shared: the pooled
@@ -512,6 +523,9 @@ impl GaussianBank {
     /// removed class's contribution (see the module docs).
     pub fn remove_class(&mut self, name: &str) -> Result<ClassGaussian, BankError> {
         let index = self.require(name)?;
+        if let Some(c) = &mut self.calibration {
+            c.heldout_sq.remove(index);
+        }
         Ok(self.classes.remove(index))
     }
 
@@ -550,6 +564,10 @@ impl GaussianBank {
                 sample_var: s.sample_var,
                 factor,
             });
+            // a class added after calibration has no held-out distances: it cannot reject
+            if let Some(c) = &mut self.calibration {
+                c.heldout_sq.push(Vec::new());
+            }
         }
         Ok(())
     }

@@ -777,7 +777,7 @@ fn gdc_file_rejects_invalid_content() {
     tampered(full, "unexpected tensor", |t, _| {
         t.push(("classes.9.mean".into(), F64Tensor::new(vec![d], &[0.0; 5])))
     });
-    tampered(full, "version", |_, j| *j = j.replace("\"version\":1", "\"version\":2"));
+    tampered(full, "version", |_, j| *j = j.replace("\"version\":1", "\"version\":3"));
     tampered(full, "covariance kind", |_, j| *j = j.replace("\"full\"", "\"banana\""));
     tampered(full, "duplicate class name", |_, j| {
         *j = j.replace("\"van\"", "\"car\"")
