@@ -409,6 +409,9 @@ fn default_detector_on_the_real_frame() {
         found(0.7),
         out.timings.network
     );
+    // the shipped model's figures in README.md and docs/model_card.md
+    assert!(found(0.5) >= 6, "cars found at BEV IoU 0.5: {}/6", found(0.5));
+    assert!(false_cars <= 3, "car boxes on no labelled object: {false_cars}");
     if let Some(img_dir) = std::env::var_os("ELOSS_DOCS_IMG") {
         let img_dir = std::path::PathBuf::from(img_dir);
         let opts = BevOptions { x_range: [0.0, 70.0], y_range: [-35.0, 35.0], ..Default::default() };
