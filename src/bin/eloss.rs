@@ -486,16 +486,26 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A detector checkpoint with its Eloss calibration (`calibration`, else the
+/// one beside the model), refused when the calibration is for other weights.
+#[cfg(feature = "torch")]
+fn load_calibrated_model(
+    model: &std::path::Path,
+    calibration: Option<&std::path::Path>,
+) -> anyhow::Result<(eloss_perception::detect::detector::Detector, eloss_perception::detect::checkpoint::CheckpointInfo, eloss_perception::eloss::calibration::EntropyCalibration)> {
+    use eloss_perception::eloss::calibration::{default_path, EntropyCalibration};
+    let (det, info) = eloss_perception::detect::checkpoint::load(model, tch::Device::cuda_if_available())?;
+    let cal = EntropyCalibration::load(&calibration.map_or_else(|| default_path(model), std::path::Path::to_path_buf))?;
+    cal.check_model(&info.model_id)?;
+    Ok((det, info, cal))
+}
+
 #[cfg(feature = "torch")]
 fn eloss_eval(a: ElossEvalArgs) -> anyhow::Result<()> {
-    use eloss_perception::eloss::calibration::{default_path, EntropyCalibration};
     use eloss_perception::eloss::dataset_run::{kind_name, run_frames};
     use eloss_perception::eloss::evaluation::{markdown, plots, score_frames, summarize};
     use std::fmt::Write as _;
-    let (det, info) = eloss_perception::detect::checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
-    let cal_path = a.calibration.unwrap_or_else(|| default_path(&a.model));
-    let cal = EntropyCalibration::load(&cal_path)?;
-    cal.check_model(&info.model_id)?;
+    let (det, _, cal) = load_calibrated_model(&a.model, a.calibration.as_deref())?;
     let ds = open_frames(&a.data, &a.split)?;
     let ids: Vec<String> = ds.ids().iter().take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
     let bar = frame_bar(ids.len(), "frames");

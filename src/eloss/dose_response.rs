@@ -190,25 +190,13 @@ mod tests {
     use super::*;
     use crate::dataset::sim::{Lidar, LidarConfig, SceneConfig};
     use crate::detect::checkpoint;
-    use crate::detect::detector::DetectorConfig;
-    use crate::detect::model::backbone::BackboneConfig;
-    use crate::detect::model::neck::NeckConfig;
-    use crate::detect::pillars::PillarConfig;
     use crate::eloss::calibration::CalibrationOptions;
 
     /// On a tiny random detector: the noise sweep's signals rise with the
     /// severity from the clean level, and severity 0 is the clean clouds.
     #[test]
     fn noise_sweep_rises_with_severity() {
-        tch::manual_seed(0);
-        let cfg = DetectorConfig {
-            pillars: PillarConfig { range: [0.0, -10.24, -3.0, 20.48, 10.24, 1.0], pillar_size: [0.32, 0.32], max_points_per_pillar: 8, max_pillars: 3000 },
-            encoder_channels: 8,
-            backbone: BackboneConfig { in_channels: 8, layer_nums: vec![2, 2], layer_strides: vec![2, 2], num_filters: vec![8, 16] },
-            neck: NeckConfig { in_channels: vec![8, 16], upsample_strides: vec![1, 2], upsample_filters: vec![8, 8] },
-            ..DetectorConfig::compact()
-        };
-        let det = Detector::new(cfg, tch::Device::Cpu).unwrap();
+        let det = crate::eloss::end_to_end::tiny_detector();
         let dir = tempfile::tempdir().unwrap();
         let id = checkpoint::save(&dir.path().join("m.safetensors"), &det, &serde_json::json!({}), &[]).unwrap();
         let lidar = Lidar::new(LidarConfig::vlp32()).unwrap();

@@ -6,7 +6,6 @@
 //! and, on request, lose weight or are withheld.
 
 use crate::detect::postprocess::Detection;
-use std::str::FromStr;
 
 /// The policy.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -46,18 +45,6 @@ impl OnAlarm {
             Self::Publish => "publish",
             Self::Temper { .. } => "temper",
             Self::Suppress => "suppress",
-        }
-    }
-}
-
-impl FromStr for OnAlarm {
-    type Err = OnAlarmError;
-    /// `publish`, `suppress`, `temper` (factor 0.5) or `temper:F`.
-    fn from_str(s: &str) -> Result<Self, OnAlarmError> {
-        match s.split_once(':') {
-            Some(("temper", f)) => Self::new("temper", f.parse().map_err(|_| OnAlarmError::Factor)?),
-            Some(_) => Err(OnAlarmError::Unknown),
-            None => Self::new(s, 0.5),
         }
     }
 }
@@ -129,11 +116,11 @@ mod tests {
 
     #[test]
     fn parsing_and_bounds() {
-        assert_eq!("publish".parse(), Ok(OnAlarm::Publish));
-        assert_eq!("suppress".parse(), Ok(OnAlarm::Suppress));
-        assert_eq!("temper".parse(), Ok(OnAlarm::Temper { factor: 0.5 }));
-        assert_eq!("temper:0.25".parse(), Ok(OnAlarm::Temper { factor: 0.25 }));
-        assert_eq!("drop".parse::<OnAlarm>(), Err(OnAlarmError::Unknown));
+        assert_eq!(OnAlarm::new("publish", 0.5), Ok(OnAlarm::Publish));
+        assert_eq!(OnAlarm::new("suppress", 0.5), Ok(OnAlarm::Suppress));
+        assert_eq!(OnAlarm::new("temper", 0.5), Ok(OnAlarm::Temper { factor: 0.5 }));
+        assert_eq!(OnAlarm::new("temper", 0.25), Ok(OnAlarm::Temper { factor: 0.25 }));
+        assert_eq!(OnAlarm::new("drop", 0.5), Err(OnAlarmError::Unknown));
         for bad in [0.0, -1.0, 1.5, f64::NAN, f64::INFINITY] {
             assert_eq!(OnAlarm::new("temper", bad), Err(OnAlarmError::Factor), "{bad}");
         }

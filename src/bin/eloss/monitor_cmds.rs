@@ -4,7 +4,6 @@
 use anyhow::Context as _;
 use eloss_perception::dataset::sim::dataset_writer::{parse_anomaly_list, AnomalySpec};
 use eloss_perception::dataset::sim::Anomaly;
-use eloss_perception::eloss::calibration::{default_path, EntropyCalibration};
 use eloss_perception::eloss::dose_response::{markdown, plots, sweep};
 use std::path::PathBuf;
 
@@ -42,9 +41,7 @@ pub struct DoseArgs {
 
 pub fn dose_response(a: DoseArgs) -> anyhow::Result<()> {
     use std::fmt::Write as _;
-    let (det, info) = eloss_perception::detect::checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
-    let cal_path = a.calibration.unwrap_or_else(|| default_path(&a.model));
-    let cal = EntropyCalibration::load(&cal_path)?;
+    let (det, info, cal) = super::load_calibrated_model(&a.model, a.calibration.as_deref())?;
     let severities: Vec<f64> = a.severities.split(',').map(|s| s.trim().parse::<f64>().with_context(|| format!("severity `{s}`"))).collect::<anyhow::Result<_>>()?;
     let anomalies = parse_anomaly_list(&a.kinds)?
         .into_iter()
