@@ -27,6 +27,7 @@ pub mod gdc;
 pub mod geometry;
 pub mod image;
 pub mod log_limit;
+pub mod numeric;
 pub mod panic_message;
 #[cfg(feature = "torch")]
 pub mod perception;

@@ -57,6 +57,28 @@ pub fn printable(s: &str) -> String {
     out
 }
 
+/// Longest error text kept for diagnostics ([`bounded_text`]).
+pub const MAX_ERROR_CHARS: usize = 512;
+
+/// An error message that may quote what a sender chose, made safe to
+/// republish on `/diagnostics`: control characters (newlines, escapes that
+/// would rewrite a terminal) are escaped and the text is cut after
+/// `max_chars` characters (escapes included), with an ellipsis.
+pub fn bounded_text(s: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(4 * max_chars));
+    let mut count = 0;
+    for c in s.chars() {
+        let escaped: Vec<char> = if c.is_control() { c.escape_default().collect() } else { vec![c] };
+        if count + escaped.len() > max_chars {
+            out.push('…');
+            return out;
+        }
+        count += escaped.len();
+        out.extend(escaped);
+    }
+    out
+}
+
 /// " (N similar suppressed)" or nothing, for the end of a rate-limited line.
 pub fn suppressed_note(n: u64) -> String {
     if n == 0 {
@@ -69,6 +91,16 @@ pub fn suppressed_note(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_text_escapes_control_characters_and_cuts_long_text() {
+        assert_eq!(bounded_text("frame 'x': ok", 64), "frame 'x': ok");
+        assert_eq!(bounded_text("a\nb\u{1b}[2J", 64), "a\\nb\\u{1b}[2J");
+        let long = "y".repeat(1_000_000);
+        let cut = bounded_text(&long, MAX_ERROR_CHARS);
+        assert_eq!(cut.chars().count(), MAX_ERROR_CHARS + 1);
+        assert!(cut.ends_with('…'));
+    }
 
     #[test]
     fn one_line_per_kind_per_period_with_the_count_held_back() {

@@ -69,7 +69,8 @@ impl InputStats {
 
     pub fn record_malformed(&mut self, error: impl ToString) {
         self.malformed += 1;
-        self.last_error = Some(error.to_string());
+        // errors quote what the sender chose (encodings, field names): bounded and escaped
+        self.last_error = Some(crate::log_limit::bounded_text(&error.to_string(), crate::log_limit::MAX_ERROR_CHARS));
     }
 
     /// Status of this stream, judged on what changed since `previous`
@@ -341,7 +342,7 @@ pub struct FrameStats {
 impl FrameStats {
     pub fn record_error(&mut self, e: impl ToString) {
         self.errors += 1;
-        self.last_error = Some(e.to_string());
+        self.last_error = Some(crate::log_limit::bounded_text(&e.to_string(), crate::log_limit::MAX_ERROR_CHARS));
     }
 
     pub fn status(&self, name: &str, hardware_id: &str, previous: &FrameStats) -> DiagnosticStatus {
@@ -371,6 +372,18 @@ impl FrameStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13 item 9: a sender-chosen string (a 1 MB encoding name with a
+    /// newline) reached /diagnostics whole; now it is bounded and escaped.
+    #[test]
+    fn a_malformed_message_error_is_bounded_and_escaped() {
+        let mut s = InputStats::default();
+        let encoding = format!("evil\n{}", "e".repeat(1 << 20));
+        s.record_malformed(format!("unsupported image encoding `{encoding}`"));
+        let e = s.last_error.unwrap();
+        assert!(e.chars().count() <= crate::log_limit::MAX_ERROR_CHARS + 1, "{} chars", e.len());
+        assert!(!e.contains('\n') && e.starts_with("unsupported image encoding `evil\\n"), "{}", &e[..60]);
+    }
 
     #[test]
     fn gdc_status_tells_off_from_broken() {

@@ -72,6 +72,8 @@ fn node_decodes_real_and_malformed_input_over_dds() {
     assert_eq!(counter(exchange(&r, "mono16_image", true), "last_elements"), 32 * 16);
     exchange(&r, "camera_info", true);
     exchange(&r, "uncalibrated_camera_info", false);
+    // GDC is off (no bank): decoded images are counted, not kept (issue 13 item 8)
+    assert_eq!(r["gdc"]["history_image_bytes"], "0", "{}", r["gdc"]);
     // the node kept serving after every malformed message and exits cleanly
     assert!(node.stop().success(), "node exits cleanly on SIGINT");
 }

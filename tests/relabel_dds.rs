@@ -154,8 +154,6 @@ fn assert_distribution(label: &Value, classes: usize) {
 
 #[test]
 fn relabel_by_detection_id_and_auto_relabel_on_a_simulated_frame() {
-    use eloss_perception::dataset::sim::camera::CameraModel;
-    use eloss_perception::dataset::sim::{Lidar, LidarConfig, SceneConfig};
     let Some(py) = common::python() else { return };
     let Some(weights) = common::efficientnet_weights() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -165,15 +163,7 @@ fn relabel_by_detection_id_and_auto_relabel_on_a_simulated_frame() {
     let bank_path = dir.path().join("bank.safetensors");
     bank.save(&bank_path).unwrap();
 
-    // a simulated frame with cars ahead (the scene of tests/detect_dds.rs), its LiDAR scan and camera image
-    let seed = 20_261_127;
-    let scene = SceneConfig::default().generate(seed).unwrap();
-    let snap = scene.snapshot(0.0);
-    let scan = Lidar::new(LidarConfig::hdl64e()).unwrap().scan(&scene, &snap, seed);
-    let bin = dir.path().join("cloud.bin");
-    eloss_perception::cloud::kitti_bin::write(&bin, &scan.points).unwrap();
-    let png = dir.path().join("image.png");
-    CameraModel::kitti().render(&scene, &snap).image.save(&png).unwrap();
+    let (bin, png) = common::simulated_frame(dir.path());
 
     let ns = format!("/eloss_relabel_frame_{}", std::process::id());
     let node = NodeProcess::start(

@@ -11,30 +11,11 @@
 mod common;
 
 use common::NodeProcess;
-use eloss_perception::gdc::backbone::EmbeddingRecipe;
-use eloss_perception::gdc::bank::FitOptions;
-use eloss_perception::gdc::bank_builder::build_bank;
-use eloss_perception::gdc::encoder::Dinov2Encoder;
 use serde_json::Value;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// The tiny generator and backbone under `dir` (sd/, plain/) and a colour
-/// bank built with that backbone; returns the bank's path.
-fn tiny_gdc(py: &Path, dir: &Path) -> PathBuf {
-    for script in ["generator_reference.py", "dinov2_reference.py"] {
-        let out = Command::new(py).arg(common::repo().join("tests/python").join(script)).arg(dir).output().unwrap();
-        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let encoder = Dinov2Encoder::load(&dir.join("plain"), EmbeddingRecipe::Cls, tch::Device::Cpu).unwrap();
-    common::write_colour_classes(&dir.join("images"), 6);
-    let bank = build_bank(&dir.join("images"), &encoder, FitOptions::default(), 8, |_, _| {}).unwrap();
-    let bank_path = dir.join("bank.safetensors");
-    bank.save(&bank_path).unwrap();
-    bank_path
-}
 
 fn peer(py: &Path) -> Command {
     let mut c = Command::new(py);
@@ -46,7 +27,7 @@ fn peer(py: &Path) -> Command {
 fn sigterm_under_service_load_exits_within_2_s() {
     let Some(py) = common::python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let bank = tiny_gdc(&py, dir.path());
+    let bank = common::tiny_gdc(&py, dir.path());
     let image = dir.path().join("image.png");
     common::noisy_image([120, 160, 230], 640, 480, 7).save(&image).unwrap();
     let ns = format!("/eloss_service_load_{}", std::process::id());
@@ -109,20 +90,10 @@ fn sigterm_under_service_load_exits_within_2_s() {
 
 #[test]
 fn detections_keep_flowing_while_a_large_relabel_runs() {
-    use eloss_perception::dataset::sim::camera::CameraModel;
-    use eloss_perception::dataset::sim::{Lidar, LidarConfig, SceneConfig};
     let Some(py) = common::python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let bank = tiny_gdc(&py, dir.path());
-    // a simulated frame with cars ahead (as in tests/relabel_dds.rs)
-    let seed = 20_261_127;
-    let scene = SceneConfig::default().generate(seed).unwrap();
-    let snap = scene.snapshot(0.0);
-    let scan = Lidar::new(LidarConfig::hdl64e()).unwrap().scan(&scene, &snap, seed);
-    let bin = dir.path().join("cloud.bin");
-    eloss_perception::cloud::kitti_bin::write(&bin, &scan.points).unwrap();
-    let png = dir.path().join("image.png");
-    CameraModel::kitti().render(&scene, &snap).image.save(&png).unwrap();
+    let bank = common::tiny_gdc(&py, dir.path());
+    let (bin, png) = common::simulated_frame(dir.path());
 
     let ns = format!("/eloss_relabel_load_{}", std::process::id());
     let node = NodeProcess::start(

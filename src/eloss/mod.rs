@@ -26,7 +26,7 @@ pub mod evaluation;
 pub mod hysteresis;
 pub mod loss;
 pub mod monitor;
-pub mod numeric;
+pub use crate::numeric;
 pub mod on_alarm;
 pub mod profile;
 pub mod score;

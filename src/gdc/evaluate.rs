@@ -83,7 +83,7 @@ impl Evaluation {
     pub fn unknown_auroc(&self) -> Option<f64> {
         let doubts = |inside: bool| -> Option<Vec<f64>> { self.of_bank_classes(inside).map(|(_, o)| o.map(|o| o.0)).collect() };
         let (neg, pos) = (doubts(true)?, doubts(false)?);
-        let a = crate::eloss::numeric::auroc(&neg, &pos);
+        let a = crate::numeric::auroc(&neg, &pos);
         a.is_finite().then_some(a)
     }
 

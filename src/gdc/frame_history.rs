@@ -161,6 +161,11 @@ impl FrameHistory {
         Self::trim(&mut self.images, self.capacity, self.budget.1, ImageRecord::bytes);
     }
 
+    /// Drops every image (GDC is unavailable: nothing will crop them).
+    pub fn clear_images(&mut self) {
+        self.images.clear();
+    }
+
     /// Frame stamps held, oldest first (arrival order).
     pub fn frame_stamps(&self) -> Vec<i64> {
         self.frames.iter().map(|f| f.stamp_ns).collect()

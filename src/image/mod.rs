@@ -91,7 +91,7 @@ impl FromStr for Encoding {
             "bgra8" => Self::Bgra8,
             "mono8" | "8UC1" => Self::Mono8,
             "mono16" | "16UC1" => Self::Mono16,
-            other => return Err(ImageError::UnsupportedEncoding(other.to_owned())),
+            other => return Err(ImageError::UnsupportedEncoding(crate::log_limit::printable(other))),
         })
     }
 }

@@ -499,6 +499,12 @@ fn ros_now(clock: &Mutex<r2r::Clock>) -> r2r::builtin_interfaces::msg::Time {
 /// stops before allocating more): 8K UHD.
 pub const MAX_COMPRESSED_PIXELS: u64 = 7680 * 4320;
 
+/// GDC finished loading without a classifier (no bank configured, or the
+/// load failed): nothing will ever crop an image. While it loads, images are kept.
+fn gdc_unavailable(sh: &Shared) -> bool {
+    sh.gdc.get().is_some_and(|cell| cell.get().is_err())
+}
+
 fn image_worker(sh: &Shared, heartbeat: &Heartbeat) {
     while !sh.stop.load(Ordering::Relaxed) {
         heartbeat.beat();
@@ -514,8 +520,12 @@ fn image_worker(sh: &Shared, heartbeat: &Heartbeat) {
                 let pixels = img.width as u64 * img.height as u64;
                 let elapsed = t.elapsed();
                 // into the history before it counts as processed (tests wait on that count)
-                let record = ImageRecord { stamp_ns: convert::stamp_ns(&header.stamp), frame_id: header.frame_id.clone(), image: Arc::new(img) };
-                lock(&sh.history).push_image(record);
+                // kept for GDC crops only: with GDC unavailable (not configured or failed
+                // to load) a decoded image is counted and dropped
+                if !gdc_unavailable(sh) {
+                    let record = ImageRecord { stamp_ns: convert::stamp_ns(&header.stamp), frame_id: header.frame_id.clone(), image: Arc::new(img) };
+                    lock(&sh.history).push_image(record);
+                }
                 let mut stats = lock(&sh.stats);
                 stats.image.record_ok(pixels, elapsed);
                 if compressed {

@@ -189,6 +189,10 @@ fn set_gdc(sh: &Shared, g: Gdc) {
         Ok((c, _)) => (Ok(c.bank().len()), c.bank().spec().backbone.clone(), c.bank().bytes()),
         Err(e) => (Err(e.clone()), String::new(), 0),
     };
+    if bank.is_err() {
+        // images kept while GDC was loading will never be cropped
+        lock(&sh.history).clear_images();
+    }
     if sh.gdc.set(SnapshotCell::new(g)).is_ok() {
         let mut stats = lock(&sh.stats);
         stats.gdc.bank = Some(bank);

@@ -95,6 +95,11 @@ impl NodeProcess {
         NodeProcess { child }
     }
 
+    /// The node's process id (for /proc/PID/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGINT, then wait for a clean exit.
     pub fn stop(self) -> std::process::ExitStatus {
         self.stop_with("INT").0
@@ -177,4 +182,37 @@ pub fn eager_detector(dir: &Path, logit_shift: f32, max_detections: usize) -> Pa
     let path = dir.join("eager_detector.safetensors");
     safetensors::serialize_to_file(views, Some(meta), &path).expect("write checkpoint");
     path
+}
+
+/// The tiny generator and backbone under `dir` (sd/, plain/) and a colour
+/// bank built with that backbone; returns the bank's path.
+pub fn tiny_gdc(py: &Path, dir: &Path) -> PathBuf {
+    use eloss_perception::gdc::{backbone::EmbeddingRecipe, bank::FitOptions, bank_builder::build_bank, encoder::Dinov2Encoder};
+    for script in ["generator_reference.py", "dinov2_reference.py"] {
+        let out = Command::new(py).arg(repo().join("tests/python").join(script)).arg(dir).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let encoder = Dinov2Encoder::load(&dir.join("plain"), EmbeddingRecipe::Cls, tch::Device::Cpu).unwrap();
+    write_colour_classes(&dir.join("images"), 6);
+    let bank = build_bank(&dir.join("images"), &encoder, FitOptions::default(), 8, |_, _| {}).unwrap();
+    let bank_path = dir.join("bank.safetensors");
+    bank.save(&bank_path).unwrap();
+    bank_path
+}
+
+/// A simulated frame with cars ahead (the scene of tests/detect_dds.rs): its
+/// HDL-64E scan as `cloud.bin` (KITTI layout) and the KITTI camera's image as
+/// `image.png` under `dir`.
+pub fn simulated_frame(dir: &Path) -> (PathBuf, PathBuf) {
+    use eloss_perception::dataset::sim::camera::CameraModel;
+    use eloss_perception::dataset::sim::{Lidar, LidarConfig, SceneConfig};
+    let seed = 20_261_127;
+    let scene = SceneConfig::default().generate(seed).unwrap();
+    let snap = scene.snapshot(0.0);
+    let scan = Lidar::new(LidarConfig::hdl64e()).unwrap().scan(&scene, &snap, seed);
+    let bin = dir.join("cloud.bin");
+    eloss_perception::cloud::kitti_bin::write(&bin, &scan.points).unwrap();
+    let png = dir.join("image.png");
+    CameraModel::kitti().render(&scene, &snap).image.save(&png).unwrap();
+    (bin, png)
 }

@@ -215,6 +215,7 @@ def drive(ns, kitti_bin):
     bad_info.k = [0.0] * 9
     bad_info.p = [0.0] * 12
     send_and_wait(pub_info, bad_info, info, "frames_malformed", "uncalibrated_camera_info")
+    result["gdc"] = p.diag.get("gdc")
     print(json.dumps(result))
     p.close()
 

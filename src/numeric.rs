@@ -1,6 +1,7 @@
-//! Small numerical helpers of the Eloss monitor, in plain f64: the profile
-//! has a dozen or two layers, so a hand-written Cholesky beats a tensor
-//! round trip and keeps scoring free of libtorch.
+//! Small numerical helpers in plain f64, free of libtorch: the Eloss
+//! monitor's profile has a dozen or two layers, so a hand-written Cholesky
+//! beats a tensor round trip; AUROC and quantiles serve the GDC evaluation
+//! too (which the core library builds without the `torch` feature).
 
 /// Mean and unbiased covariance (row-major, d×d) of `rows` (each of length d).
 pub fn mean_cov(rows: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {

@@ -1,0 +1,3 @@
+#![no_main]
+//! Fuzz target: see `eloss_perception_fuzz::image_raw`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| eloss_perception_fuzz::image_raw(data));
