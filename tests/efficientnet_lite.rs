@@ -137,7 +137,7 @@ fn classifies_real_photos() {
         let path = dir.path().join(format!("{name}.png"));
         if !path.is_file() {
             assert!(common::skips_allowed(), "{name}.png missing: scikit-image not installed?");
-            eprintln!("SKIPPED photo {name}: scikit-image missing; ELOSS_ALLOW_SKIPS=1");
+            common::skip_note(&format!("photo {name}: scikit-image missing"));
             continue;
         }
         let x = Preprocess::efficientnet_lite0().batch(std::slice::from_ref(&png(&path))).unwrap();

@@ -201,7 +201,7 @@ mod tests {
                 crate::cloud::test_data::skips_allowed(),
                 "AMENT_PREFIX_PATH unset: source scripts/env.sh, or set ELOSS_ALLOW_SKIPS=1 to skip"
             );
-            eprintln!("SKIPPED: AMENT_PREFIX_PATH unset (source scripts/env.sh); ELOSS_ALLOW_SKIPS=1");
+            crate::cloud::test_data::skip_note("AMENT_PREFIX_PATH unset (source scripts/env.sh)");
             return;
         }
         let text = r.schema_text("sensor_msgs/msg/PointCloud2").unwrap();
