@@ -70,3 +70,33 @@ fn simulate_train_resume_export_detect() {
     let again = stdout(&eloss(&["eval", "--gt", gt_val.to_str().unwrap(), "--dt", &labels, "--markdown"]));
     assert_eq!(table.trim_end(), again.trim_end(), "detect --eval vs eval on its files");
 }
+
+/// `calibrate` on simulated normal frames, then `eloss-eval` on a set with
+/// injected noise: the calibration file holds the split and a finite
+/// threshold; the evaluation writes its table with a row for the injected
+/// type and one frames.csv line per frame.
+#[test]
+fn calibrate_then_eloss_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |s: &str| dir.path().join(s).to_str().unwrap().to_owned();
+    let (normal, anomalous, cal, report) = (p("normal"), p("anomalous"), p("cal.json"), p("report"));
+    let model = "config/detector/compact_eloss.safetensors";
+    eloss(&["simulate", "--frames", "10", "--split", "val", "--out", &normal, "--seed", "3"]);
+    let out = stdout(&eloss(&["calibrate", "--model", model, "--data", &normal, "--false-alarm", "0.2", "--out", &cal]));
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cal).expect("calibration written")).unwrap();
+    assert_eq!((c["fit_frames"].as_u64(), c["held_out_frames"].as_u64()), (Some(7), Some(3)), "{out}");
+    assert!(c["threshold"].as_f64().is_some_and(f64::is_finite), "{}", c["threshold"]);
+
+    eloss(&[
+        "simulate", "--frames", "6", "--split", "val", "--out", &anomalous, "--seed", "4", "--anomalies", "noise:high",
+        "--anomaly-fraction", "0.5",
+    ]);
+    let tags: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(Path::new(&anomalous).join("anomalies.json")).unwrap()).unwrap();
+    let noisy = tags.as_object().unwrap().values().filter(|t| t["lidar"]["kind"] == "noise").count();
+    assert!((1..6).contains(&noisy), "{tags}");
+    eloss(&["eloss-eval", "--model", model, "--calibration", &cal, "--data", &anomalous, "--out", &report]);
+    let md = std::fs::read_to_string(Path::new(&report).join("eloss_eval.md")).expect("eloss_eval.md");
+    assert!(md.lines().any(|l| l.starts_with("| noise |")), "{md}");
+    let csv = std::fs::read_to_string(Path::new(&report).join("frames.csv")).expect("frames.csv");
+    assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+}
