@@ -337,7 +337,13 @@ mod tests {
             // the papers' "over 100x": the shipped model's monitor reads the term it was
             // trained to keep small (batch-norm frozen, kNN), measured 189x and 200x
             assert!(r.anomalous_frame && r.deviation_factor > 100.0, "random points: factor {}", r.deviation_factor);
+            assert!(r.eloss > 20.0 * reports[0].eloss, "random points: Eloss {} vs the real frame's {}", r.eloss, reports[0].eloss);
         }
+        // docs/eloss_monitor.md's "flagged" column: wrong units are caught, a lifted
+        // sensor and a dead intensity channel are not (on this frame)
+        assert!(reports[3].anomalous_frame, "x, y scaled by 0.3: score {}", reports[3].anomaly_score);
+        assert!(!reports[4].anomalous_frame && !reports[5].anomalous_frame, "lifted / dark flagged: {} / {}", reports[4].anomaly_score, reports[5].anomaly_score);
+        assert!(reports[0].anomaly_score < reports[0].threshold);
     }
 
     #[test]

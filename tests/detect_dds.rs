@@ -63,7 +63,10 @@ fn node_publishes_boxes_matching_a_simulated_clouds_ground_truth() {
     let boxes = dets["boxes"].as_array().unwrap();
     for b in boxes {
         let (qz, qw, yaw) = (b["qz"].as_f64().unwrap(), b["qw"].as_f64().unwrap(), b["yaw"].as_f64().unwrap());
-        assert!((2.0 * qz.atan2(qw) - yaw).abs() < 1e-6 || (2.0 * qz.atan2(qw) - yaw).abs() > 6.28, "pose encodes the yaw");
+        // the same angle modulo 2π (the quaternion's angle and the yaw field may differ by a turn)
+        let turn = std::f64::consts::TAU;
+        let diff = (2.0 * qz.atan2(qw) - yaw + turn / 2.0).rem_euclid(turn) - turn / 2.0;
+        assert!(diff.abs() < 1e-5, "pose encodes yaw {yaw}, quaternion angle {}", 2.0 * qz.atan2(qw));
         assert!(b["score"].as_f64().unwrap() >= 0.3);
     }
     let cars: Vec<(Box3D, f64)> =

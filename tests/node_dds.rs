@@ -106,3 +106,30 @@ fn corrupt_weights_are_errors_in_diagnostics_and_the_node_keeps_serving() {
     assert!(counter(&d["point cloud input"], "frames_processed") >= 1, "{}", d["point cloud input"]);
     assert!(node.stop().success(), "node exits cleanly on SIGINT");
 }
+
+/// `detector.device:=cuda` on a machine without a GPU: the detector is not
+/// loaded, the detector diagnostic says why (ERROR), and the node keeps
+/// decoding clouds. (On a machine with CUDA the device is used instead.)
+#[test]
+fn cuda_requested_without_a_gpu_is_reported_and_the_node_keeps_decoding() {
+    let (Some(py), Some(kitti)) = (common::python(), common::kitti_dir()) else { return };
+    if tch::Cuda::is_available() {
+        common::skip_note("a CUDA device is present: detector.device:=cuda is valid here");
+        return;
+    }
+    let ns = format!("/eloss_cuda_{}", std::process::id());
+    let node = NodeProcess::start(&ns, &["detector.device:=cuda".to_string()]);
+    let out = Command::new(py)
+        .arg(common::repo().join("tests/python/node_peer.py"))
+        .args(["status", &ns])
+        .arg(kitti.join("000008.bin"))
+        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        .output()
+        .expect("run node_peer.py");
+    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let d: Value = serde_json::from_slice(&out.stdout).expect("peer prints JSON");
+    assert_eq!(d["detector"]["level"], 2, "{}", d["detector"]);
+    assert!(d["detector"]["message"].as_str().unwrap().contains("no CUDA device is available"), "{}", d["detector"]);
+    assert!(counter(&d["point cloud input"], "frames_processed") >= 1, "{}", d["point cloud input"]);
+    assert!(node.stop().success(), "node exits cleanly on SIGINT");
+}

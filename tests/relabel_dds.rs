@@ -3,7 +3,8 @@
 //! image sent by an rclpy client; bad requests get error responses and the
 //! node keeps serving. Then relabelling by detection id on a simulated frame
 //! (cloud + rendered camera image + CameraInfo with one stamp), with
-//! `gdc.auto_relabel` on, and an EfficientNet-Lite0 colour bank.
+//! `gdc.auto_relabel` on, and an EfficientNet-Lite0 colour bank; before any
+//! CameraInfo, a relabel by id is an error response saying so.
 #![cfg(feature = "ros")]
 mod common;
 
@@ -186,6 +187,13 @@ fn relabel_by_detection_id_and_auto_relabel_on_a_simulated_frame() {
         .unwrap();
     assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // a relabel by id before any CameraInfo: an error response naming what is missing,
+    // and the frame published then carries no GDC labels; the node keeps serving
+    let before = &r["before_camera_info"];
+    assert_eq!(before["success"], false, "{before}");
+    assert!(before["error"].as_str().unwrap().contains("no valid CameraInfo received"), "{before}");
+    assert!(r["early"].as_array().unwrap().iter().all(|d| d["has_gdc"] == false), "{}", r["early"]);
 
     // only structure: the boxes are whatever the shifted model finds
     let dets = r["detections"].as_array().unwrap();

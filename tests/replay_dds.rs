@@ -1,6 +1,7 @@
 //! `eloss replay` over real DDS:
 //! * a bag written from the KITTI frame is replayed at its recorded rate and
-//!   an rclpy subscriber checks every cloud's content, stamp and spacing;
+//!   an rclpy subscriber checks every cloud's content, stamp and arrival gaps;
+//! * `--fast --topic T --loops 3`: only T, three times over, far faster than recorded;
 //! * a bag with `/tf_static` (recorded transient-local) and unevenly spaced
 //!   clouds is replayed at rate 2 with `--clock`: an rclpy peer checks the
 //!   clouds' arrival times against the recorded spacing, the `/clock` times,
@@ -76,6 +77,13 @@ fn replay_publishes_bag_with_recorded_timing() {
     // stamps 100 ms apart, in order; paced at rate 1, publishing 5 frames
     // recorded over 400 ms takes at least that long (delivery jitter is not ours)
     assert!(stamps.windows(2).all(|w| w[1] - w[0] == 100_000_000), "{stamps:?}");
+    // and they arrive at the subscriber at the recorded rate, ~100 ms apart
+    // (one gap may be disturbed by the first delivery or a scheduling delay
+    // on the shared cores; publishing without pacing gives gaps of ~0)
+    let arrivals: Vec<f64> = clouds.iter().map(|c| c["arrival"].as_f64().unwrap()).collect();
+    let gaps_ms: Vec<f64> = arrivals.windows(2).map(|w| (w[1] - w[0]) * 1e3).collect();
+    let paced = gaps_ms.iter().filter(|g| (70.0..=150.0).contains(*g)).count();
+    assert!(paced >= 3, "arrival gaps at 10 Hz: {gaps_ms:?} ms");
     let stdout = String::from_utf8_lossy(&replay.stdout);
     let secs: f64 = stdout
         .trim()
@@ -237,6 +245,51 @@ fn replay_with_clock_recorded_qos_and_pacing() {
         assert_eq!(got["xyzw"], serde_json::json!([q.x, q.y, q.z, q.w]));
     }
     assert_eq!(r["tf_volatile"], 0, "a volatile late subscriber got /tf_static");
+}
+
+/// `--fast --topic T --loops N`: only T, N times over, as fast as possible.
+/// The bag's clouds are 500 ms apart on two topics; 3 loops of the chosen
+/// topic at the recorded rate would take 3 s. 9 messages in all: within the
+/// reliable depth 10 of publisher and subscriber, so a burst loses none.
+#[test]
+fn replay_fast_one_topic_several_loops() {
+    let Some(py) = common::python() else { return };
+    let _dds = DDS.lock().unwrap_or_else(|e| e.into_inner());
+    let tag = format!("f{}", std::process::id());
+    let (wanted, other) = (format!("/replay_{tag}/points"), format!("/replay_{tag}/other"));
+    let dir = tempfile::tempdir().unwrap();
+    let bag = dir.path().join("two_topics");
+    let mut w = BagWriter::create(&bag).unwrap();
+    w.add_topic_with_qos(&wanted, PointCloud2::TYPE_NAME, &[OfferedQos::reliable(10)]).unwrap();
+    w.add_topic_with_qos(&other, PointCloud2::TYPE_NAME, &[OfferedQos::reliable(10)]).unwrap();
+    let t = |i: usize| T0 + i as u64 * 500_000_000;
+    for i in 0..3 {
+        w.write(&wanted, t(i), &small_cloud(t(i), "lidar")).unwrap();
+        w.write(&other, t(i) + 1, &small_cloud(t(i) + 1, "lidar")).unwrap();
+    }
+    w.finish().unwrap();
+    let listener = Command::new(py)
+        .arg(common::repo().join("tests/python/node_peer.py"))
+        .args(["listen", &wanted, "9", "60"])
+        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start listener");
+    let replay = eloss(&["replay", "--fast", "--topic", &wanted, "--loops", "3", "--wait-subscribers", "30"], &bag);
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert!(replay.status.success(), "replay failed: {}", String::from_utf8_lossy(&replay.stderr));
+    // the other topic is not published: 3 loops x 3 messages of the chosen one
+    assert!(stdout.starts_with("published 9 messages in "), "{stdout}");
+    let out = listener.wait_with_output().unwrap();
+    assert!(out.status.success(), "listener failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clouds = r["clouds"].as_array().unwrap();
+    let stamps: Vec<u64> = clouds.iter().map(|c| c["stamp_ns"].as_u64().unwrap()).collect();
+    let one_loop: Vec<u64> = (0..3).map(t).collect();
+    assert_eq!(stamps, [one_loop.clone(), one_loop.clone(), one_loop].concat(), "three loops of the chosen topic, in order");
+    let span = clouds[8]["arrival"].as_f64().unwrap() - clouds[0]["arrival"].as_f64().unwrap();
+    assert!(span < 1.0, "--fast took {span:.2} s for what was recorded over 3 s");
 }
 
 /// Issue 13 item 11: `--rate 1e-300` overflowed a Duration and panicked.

@@ -309,7 +309,7 @@ pub fn conformal_threshold(scores: &[f64], alpha: f64) -> (f64, f64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::dataset::sim::Rng;
 
@@ -340,6 +340,49 @@ mod tests {
         let small = EntropyCalibration::fit("m", &normal_profiles(40, 3), &CalibrationOptions { false_alarm: 0.001, ..Default::default() }, serde_json::Value::Null).unwrap();
         assert!((small.achievable_false_alarm - 1.0 / 13.0).abs() < 1e-12);
         assert_eq!(small.held_out_false_alarm, 0.0);
+    }
+
+    /// Hand-computed order statistics: k = ⌈(n+1)(1−α)⌉, the k-th smallest score.
+    #[test]
+    fn conformal_threshold_hand_computed_cases() {
+        // n = 5, α = 0.2: k = ⌈6·0.8⌉ = ⌈4.8⌉ = 5 → the largest (input order does not matter)
+        assert_eq!(conformal_threshold(&[5.0, 1.0, 4.0, 2.0, 3.0], 0.2), (5.0, 0.2));
+        // n = 19 (scores 1..19), α = 0.25: k = ⌈20·0.75⌉ = 15
+        let s19: Vec<f64> = (1..=19).rev().map(f64::from).collect();
+        assert_eq!(conformal_threshold(&s19, 0.25), (15.0, 0.25));
+        // α = 0.5: k = ⌈10⌉ = 10
+        assert_eq!(conformal_threshold(&s19, 0.5), (10.0, 0.5));
+        // n = 99 (scores 0..98), α = 0.05: k = ⌈100·0.95⌉ = 95 → score 94; 4 of 99 lie above it
+        let s99: Vec<f64> = (0..99).map(f64::from).collect();
+        assert_eq!(conformal_threshold(&s99, 0.05), (94.0, 0.05));
+        // n = 10, α = 0.05: k = ⌈10.45⌉ = 11 > n → the maximum, certifying only 1/(n+1)
+        let s10: Vec<f64> = (0..10).map(f64::from).collect();
+        assert_eq!(conformal_threshold(&s10, 0.05), (9.0, 1.0 / 11.0));
+        // n = 1, α = 0.9: k = ⌈0.2⌉ = 1
+        assert_eq!(conformal_threshold(&[7.0], 0.9), (7.0, 0.9));
+        let (t, a) = conformal_threshold(&[], 0.05);
+        assert!(t.is_nan() && a == 1.0);
+    }
+
+    /// Averaged over 20 calibrations (independent seeds), the false-alarm
+    /// rate on fresh normal frames is the split-conformal value
+    /// 1 − k/(n+1) = 15/301 = 0.0498 (n = 300 held out, α = 0.05):
+    /// per seed sd ≈ 0.013, the mean's ≈ 0.003; the band is ±0.01.
+    #[test]
+    fn false_alarm_rate_averaged_over_seeds_is_the_conformal_rate() {
+        let opts = CalibrationOptions { false_alarm: 0.05, ..Default::default() };
+        let seeds = 20;
+        let mut total = 0.0;
+        for seed in 0..seeds {
+            let cal = EntropyCalibration::fit("m", &normal_profiles(1000, 100 + seed), &opts, serde_json::Value::Null).unwrap();
+            assert_eq!(cal.held_out_frames, 300);
+            let scorer = cal.scorer().unwrap();
+            let fresh = normal_profiles(2000, 10_000 + seed);
+            total += fresh.iter().filter(|p| scorer.score(p).unwrap().score > cal.threshold).count() as f64 / fresh.len() as f64;
+        }
+        let mean = total / seeds as f64;
+        let expected = 1.0 - 286.0 / 301.0;
+        assert!((mean - expected).abs() < 0.01, "mean false-alarm rate {mean}, conformal {expected}");
     }
 
     #[test]

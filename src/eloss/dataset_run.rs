@@ -120,3 +120,36 @@ pub fn run_frames(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What calibration treats as normal: frames `anomalies.json` does not
+    /// list, lists as `null`, or lists without a LiDAR or camera anomaly.
+    #[test]
+    fn anomalies_sidecar_decides_which_frames_are_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        // real data has no sidecar: every frame is normal
+        let none = read_anomalies(dir.path()).unwrap();
+        assert!(none.is_empty() && !is_anomalous(&none, "000000"));
+        std::fs::write(
+            dir.path().join("anomalies.json"),
+            r#"{
+              "000000": null,
+              "000001": {"seed": 1, "split": "val", "lidar": null, "camera": null},
+              "000002": {"seed": 2, "split": "val", "lidar": {"kind": "fog", "severity": 0.5}, "camera": null},
+              "000003": {"seed": 3, "split": "train", "lidar": null, "camera": {"kind": "glare", "severity": 1.0}},
+              "000004": {"seed": 4, "split": "val", "lidar": {"kind": "stale_frame", "severity": 1.0}, "camera": {"kind": "blur", "severity": 0.2}}
+            }"#,
+        )
+        .unwrap();
+        let tags = read_anomalies(dir.path()).unwrap();
+        let flags: Vec<bool> = ["000000", "000001", "000002", "000003", "000004", "000009"].iter().map(|id| is_anomalous(&tags, id)).collect();
+        assert_eq!(flags, [false, false, true, true, true, false]);
+        // a broken sidecar is an error naming the file, not "all normal"
+        std::fs::write(dir.path().join("anomalies.json"), "{\"000000\": {\"seed\": 1}").unwrap();
+        let e = read_anomalies(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("anomalies.json"), "{e}");
+    }
+}

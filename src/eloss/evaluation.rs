@@ -248,3 +248,87 @@ pub fn plots(dir: &Path, cal: &EntropyCalibration, frames: &[FrameRecord], score
     written.push(p);
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::sim::AnomalyKind;
+    use crate::eloss::calibration::{tests::normal_profiles, CalibrationOptions};
+    use std::time::Duration;
+
+    fn scores(score: f64, factor: f64, mahalanobis: f64) -> Scores {
+        Scores {
+            deviation_factor: factor,
+            mahalanobis,
+            z_eloss: factor - 1.0,
+            z_mahalanobis: 0.0,
+            score,
+            standardized: vec![0.0; 7],
+            baseline_eloss: 0.0,
+            baseline_factor: factor,
+        }
+    }
+
+    /// The eloss_monitor.md table's numbers from hand-made scores: clean
+    /// frames are those without a LiDAR or camera anomaly; rows group by
+    /// (type, severity at 2 decimals); AUROC, detection and false-alarm
+    /// rates against the calibrated threshold; medians and means.
+    #[test]
+    fn summarize_hand_computed_table() {
+        let mut cal = EntropyCalibration::fit("m", &normal_profiles(40, 1), &CalibrationOptions::default(), serde_json::Value::Null).unwrap();
+        cal.threshold = 2.5;
+        let profile = normal_profiles(1, 2).remove(0);
+        let frame = |lidar: Option<(AnomalyKind, f64)>, camera: bool, ms: u64| FrameRecord {
+            id: String::new(),
+            profile: profile.clone(),
+            detect_time: Duration::from_millis(ms),
+            lidar_anomaly: lidar,
+            camera_anomaly: camera,
+            labels: None,
+        };
+        let fog = Some((AnomalyKind::Fog, 0.5));
+        let frames = vec![
+            frame(None, false, 10),
+            frame(None, false, 10),
+            frame(None, false, 10),
+            frame(fog, false, 20),
+            frame(Some((AnomalyKind::Fog, 0.500_000_1)), false, 20), // the same row at 2 decimals
+            frame(fog, false, 20),
+            frame(Some((AnomalyKind::Noise, 1.0)), false, 30),
+            frame(None, true, 40), // camera-only: neither clean nor a LiDAR row
+        ];
+        let s = vec![
+            scores(1.0, 0.9, 1.0),
+            scores(2.0, 1.0, 2.0),
+            scores(4.0, 1.2, 3.0),
+            scores(3.0, 2.0, 0.5),
+            scores(5.0, 3.0, 2.5),
+            scores(0.5, 10.0, 4.0),
+            scores(9.0, 50.0, 9.0),
+            scores(100.0, 100.0, 100.0),
+        ];
+        let sum = summarize(&cal, &frames, &s).unwrap();
+        assert_eq!(sum.normal_frames, 3);
+        assert_eq!(sum.normal_deviation_factor, 1.0);
+        assert!((sum.false_alarm_rate - 1.0 / 3.0).abs() < 1e-12, "only 4.0 exceeds 2.5");
+        assert_eq!(sum.normal_ap, None, "no labels, no AP");
+        assert!((sum.mean_detect_ms - 160.0 / 8.0).abs() < 1e-9);
+        assert_eq!(sum.rows.len(), 2);
+        let fog = &sum.rows[0];
+        assert_eq!((fog.kind.as_str(), fog.severity, fog.frames), ("fog", 0.5, 3));
+        assert_eq!((fog.deviation_factor, fog.mean_deviation_factor), (3.0, 5.0));
+        // score 3 beats 1, 2; 5 beats all three; 0.5 none: 5 of 9 pairs
+        assert!((fog.auroc_score - 5.0 / 9.0).abs() < 1e-12, "{}", fog.auroc_score);
+        // Mahalanobis 0.5 beats none, 2.5 beats 1, 2, 4 beats all: 5 of 9
+        assert!((fog.auroc_mahalanobis - 5.0 / 9.0).abs() < 1e-12);
+        // |z_E| = factor − 1: 1, 2, 9 against 0.1, 0, 0.2: all 9 pairs
+        assert_eq!(fog.auroc_eloss, 1.0);
+        assert!((fog.detection_rate - 2.0 / 3.0).abs() < 1e-12, "3 and 5 exceed 2.5");
+        assert_eq!((fog.type_accuracy, fog.ap, fog.ap_drop), (None, None, None));
+        let noise = &sum.rows[1];
+        assert_eq!((noise.kind.as_str(), noise.frames, noise.auroc_score, noise.detection_rate), ("noise", 1, 1.0, 1.0));
+        // no clean frame at all: an error, not NaN rows
+        let anomalous: Vec<FrameRecord> = frames[3..7].to_vec();
+        assert!(matches!(summarize(&cal, &anomalous, &s[3..7]), Err(EvaluationError::NoNormalFrames)));
+    }
+}

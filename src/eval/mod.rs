@@ -14,6 +14,8 @@
 mod iou;
 mod kitti_ap;
 #[cfg(test)]
+mod openpcdet_parity;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;

@@ -538,33 +538,3 @@ fn folders_and_printing() {
         evaluate_folders(&gdir, &gdir, &ids[..1], &EvalConfig::default()).expect_err("no score");
     assert!(matches!(err, EvalError::MissingScore { .. }), "{err}");
 }
-
-/// Cross-check against another evaluator: `KITTI_EVAL_GT=dir KITTI_EVAL_DT=dir
-/// cargo test --lib eval::tests::print_folder_report -- --ignored --nocapture`
-/// prints OpenPCDet's two threshold sets for Car, Pedestrian, Cyclist.
-#[test]
-#[ignore = "needs KITTI_EVAL_GT and KITTI_EVAL_DT"]
-fn print_folder_report() {
-    let (Ok(g), Ok(d)) = (
-        std::env::var("KITTI_EVAL_GT"),
-        std::env::var("KITTI_EVAL_DT"),
-    ) else {
-        return;
-    };
-    let ids = ids_in_dir(&d).expect("ids");
-    let classes = [C::Car, C::Pedestrian, C::Cyclist]
-        .into_iter()
-        .flat_map(|c| [ClassConfig::official(c), ClassConfig::loose(c)])
-        .collect();
-    let r = evaluate_folders(
-        &g,
-        &d,
-        &ids,
-        &EvalConfig {
-            classes,
-            ..EvalConfig::default()
-        },
-    )
-    .expect("eval");
-    print!("{r}");
-}

@@ -266,4 +266,104 @@ mod tests {
         assert!(r.labels.iter().all(|l| l.valid && l.label == "bright"));
         assert!(largest_call.load(Ordering::Relaxed) <= 4, "crops are embedded one batch at a time");
     }
+
+    /// A `camera_info` for a `w` x `h` pinhole camera, focal length `f`, centred.
+    fn pinhole(w: u32, h: u32, f: f64) -> r2r::sensor_msgs::msg::CameraInfo {
+        let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+        r2r::sensor_msgs::msg::CameraInfo {
+            width: w,
+            height: h,
+            distortion_model: "plumb_bob".into(),
+            d: vec![0.0; 5],
+            k: vec![f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0],
+            r: vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            p: vec![f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+            ..Default::default()
+        }
+    }
+
+    /// An upright box in the optical frame: centre, yaw `theta` about the
+    /// camera's vertical axis (optical y), size (length, width, height).
+    fn optical_box(c: [f64; 3], theta: f64, size: [f64; 3]) -> Detection3D {
+        let mut d = Detection3D::default();
+        (d.pose.position.x, d.pose.position.y, d.pose.position.z) = (c[0], c[1], c[2]);
+        (d.pose.orientation.y, d.pose.orientation.w) = ((theta / 2.0).sin(), (theta / 2.0).cos());
+        (d.size.x, d.size.y, d.size.z) = (size[0], size[1], size[2]);
+        d
+    }
+
+    /// The optical → vehicle conversion against hand geometry: the centre
+    /// maps (x, y, z) → (z, −x, −y); a box turned by θ about optical y heads
+    /// −(θ + π/2) in the vehicle frame; and projecting the converted box with
+    /// the request's P gives the rectangle of the 8 optical-frame corners
+    /// projected by hand (u = f x / z + cx, v = f y / z + cy).
+    #[test]
+    fn optical_boxes_convert_and_project_as_hand_computed() {
+        use crate::dataset::kitti::project_box_to_image;
+        let (theta, size) = (0.3, [4.0, 1.8, 1.5]);
+        let d = optical_box([1.0, 0.5, 10.0], theta, size);
+        let b = optical_box_to_vehicle(&d);
+        assert_eq!(b.center, [10.0, -1.0, -0.5]);
+        assert_eq!(b.size, size);
+        assert!((b.yaw + theta + std::f64::consts::FRAC_PI_2).abs() < 1e-12, "yaw {}", b.yaw);
+
+        let (w, h, f) = (1242u32, 375u32, 700.0);
+        let camera = convert::decode_camera_info(&pinhole(w, h, f)).unwrap();
+        let calib = Calibration::from_camera(camera.p, VEHICLE_TO_OPTICAL);
+        let got = project_box_to_image(&b, &calib, w, h).expect("in front of the camera").bbox_unclipped;
+        // corners: centre ± l/2 along the heading, ± w/2 across it, ± h/2 vertically (optical y)
+        let heading = [theta.cos(), 0.0, -theta.sin()];
+        let across = [theta.sin(), 0.0, theta.cos()];
+        let mut want = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+        for sl in [-0.5, 0.5] {
+            for sw in [-0.5, 0.5] {
+                for sh in [-0.5, 0.5] {
+                    let p: Vec<f64> = (0..3)
+                        .map(|k| [1.0, 0.5, 10.0][k] + sl * size[0] * heading[k] + sw * size[1] * across[k] + if k == 1 { sh * size[2] } else { 0.0 })
+                        .collect();
+                    let (u, v) = (f * p[0] / p[2] + w as f64 / 2.0, f * p[1] / p[2] + h as f64 / 2.0);
+                    want = [want[0].min(u), want[1].min(v), want[2].max(u), want[3].max(v)];
+                }
+            }
+        }
+        for k in 0..4 {
+            assert!((got[k] - want[k]).abs() < 1e-6, "projected {got:?}, by hand {want:?}");
+        }
+    }
+
+    /// `boxes_3d` + CameraInfo through the service handler: a box right of
+    /// the optical axis crops the bright right half, one left of it the
+    /// dark half, one behind the camera is reported not visible; without a
+    /// valid camera_info the request fails with the reason.
+    #[test]
+    fn boxes_3d_with_camera_info_crop_where_they_project() {
+        use crate::gdc::classifier::test_support::dark_bright_classifier;
+        let (classifier, _) = dark_bright_classifier();
+        let gdc: Gdc = Ok((classifier, CropConfig::default()));
+        let (w, h) = (64u32, 48u32);
+        let data = (0..h).flat_map(|_| (0..w).flat_map(|x| [if x < w / 2 { 20u8 } else { 230 }; 3])).collect();
+        let image = r2r::sensor_msgs::msg::Image { width: w, height: h, encoding: "rgb8".into(), step: 3 * w, data, ..Default::default() };
+        // 3 m boxes at 10 m: ~12 px wide, centred at u = 40·(±4)/10 + 32
+        let cube = [3.0, 3.0, 3.0];
+        let boxes_3d = vec![
+            optical_box([4.0, 0.0, 10.0], 0.0, cube),  // u ≈ 42..54: bright
+            optical_box([-4.0, 0.0, 10.0], 0.0, cube), // u ≈ 10..22: dark
+            optical_box([0.0, 0.0, -10.0], 0.0, cube), // behind the camera
+        ];
+        let req = RelabelObjects::Request {
+            source: RelabelObjects::Request::SOURCE_EXPLICIT_IMAGE as u8,
+            image,
+            camera_info: pinhole(w, h, 40.0),
+            boxes_3d,
+            ..Default::default()
+        };
+        let r = handle(&gdc, &req, |_, _| unreachable!());
+        assert!(r.success, "{}", r.error);
+        let got: Vec<(u32, bool, &str)> = r.labels.iter().map(|l| (l.object_id, l.valid, l.label.as_str())).collect();
+        assert_eq!(got[..2], [(0, true, "bright"), (1, true, "dark")]);
+        assert!(!r.labels[2].valid && r.labels[2].error.contains("behind the camera"), "{:?}", r.labels[2]);
+        let no_camera = RelabelObjects::Request { camera_info: Default::default(), ..req };
+        let r = handle(&gdc, &no_camera, |_, _| unreachable!());
+        assert!(!r.success && r.error.contains("boxes_3d need a valid camera_info"), "{}", r.error);
+    }
 }

@@ -246,7 +246,7 @@ def listen(topic, n, timeout):
         xyzi = np.frombuffer(bytes(m.data), "<f4").reshape(-1, 4)
         got.append({"width": m.width, "point_step": m.point_step, "frame_id": m.header.frame_id,
                     "stamp_ns": m.header.stamp.sec * 10**9 + m.header.stamp.nanosec,
-                    "sum_x": float(xyzi[:, 0].astype("f8").sum())})
+                    "sum_x": float(xyzi[:, 0].astype("f8").sum()), "arrival": time.monotonic()})
 
     p.node.create_subscription(PointCloud2, topic, on_cloud, 10)
     p.spin_until(lambda: len(got) >= int(n), float(timeout), f"{n} clouds on {topic}")
@@ -415,14 +415,16 @@ def relabel_frame(ns, cloud_bin, image_png):
     xyzi = np.fromfile(cloud_bin, dtype="<f4").reshape(-1, 4)
     rgb = np.asarray(PILImage.open(image_png).convert("RGB"))
     stamp = (1500, 250_000_000)
+    early = (1490, 250_000_000)  # a frame sent before any CameraInfo
     p = Peer(ns)
     got = {}
 
     def on_dets(m):
-        if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp:
-            got["detections"] = [{"id": d.id, "class_name": d.class_name, "has_gdc": d.has_gdc, "gdc_label": d.gdc_label,
-                                  "gdc_probabilities": {c.class_name: c.probability for c in d.gdc_probabilities}}
-                                 for d in m.detections]
+        key = {stamp: "detections", early: "early"}.get((m.header.stamp.sec, m.header.stamp.nanosec))
+        if key:
+            got[key] = [{"id": d.id, "class_name": d.class_name, "has_gdc": d.has_gdc, "gdc_label": d.gdc_label,
+                         "gdc_probabilities": {c.class_name: c.probability for c in d.gdc_probabilities}}
+                        for d in m.detections]
 
     p.node.create_subscription(Detection3DArray, f"{ns}/annotated_detections", on_dets, 10)
     pub_pts = p.node.create_publisher(PointCloud2, f"{ns}/points", qos_profile_sensor_data)
@@ -433,41 +435,6 @@ def relabel_frame(ns, cloud_bin, image_png):
         p.spin_until(lambda: pub.get_subscription_count() > 0, 30, f"the node to subscribe {what}")
     p.spin_until(client.service_is_ready, 30, "the relabel service")
     p.spin_until(lambda: p.diag is not None, 30, "first diagnostics")
-
-    img = Image()
-    img.header.frame_id = "camera"
-    img.header.stamp.sec, img.header.stamp.nanosec = stamp
-    img.height, img.width = rgb.shape[:2]
-    img.encoding, img.step = "rgb8", 3 * rgb.shape[1]
-    img.data = rgb.tobytes()
-    info = camera_info_msg()
-    info.header.stamp.sec, info.header.stamp.nanosec = stamp
-    info.width, info.height = rgb.shape[1], rgb.shape[0]
-    info.p = KITTI_P2
-    # the camera frame first (best effort: resend until the node decoded both), then the cloud
-    end = time.monotonic() + 60
-    while time.monotonic() < end and not (count(p.diag, "image input", "frames_processed") > 0
-                                          and count(p.diag, "camera info input", "frames_processed") > 0):
-        pub_info.publish(info)
-        pub_img.publish(img)
-        wait = time.monotonic() + 1.5
-        while time.monotonic() < wait and count(p.diag, "image input", "frames_processed") <= 0:
-            rclpy.spin_once(p.node, timeout_sec=0.05)
-    if count(p.diag, "image input", "frames_processed") <= 0 or count(p.diag, "camera info input", "frames_processed") <= 0:
-        print(f"the node never decoded the image and camera info: {p.diag}", file=sys.stderr)
-        sys.exit(1)
-    cloud = cloud_msg(xyzi, frame="lidar_top")
-    cloud.header.stamp.sec, cloud.header.stamp.nanosec = stamp
-    end = time.monotonic() + 90
-    while time.monotonic() < end and "detections" not in got:
-        pub_pts.publish(cloud)
-        wait = time.monotonic() + 3
-        while time.monotonic() < wait and "detections" not in got:
-            rclpy.spin_once(p.node, timeout_sec=0.05)
-    if "detections" not in got:
-        print("no detections for the published cloud", file=sys.stderr)
-        sys.exit(1)
-    n = len(got["detections"])
 
     def call(frame_stamp=(0, 0), ids=(), candidates=()):
         req = RelabelObjects.Request()
@@ -485,7 +452,61 @@ def relabel_frame(ns, cloud_bin, image_png):
                             "probabilities": {c.class_name: c.probability for c in l.probabilities}}
                            for l in r.labels]}
 
-    out = {"detections": got["detections"], "stamp": list(stamp)}
+    def image_msg(at):
+        img = Image()
+        img.header.frame_id = "camera"
+        img.header.stamp.sec, img.header.stamp.nanosec = at
+        img.height, img.width = rgb.shape[:2]
+        img.encoding, img.step = "rgb8", 3 * rgb.shape[1]
+        img.data = rgb.tobytes()
+        return img
+
+    def until(done, publish, timeout, what):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not done():
+            publish()
+            wait = time.monotonic() + 1.5
+            while time.monotonic() < wait and not done():
+                rclpy.spin_once(p.node, timeout_sec=0.05)
+        if not done():
+            print(f"timed out waiting for {what}: {p.diag}", file=sys.stderr)
+            sys.exit(1)
+
+    # before any CameraInfo: an image and a cloud, then relabel by id fails with the reason
+    early_img = image_msg(early)
+    until(lambda: count(p.diag, "image input", "frames_processed") > 0, lambda: pub_img.publish(early_img), 60,
+          "the node to decode the early image")
+    early_cloud = cloud_msg(xyzi, frame="lidar_top")
+    early_cloud.header.stamp.sec, early_cloud.header.stamp.nanosec = early
+    until(lambda: "early" in got, lambda: pub_pts.publish(early_cloud), 90, "detections of the early cloud")
+    before_camera_info = call()
+    end = time.monotonic() + 60
+    while before_camera_info["error"] == "GDC is still loading" and time.monotonic() < end:
+        time.sleep(0.5)
+        before_camera_info = call()
+
+    img = image_msg(stamp)
+    info = camera_info_msg()
+    info.header.stamp.sec, info.header.stamp.nanosec = stamp
+    info.width, info.height = rgb.shape[1], rgb.shape[0]
+    info.p = KITTI_P2
+    # the camera frame (best effort: resend until the node decoded both), then the cloud
+    images_before = count(p.diag, "image input", "frames_processed")
+
+    def send_camera():
+        pub_info.publish(info)
+        pub_img.publish(img)
+
+    until(lambda: count(p.diag, "image input", "frames_processed") > images_before
+          and count(p.diag, "camera info input", "frames_processed") > 0, send_camera, 60,
+          "the node to decode the image and camera info")
+    cloud = cloud_msg(xyzi, frame="lidar_top")
+    cloud.header.stamp.sec, cloud.header.stamp.nanosec = stamp
+    until(lambda: "detections" in got, lambda: pub_pts.publish(cloud), 90, "detections for the published cloud")
+    n = len(got["detections"])
+
+    out = {"detections": got["detections"], "stamp": list(stamp), "before_camera_info": before_camera_info,
+           "early": got["early"]}
     out["all"] = call()
     out["all_again"] = call(stamp)
     out["subset"] = call(stamp, [n - 1, 0] if n else [])

@@ -1,0 +1,43 @@
+//! The shipped detector against the same network in PyTorch eager
+//! (scripts/bench_detector_torch.py, OpenPCDet's module names, our checkpoint
+//! loaded with `load_state_dict`) on the same pillar input: the head outputs
+//! (class logits, box residuals, direction logits) are bit-identical
+//! (docs/benchmarks.md, docs/model_card.md). One iteration of the benchmark
+//! pair; the timings it prints are not asserted.
+#![cfg(feature = "torch")]
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn shipped_detector_heads_are_bit_identical_to_pytorch_eager() {
+    let (Some(py), Some(kitti)) = (common::python(), common::kitti_dir()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump.safetensors");
+    let model = common::repo().join("config/detector/compact_eloss.safetensors");
+    let ours = Command::new(env!("CARGO_BIN_EXE_eloss"))
+        .args(["bench-detector", "--iters", "1", "--threads", "2", "--model"])
+        .arg(&model)
+        .arg("--cloud")
+        .arg(kitti.join("000008.bin"))
+        .arg("--dump")
+        .arg(&dump)
+        .output()
+        .expect("run eloss bench-detector");
+    assert!(ours.status.success(), "bench-detector failed: {}", String::from_utf8_lossy(&ours.stderr));
+    let reference = Command::new(py)
+        .arg(common::repo().join("scripts/bench_detector_torch.py"))
+        .args(["--iters", "1", "--threads", "2", "--model"])
+        .arg(&model)
+        .arg("--dump")
+        .arg(&dump)
+        .output()
+        .expect("run scripts/bench_detector_torch.py");
+    assert!(reference.status.success(), "PyTorch side failed: {}", String::from_utf8_lossy(&reference.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&reference.stdout).expect("one JSON line");
+    eprintln!("{r}");
+    for head in ["cls", "boxes", "dir"] {
+        let d = r["max_abs_diff"][head].as_f64().unwrap_or_else(|| panic!("no {head} difference in {r}"));
+        assert_eq!(d, 0.0, "{head}: max abs difference {d} (not bit-identical)");
+    }
+}
