@@ -57,7 +57,6 @@ pub fn chosen_frames(story: &Story, record: &Record) -> Vec<usize> {
 }
 
 struct Panel {
-    index: usize,
     camera: RgbImage,
     bev: RgbImage,
     /// (text, x, y, colour) in panel pixels of the camera image.
@@ -100,7 +99,7 @@ fn panel(story: &Story, dir: &Path, record: &Record, index: usize) -> anyhow::Re
         Some(e) => format!("frame {index}: {what}; score {:.1} (thr {:.1}){}", e.score, e.threshold, if e.anomaly { ", ALARM" } else { "" }),
         None => format!("frame {index}: {what}; not processed (dropped)"),
     };
-    Ok(Panel { index, camera, bev, texts, caption })
+    Ok(Panel { camera, bev, texts, caption })
 }
 
 /// Writes the figure to `out`.
@@ -133,7 +132,6 @@ pub fn write_figure(story: &Story, dir: &Path, record: &Record, out: &Path) -> a
                     root.draw(&Rectangle::new([(pos.0, pos.1), (pos.0 + 7 * t.len() as i32 + 4, pos.1 + 14)], BLACK.mix(0.6).filled())).map_err(|e| err(&e))?;
                     root.draw(&Text::new(t.as_str(), (pos.0 + 2, pos.1), style)).map_err(|e| err(&e))?;
                 }
-                let _ = p.index;
             }
             let (_, chart_area) = root.split_vertically(h - CHART_H);
             draw_score_chart(story, record, &chart_area).map_err(|e| err(&e))?;

@@ -146,6 +146,36 @@ pub fn gdc_counts<'a>(frames: impl Iterator<Item = &'a RecordedFrame>) -> BTreeM
     counts
 }
 
+/// GDC answers on simulated frames against the story's truth: detections
+/// with an answer that overlap a true object (BEV IoU ≥ 0.3), by answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GdcAgainstTruth {
+    pub right: usize,
+    pub wrong: usize,
+    pub unknown: usize,
+}
+
+pub fn gdc_against_truth(story: &Story, m: &Matched) -> GdcAgainstTruth {
+    let mut g = GdcAgainstTruth::default();
+    for (&i, f) in &m.frames {
+        let truth = &story.frames[i].objects;
+        for d in f.detections.iter().flatten().filter(|d| d.has_gdc) {
+            let b = d.to_box();
+            let best = truth.iter().map(|t| (crate::detect::iou::iou_bev(&b, &t.to_box()), t)).max_by(|a, b| a.0.total_cmp(&b.0));
+            let Some((iou, t)) = best else { continue };
+            if iou < 0.3 {
+                continue;
+            }
+            match d.gdc_label.as_str() {
+                "unknown" => g.unknown += 1,
+                l if l == t.class => g.right += 1,
+                _ => g.wrong += 1,
+            }
+        }
+    }
+    g
+}
+
 fn diag<'a>(r: &'a Record, status: &str, key: &str) -> Option<&'a str> {
     r.diagnostics.iter().find(|(n, _)| n.ends_with(status)).and_then(|(_, kv)| kv.get(key)).map(String::as_str)
 }
@@ -227,6 +257,21 @@ pub fn summary(story: &Story, record: &Record) -> String {
             let _ = writeln!(s, "GDC labels ({name}): {}", counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
         }
     }
+    let g = gdc_against_truth(story, &m);
+    let answered = g.right + g.wrong + g.unknown;
+    if answered > 0 {
+        let pct = |n: usize| 100.0 * n as f64 / answered as f64;
+        let _ = writeln!(
+            s,
+            "GDC on simulated objects (detections on a true object, BEV IoU >= 0.3): {answered}, right {} ({:.0} %), wrong {} ({:.0} %), unknown {} ({:.0} %)",
+            g.right,
+            pct(g.right),
+            g.wrong,
+            pct(g.wrong),
+            g.unknown,
+            pct(g.unknown)
+        );
+    }
     let skipped = diag(record, "detector", "gdc_skipped").unwrap_or("0");
     let _ = writeln!(s, "  ((none) = published without a GDC answer: no crop (outside the image, smaller than gdc.min_crop_px), or a frame left unlabelled; frames left unlabelled: {skipped})");
     if skipped != "0" {
@@ -267,5 +312,43 @@ mod tests {
         let a = alarm_intervals(&m(vec![(0, Some(false)), (3, Some(true)), (4, None), (5, Some(true)), (9, Some(false)), (12, Some(true))]));
         assert_eq!(a, vec![Interval { start: 3, end: Some(9) }, Interval { start: 12, end: None }]);
         assert!(alarm_intervals(&m(vec![(0, Some(false)), (1, None)])).is_empty());
+    }
+
+    #[test]
+    fn gdc_answers_are_scored_against_the_true_object_under_the_box() {
+        use crate::demo::story::{StoryConfig, StoryFrame, TruthObject};
+        let truth = |class: &str, x: f64| TruthObject { class: class.into(), center: [x, 0.0, -1.0], size: [4.0, 1.8, 1.5], yaw: 0.0 };
+        let det = |x: f64, label: &str| RecordedDetection {
+            id: 0,
+            class_name: "Car".into(),
+            score: 0.9,
+            center: [x + 0.2, 0.1, -1.0],
+            size: [4.0, 1.8, 1.5],
+            yaw: 0.05,
+            has_gdc: !label.is_empty(),
+            gdc_label: label.into(),
+            gdc_probability: 0.9,
+        };
+        let story = Story {
+            format: crate::demo::story::STORY_FORMAT,
+            config: StoryConfig::small(),
+            anomaly: String::new(),
+            anomaly_start: 0,
+            anomaly_end: 0,
+            frames: vec![StoryFrame { index: 0, stamp_ns: 7, source: "sim".into(), anomalous: false, objects: vec![truth("Car", 10.0), truth("Van", 20.0), truth("Truck", 30.0)] }],
+            shown: vec![],
+            bag: String::new(),
+            lidar_to_camera: [0.0; 12],
+            p2_kitti: [0.0; 12],
+            p2_sim: [0.0; 12],
+        };
+        let frame = RecordedFrame {
+            stamp_ns: 7,
+            eloss: None,
+            // right, wrong, unknown, no answer, on no object
+            detections: Some(vec![det(10.0, "Car"), det(20.0, "Car"), det(30.0, "unknown"), det(10.0, ""), det(50.0, "Car")]),
+        };
+        let m = Matched { frames: [(0, frame)].into_iter().collect(), unmatched: 0 };
+        assert_eq!(gdc_against_truth(&story, &m), GdcAgainstTruth { right: 1, wrong: 1, unknown: 1 });
     }
 }
