@@ -17,6 +17,7 @@ pub mod bag;
 pub mod camera;
 pub mod cloud;
 pub mod dataset;
+pub mod demo;
 pub mod eval;
 pub mod detect;
 #[cfg(feature = "torch")]

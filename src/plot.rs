@@ -19,6 +19,8 @@ pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 pub const FONT_ENV: &str = "ELOSS_PLOT_FONT";
 const SIZE: (u32, u32) = (1200, 600);
 const FAMILY: &str = "sans-serif";
+/// The family name text is drawn with after [`register_font`].
+pub const FONT_FAMILY: &str = FAMILY;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PlotError {
@@ -55,6 +57,12 @@ pub struct Histogram {
 pub struct VLine {
     pub name: String,
     pub x: f64,
+}
+
+/// Registers the font for drawings outside this module (e.g. the demo's
+/// figure); the same once-per-process registration as the charts'.
+pub fn register_font() -> Result<(), PlotError> {
+    ensure_font()
 }
 
 /// Registers the font once per process; later calls return the first outcome.

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
 #[cfg(feature = "torch")]
+#[path = "eloss/demo_cmds.rs"]
+mod demo_cmds;
+#[cfg(feature = "torch")]
 #[path = "eloss/detector_cmds.rs"]
 mod detector_cmds;
 #[cfg(feature = "torch")]
@@ -75,6 +78,10 @@ enum Cmd {
     #[cfg(feature = "torch")]
     #[command(subcommand)]
     Gdc(gdc_cmds::GdcCmd),
+    /// The demo's drive with a story, default GDC bank, summary and figure (scripts/demo.sh)
+    #[cfg(feature = "torch")]
+    #[command(subcommand)]
+    Demo(demo_cmds::DemoCmd),
     /// Publish a bag's messages through ROS 2 with their recorded timing and QoS
     #[cfg(feature = "ros")]
     Replay {
@@ -310,6 +317,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::PlotRuns(a) => detector_cmds::plot_runs(a),
         #[cfg(feature = "torch")]
         Cmd::Gdc(c) => gdc_cmds::gdc(c),
+        #[cfg(feature = "torch")]
+        Cmd::Demo(c) => demo_cmds::demo(c),
         #[cfg(feature = "ros")]
         Cmd::Replay { bag, rate, fast, topics, wait_subscribers, loops, clock, clock_hz } => {
             use eloss_perception::ros::replay;
