@@ -11,6 +11,10 @@ eager channels-last, TorchScript (traced, frozen, optimize_for_inference)
 and ONNX Runtime's CPU execution provider (exported with torch.onnx), the
 engines taking turns within every iteration; each engine's whole network
 (pillar net + scatter + backbone + neck + head) is timed, as ours is.
+With --layouts the backbone blocks alone (batch-norms fused by
+torch.fx's `fuse`) run on the dumped frame's BEV occupancy in three
+activation layouts: contiguous, channels-last and oneDNN's blocked
+tensors (`torch.utils.mkldnn.to_mkldnn`, weights prepacked).
 """
 import argparse
 import json
@@ -148,6 +152,45 @@ def peers(cfg, state, d, w, h, a):
                       "network_ms_median": med, "max_abs_diff_vs_ours": diffs, "ours_network_ms_median_from_dump": rust_ms}))
 
 
+def layouts(net, d, w, h, a):
+    import torch.fx.experimental.optimization as fx_opt
+    import torch.utils.mkldnn as mkldnn
+
+    blocks = []
+    for b in net.backbone_2d.blocks:  # oneDNN tensors have no ZeroPad2d: pad in the conv instead (same result)
+        mods = list(b)
+        mods[1].padding = (1, 1)
+        blocks.append(nn.Sequential(*mods[1:]).eval())
+    c = net.backbone_2d.blocks[0][1].in_channels
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(1, c, h, w)
+    x.view(c, -1)[:, d["coords"][:, 0] * w + d["coords"][:, 1]] = torch.randn(c, d["coords"].shape[0], generator=g)
+    engines = {
+        "contiguous": ([fx_opt.fuse(b) for b in blocks], x, lambda o: o),
+        "channels_last": ([fx_opt.fuse(b).to(memory_format=torch.channels_last) for b in blocks],
+                          x.contiguous(memory_format=torch.channels_last), lambda o: o),
+        "onednn_blocked": ([mkldnn.to_mkldnn(fx_opt.fuse(b)) for b in blocks], x.to_mkldnn(), lambda o: o.to_dense()),
+    }
+
+    def run(name):
+        bs, y, out = engines[name]
+        for b in bs:
+            y = b(y)
+        return out(y)
+
+    times = {k: [] for k in engines}
+    with torch.no_grad():
+        ref = run("contiguous")
+        diff = {k: float((run(k) - ref).abs().max()) for k in engines}
+        for _ in range(a.iters):
+            for k in engines:
+                t = time.perf_counter()
+                run(k)
+                times[k].append((time.perf_counter() - t) * 1e3)
+    print(json.dumps({"threads": torch.get_num_threads(), "backbone_blocks_ms_median": {k: statistics.median(v) for k, v in times.items()},
+                      "max_abs_diff_vs_contiguous": diff}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -155,6 +198,7 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--peers", action="store_true", help="also TorchScript-optimized, channels-last and ONNX Runtime")
+    ap.add_argument("--layouts", action="store_true", help="the backbone blocks alone: contiguous, channels-last, oneDNN blocked")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -171,6 +215,9 @@ def main():
     w, h = [int(v) for v in d["grid_wh"]]
     if a.peers:
         peers(cfg, state, d, w, h, a)
+        return
+    if a.layouts:
+        layouts(net, d, w, h, a)
         return
     args = (d["features"], d["num_points"], d["coords"], w, h)
     with torch.inference_mode():
