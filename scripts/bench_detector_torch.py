@@ -3,9 +3,18 @@ names so our safetensors checkpoint loads with strict=True, run on the pillar
 input dumped by `eloss bench-detector --dump`: checks that both give the same
 head outputs and times the forward pass on the same machine.
 
-  python scripts/bench_detector_torch.py --model CKPT --dump DUMP [--iters 20] [--threads 2]
+  python scripts/bench_detector_torch.py --model CKPT --dump DUMP [--iters 20] [--threads 2] [--peers]
 
-Prints one JSON line (max abs differences, median forward ms).
+Prints one JSON line (max abs differences, median forward ms). With
+--peers the same weights on the same pillar input also run through PyTorch
+eager channels-last, TorchScript (traced, frozen, optimize_for_inference)
+and ONNX Runtime's CPU execution provider (exported with torch.onnx), the
+engines taking turns within every iteration; each engine's whole network
+(pillar net + scatter + backbone + neck + head) is timed, as ours is.
+With --layouts the backbone blocks alone (batch-norms fused by
+torch.fx's `fuse`) run on the dumped frame's BEV occupancy in three
+activation layouts: contiguous, channels-last and oneDNN's blocked
+tensors (`torch.utils.mkldnn.to_mkldnn`, weights prepacked).
 """
 import argparse
 import json
@@ -52,16 +61,22 @@ class Net(nn.Module):
         self.dense_head.conv_box = nn.Conv2d(c_head, a * 7, 1)
         self.dense_head.conv_dir_cls = nn.Conv2d(c_head, a * 2, 1)
         self.k, self.c_enc = k, c_enc
+        self.channels_last = False
 
     def forward(self, features, num_points, coords, w, h):
+        return self.forward_flat(features, num_points, coords[:, 0] * w + coords[:, 1], w, h)
+
+    def forward_flat(self, features, num_points, flat_idx, w: int, h: int):
         p, m, _ = features.shape
         mask = (torch.arange(m)[None, :] < num_points[:, None]).float()[:, :, None]
         pfn = self.vfe.pfn_layers[0]
         x = pfn.linear(features * mask)
         x = torch.relu(pfn.norm(x.permute(0, 2, 1))).amax(dim=2)
         canvas = torch.zeros(self.c_enc, h * w)
-        canvas[:, coords[:, 0] * w + coords[:, 1]] = x.t()
+        canvas[:, flat_idx] = x.t()
         x = canvas.view(1, self.c_enc, h, w)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         ups = []
         for block, de in zip(self.backbone_2d.blocks, self.backbone_2d.deblocks):
             x = block(x)
@@ -72,12 +87,118 @@ class Net(nn.Module):
         return flat(hd.conv_cls(x), self.k), flat(hd.conv_box(x), 7), flat(hd.conv_dir_cls(x), 2)
 
 
+class Fixed(nn.Module):
+    """The network with the grid size fixed, so it traces and exports."""
+
+    def __init__(self, net, w, h):
+        super().__init__()
+        self.net, self.w, self.h = net, w, h
+
+    def forward(self, features, num_points, flat_idx):
+        return self.net.forward_flat(features, num_points, flat_idx, self.w, self.h)
+
+
+def peer_engines(cfg, state, args, w, h, threads, onnx_path):
+    """name -> callable(*args) -> (cls, boxes, dir), all on the same weights."""
+    import onnxruntime as ort
+
+    def net(channels_last):
+        n = Net(cfg).eval()
+        n.load_state_dict(state, strict=False)
+        if channels_last:
+            n = n.to(memory_format=torch.channels_last)
+            n.channels_last = True
+        return n
+
+    eager, eager_cl = Fixed(net(False), w, h).eval(), Fixed(net(True), w, h).eval()
+    with torch.no_grad():
+        traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(Fixed(net(False), w, h).eval(), args)))
+        torch.onnx.export(Fixed(net(False), w, h).eval(), args, onnx_path, dynamo=False, opset_version=17,
+                          input_names=["features", "num_points", "flat_idx"], output_names=["cls", "boxes", "dir"])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    np_args = {"features": args[0].numpy(), "num_points": args[1].numpy(), "flat_idx": args[2].numpy()}
+    return {
+        "pytorch_eager": lambda: eager(*args),
+        "pytorch_eager_channels_last": lambda: eager_cl(*args),
+        "torchscript_frozen_optimized": lambda: traced(*args),
+        "onnxruntime_cpu": lambda: tuple(torch.from_numpy(o) for o in sess.run(None, np_args)),
+    }, ort.__version__
+
+
+def peers(cfg, state, d, w, h, a):
+    import tempfile
+
+    flat_idx = d["coords"][:, 0] * w + d["coords"][:, 1]
+    args = (d["features"], d["num_points"], flat_idx)
+    with tempfile.TemporaryDirectory() as tmp:
+        engines, ort_version = peer_engines(cfg, state, args, w, h, torch.get_num_threads(), f"{tmp}/net.onnx")
+        times, diffs = {k: [] for k in engines}, {}
+        with torch.inference_mode():
+            for name, run in engines.items():  # warm-up (TorchScript's profiling runs) and outputs
+                for _ in range(3):
+                    out = run()
+                diffs[name] = max(float((o - d[k]).abs().max()) for o, k in zip(out, ("cls", "boxes", "dir")))
+            for _ in range(a.iters):
+                for name, run in engines.items():
+                    t = time.perf_counter()
+                    run()
+                    times[name].append((time.perf_counter() - t) * 1e3)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rust_ms = float(d["network_ms_median"][0])
+    print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "onnxruntime": ort_version,
+                      "network_ms_median": med, "max_abs_diff_vs_ours": diffs, "ours_network_ms_median_from_dump": rust_ms}))
+
+
+def layouts(net, d, w, h, a):
+    import torch.fx.experimental.optimization as fx_opt
+    import torch.utils.mkldnn as mkldnn
+
+    blocks = []
+    for b in net.backbone_2d.blocks:  # oneDNN tensors have no ZeroPad2d: pad in the conv instead (same result)
+        mods = list(b)
+        mods[1].padding = (1, 1)
+        blocks.append(nn.Sequential(*mods[1:]).eval())
+    c = net.backbone_2d.blocks[0][1].in_channels
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(1, c, h, w)
+    x.view(c, -1)[:, d["coords"][:, 0] * w + d["coords"][:, 1]] = torch.randn(c, d["coords"].shape[0], generator=g)
+    engines = {
+        "contiguous": ([fx_opt.fuse(b) for b in blocks], x, lambda o: o),
+        "channels_last": ([fx_opt.fuse(b).to(memory_format=torch.channels_last) for b in blocks],
+                          x.contiguous(memory_format=torch.channels_last), lambda o: o),
+        "onednn_blocked": ([mkldnn.to_mkldnn(fx_opt.fuse(b)) for b in blocks], x.to_mkldnn(), lambda o: o.to_dense()),
+    }
+
+    def run(name):
+        bs, y, out = engines[name]
+        for b in bs:
+            y = b(y)
+        return out(y)
+
+    times = {k: [] for k in engines}
+    with torch.no_grad():
+        ref = run("contiguous")
+        diff = {k: float((run(k) - ref).abs().max()) for k in engines}
+        for _ in range(a.iters):
+            for k in engines:
+                t = time.perf_counter()
+                run(k)
+                times[k].append((time.perf_counter() - t) * 1e3)
+    print(json.dumps({"threads": torch.get_num_threads(), "backbone_blocks_ms_median": {k: statistics.median(v) for k, v in times.items()},
+                      "max_abs_diff_vs_contiguous": diff}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--dump", required=True)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--peers", action="store_true", help="also TorchScript-optimized, channels-last and ONNX Runtime")
+    ap.add_argument("--layouts", action="store_true", help="the backbone blocks alone: contiguous, channels-last, oneDNN blocked")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -92,6 +213,12 @@ def main():
     with safe_open(a.dump, "pt") as f:
         d = {k: f.get_tensor(k) for k in f.keys()}
     w, h = [int(v) for v in d["grid_wh"]]
+    if a.peers:
+        peers(cfg, state, d, w, h, a)
+        return
+    if a.layouts:
+        layouts(net, d, w, h, a)
+        return
     args = (d["features"], d["num_points"], d["coords"], w, h)
     with torch.inference_mode():
         cls, box, dr = net(*args)

@@ -153,6 +153,8 @@ impl FramePipeline {
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             (stem, checkpoint::load(&path, device)?)
         };
+        let mut detector = detector;
+        detector.fold_for_inference(crate::detect::detector::INFERENCE_FORMAT);
         let calibration = if !eloss.calibration_path.is_empty() {
             EntropyCalibration::load(Path::new(&eloss.calibration_path)).map(Some).map_err(|e| e.to_string())
         } else if model_path.is_empty() {

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
 #[cfg(feature = "torch")]
+#[path = "eloss/bench_detector.rs"]
+mod bench_detector;
+#[cfg(feature = "torch")]
 #[path = "eloss/demo_cmds.rs"]
 mod demo_cmds;
 #[cfg(feature = "torch")]
@@ -65,9 +68,9 @@ enum Cmd {
     /// Run a detector checkpoint over KITTI-format frames: label_2 files, timings, AP
     #[cfg(feature = "torch")]
     Detect(detector_cmds::DetectArgs),
-    /// Per-stage CPU latency of the detector on one cloud (+ a dump for the PyTorch comparison)
+    /// Per-stage CPU latency of the detector on one cloud, the inference graphs side by side (+ a dump for the PyTorch comparison)
     #[cfg(feature = "torch")]
-    BenchDetector(detector_cmds::BenchArgs),
+    BenchDetector(bench_detector::BenchArgs),
     /// Strip a training checkpoint to a deployable model (weights + metadata)
     #[cfg(feature = "torch")]
     ExportModel(detector_cmds::ExportArgs),
@@ -310,7 +313,7 @@ fn main() -> anyhow::Result<()> {
         #[cfg(feature = "torch")]
         Cmd::Detect(a) => detector_cmds::detect(a),
         #[cfg(feature = "torch")]
-        Cmd::BenchDetector(a) => detector_cmds::bench(a),
+        Cmd::BenchDetector(a) => bench_detector::bench(a),
         #[cfg(feature = "torch")]
         Cmd::ExportModel(a) => detector_cmds::export(a),
         #[cfg(feature = "torch")]

@@ -32,3 +32,5 @@ pub mod kitti_output;
 pub mod model;
 #[cfg(feature = "torch")]
 pub mod validate;
+#[cfg(all(test, feature = "torch"))]
+mod inference_graph_tests;

@@ -9,7 +9,7 @@
 //! over the classes is still given (how it would be split if it were one).
 //! The temperature is the bank's fitted one unless overridden.
 
-use super::bank::{BankError, GaussianBank, DEFAULT_UNKNOWN_RATE, UNKNOWN_LABEL};
+use super::bank::{bayes_posterior, BankError, BatchScorer, GaussianBank, DEFAULT_UNKNOWN_RATE, UNKNOWN_LABEL};
 use super::crops::{Crop, CropSkip};
 use super::encoder::{EncoderError, ImageEncoder};
 use crate::image::RgbImage;
@@ -85,6 +85,11 @@ pub fn effective_temperature(requested: f64, bank: &GaussianBank) -> f64 {
     }
 }
 
+/// Precision of the batched scoring ([`BatchScorer`]): f64, the bank's own;
+/// f32 is ~2x faster but moves log-likelihoods by up to ~0.1 at d = 1280
+/// (docs/benchmarks.md, "GDC scoring").
+pub const SCORING_KIND: tch::Kind = tch::Kind::Double;
+
 /// `Sync`: threads may classify with one classifier at the same time.
 #[derive(Clone)]
 pub struct GdcClassifier {
@@ -92,6 +97,8 @@ pub struct GdcClassifier {
     /// Shared between copies (a copy with other settings costs two `Arc`s);
     /// [`Self::add_class`] copies it first when it is shared.
     bank: Arc<GaussianBank>,
+    /// The bank's factors stacked for batched scoring, rebuilt whenever the bank changes.
+    scorer: Arc<BatchScorer>,
     /// Requested temperature: > 0 divides the log-likelihoods before
     /// normalising (1 = plain Bayes); 0 = the bank's fitted one
     /// ([`effective_temperature`]).
@@ -116,7 +123,8 @@ impl GdcClassifier {
         if bank.calibration().is_none() && !bank.is_empty() {
             tracing::warn!("the GDC bank has no calibration data (built before open-set answers, or without held-out images): every crop gets a class, none is answered {UNKNOWN_LABEL:?}, and the temperature is 1 unless set; rebuild it with `eloss gdc bank`");
         }
-        Ok(Self { encoder: Arc::from(encoder), bank: Arc::new(bank), temperature: 0.0, unknown_rate: DEFAULT_UNKNOWN_RATE, batch: 16 })
+        let scorer = Arc::new(bank.batch_scorer(SCORING_KIND)?);
+        Ok(Self { encoder: Arc::from(encoder), bank: Arc::new(bank), scorer, temperature: 0.0, unknown_rate: DEFAULT_UNKNOWN_RATE, batch: 16 })
     }
 
     pub fn bank(&self) -> &GaussianBank {
@@ -134,6 +142,7 @@ impl GdcClassifier {
         let bank = Arc::make_mut(&mut self.bank);
         bank.add_class(name, embeddings.into())?;
         bank.set_prompts(name, prompts)?;
+        self.scorer = Arc::new(bank.batch_scorer(SCORING_KIND)?);
         Ok(())
     }
 
@@ -163,22 +172,50 @@ impl GdcClassifier {
     /// One embedding's answer over `names`: the distribution most probable
     /// first, and the open-set verdict when the bank is calibrated.
     pub fn answer(&self, embedding: &[f32], names: &[&str]) -> Result<Answer, ClassifierError> {
-        let p = self.bank.posterior_among(embedding, names, None, effective_temperature(self.temperature, &self.bank))?;
-        let mut distribution: Distribution = names.iter().map(|n| n.to_string()).zip(p).collect();
-        distribution.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let mut label = distribution.first().map(|(n, _)| n.clone()).unwrap_or_default();
-        let nearest = match self.bank.calibration() {
-            None => None,
-            Some(_) => {
-                let verdict = self.bank.open_set(embedding, &self.bank.class_indices(names)?, self.unknown_rate)?;
-                if verdict.unknown {
-                    label = UNKNOWN_LABEL.to_string();
-                }
-                let class = self.bank.classes()[verdict.nearest].name().to_string();
-                Some(Nearest { class, distance: verdict.distance, threshold: verdict.threshold })
+        Ok(self.answers(&[embedding], names)?.pop().ok_or(BankError::Empty)?)
+    }
+
+    /// The answers of a batch of embeddings over `names`, scored together:
+    /// one batched triangular solve per class for the whole batch
+    /// ([`BatchScorer`]) gives each embedding's distances, from which its
+    /// posterior and open-set verdict follow.
+    pub fn answers(&self, embeddings: &[impl AsRef<[f32]>], names: &[&str]) -> Result<Vec<Answer>, ClassifierError> {
+        let indices = self.bank.class_indices(names)?;
+        let dim = self.bank.dim();
+        let mut flat = Vec::with_capacity(embeddings.len() * dim);
+        for e in embeddings {
+            let e = e.as_ref();
+            if e.len() != dim {
+                return Err(BankError::DimensionMismatch { what: "query".into(), expected: dim, got: e.len() }.into());
             }
-        };
-        Ok(Answer { label, distribution, nearest })
+            flat.extend_from_slice(e);
+        }
+        let temperature = effective_temperature(self.temperature, &self.bank);
+        let distances = self.scorer.mahalanobis_sq(&flat)?;
+        distances
+            .iter()
+            .map(|m_all| {
+                let ll_all = self.scorer.log_likelihoods_from_sq(m_all);
+                let ll: Vec<f64> = indices.iter().map(|&c| ll_all[c]).collect();
+                let p = bayes_posterior(&ll, None, temperature)?;
+                let mut distribution: Distribution = names.iter().map(|n| n.to_string()).zip(p).collect();
+                distribution.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let mut label = distribution.first().map(|(n, _)| n.clone()).unwrap_or_default();
+                let nearest = match self.bank.calibration() {
+                    None => None,
+                    Some(_) => {
+                        let m: Vec<f64> = indices.iter().map(|&c| m_all[c]).collect();
+                        let verdict = self.bank.open_set_from_sq(&m, &indices, self.unknown_rate)?;
+                        if verdict.unknown {
+                            label = UNKNOWN_LABEL.to_string();
+                        }
+                        let class = self.bank.classes()[verdict.nearest].name().to_string();
+                        Some(Nearest { class, distance: verdict.distance, threshold: verdict.threshold })
+                    }
+                };
+                Ok(Answer { label, distribution, nearest })
+            })
+            .collect()
     }
 
     /// One answer per crop, over `candidates` (all bank classes when empty).
@@ -186,7 +223,11 @@ impl GdcClassifier {
     pub fn classify(&self, crops: &[RgbImage], candidates: &[String]) -> Result<Vec<Answer>, ClassifierError> {
         let names = self.query_names(candidates)?;
         let embeddings = self.encoder.embed_images(crops, self.batch)?;
-        embeddings.iter().map(|e| self.answer(e, &names)).collect()
+        let mut out = Vec::with_capacity(embeddings.len());
+        for chunk in embeddings.chunks(self.batch.max(1)) {
+            out.extend(self.answers(chunk, &names)?);
+        }
+        Ok(out)
     }
 
     /// Classifies `count` boxes whose crops `crop(i)` cuts on demand, one
@@ -209,11 +250,12 @@ impl GdcClassifier {
             let slots: Vec<Result<(), CropSkip>> = (start..(start + batch).min(count))
                 .map(|i| crop(i).map(|c| images.push(c.image)))
                 .collect();
-            let mut embeddings = self.encoder.embed_images(&images, batch)?.into_iter();
+            let embeddings = self.encoder.embed_images(&images, batch)?;
             drop(images);
+            let mut answers = self.answers(&embeddings, &names)?.into_iter();
             for slot in slots {
                 out.push(match slot {
-                    Ok(()) => Ok(self.answer(&embeddings.next().unwrap_or_default(), &names)?),
+                    Ok(()) => Ok(answers.next().ok_or(BankError::Empty)?),
                     Err(skip) => Err(skip),
                 });
             }

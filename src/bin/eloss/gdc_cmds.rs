@@ -124,6 +124,22 @@ pub enum GdcCmd {
         #[arg(long, default_value_t = 128)]
         side: u32,
     },
+    /// CPU time per crop of scoring alone: one query at a time (f64) against batched solves (f64, f32)
+    BenchScoring {
+        /// Embedding dimension (EfficientNet-Lite0 pooled: 1280, DINOv2 ViT-S/14 CLS: 384)
+        #[arg(long, default_value_t = 1280)]
+        dim: usize,
+        /// Full-covariance classes in the bank
+        #[arg(long, default_value_t = 5)]
+        classes: usize,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// libtorch intra-op threads
+        #[arg(long, default_value_t = 1)]
+        threads: i32,
+    },
     /// CPU time per generated image (prompt encoding, sampling, VAE decode); with the
     /// bench_io.safetensors of scripts/bench_generator_torch.py, the same image as diffusers
     BenchGenerator {
@@ -254,6 +270,15 @@ pub fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
                 l.embed_ms,
                 l.score_ms,
                 l.embed_ms + l.score_ms
+            );
+            Ok(())
+        }
+        GdcCmd::BenchScoring { dim, classes, batch, iters, threads } => {
+            tch::set_num_threads(threads.max(1));
+            let (l, rel64, rel32) = eloss_perception::gdc::bench::bench_scoring(dim, classes, batch, iters)?;
+            println!(
+                "scoring d={dim} classes={classes} batch {batch} threads {threads}: per query f64 {:.3} ms, batched f64 {:.3} ms, batched f32 {:.3} ms per crop (medians of {iters}); largest relative distance difference from the per-query path: f64 {rel64:.1e}, f32 {rel32:.1e}",
+                l.per_query_ms, l.batched_f64_ms, l.batched_f32_ms
             );
             Ok(())
         }

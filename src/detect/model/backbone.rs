@@ -44,6 +44,7 @@ impl LayerOutputs {
 struct ConvBnRelu {
     conv: nn::Conv2D,
     bn: nn::BatchNorm,
+    stride: i64,
 }
 
 #[derive(Debug)]
@@ -66,12 +67,14 @@ impl Backbone {
                 let block = &root / i;
                 let layers = (0..=n)
                     .map(|k| {
-                        let conv_cfg = nn::ConvConfig { stride: if k == 0 { stride } else { 1 }, padding: 1, bias: false, ..Default::default() };
-                        let bn_cfg = nn::BatchNormConfig { eps: 1e-3, momentum: 0.01, ..Default::default() };
+                        let layer_stride = if k == 0 { stride } else { 1 };
+                        let conv_cfg = nn::ConvConfig { stride: layer_stride, padding: 1, bias: false, ..Default::default() };
+                        let bn_cfg = nn::BatchNormConfig { eps: super::folded::BN_EPS, momentum: 0.01, ..Default::default() };
                         let input = if k == 0 { c_in } else { c };
                         ConvBnRelu {
                             conv: nn::conv2d(&block / (3 * k + 1), input, c, 3, conv_cfg),
                             bn: nn::batch_norm2d(&block / (3 * k + 2), c, bn_cfg),
+                            stride: layer_stride,
                         }
                     })
                     .collect();
@@ -80,6 +83,11 @@ impl Backbone {
             })
             .collect();
         Self { blocks }
+    }
+
+    /// Every layer with its batch-norm folded in, grouped by block (the inference graph).
+    pub fn folded(&self) -> Vec<Vec<super::folded::FoldedConv>> {
+        self.blocks.iter().map(|b| b.iter().map(|l| super::folded::FoldedConv::conv_bn(&l.conv, &l.bn, l.stride, 1)).collect()).collect()
     }
 
     /// Block outputs (for the neck) and every layer's output (for the entropy terms).

@@ -6,9 +6,11 @@
 //! - [`backbone`]: the SECOND-style 2D backbone, the "feature-compression
 //!   network" of the Entropy Loss papers, returning every layer's output;
 //! - [`neck`]: upsampling and concatenation of the block outputs;
-//! - [`head`]: the anchor head (class, box residual, direction per anchor).
+//! - [`head`]: the anchor head (class, box residual, direction per anchor);
+//! - [`folded`]: the inference graph, batch-norms folded into the layers before them.
 
 pub mod backbone;
+pub mod folded;
 pub mod head;
 pub mod neck;
 pub mod pillar_encoder;

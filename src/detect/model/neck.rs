@@ -25,6 +25,7 @@ impl NeckConfig {
 #[derive(Debug)]
 pub struct Neck {
     deblocks: Vec<(nn::ConvTranspose2D, nn::BatchNorm)>,
+    strides: Vec<i64>,
 }
 
 impl Neck {
@@ -35,14 +36,19 @@ impl Neck {
             .map(|i| {
                 let s = cfg.upsample_strides[i];
                 let conv = nn::ConvTransposeConfig { stride: s, bias: false, ..Default::default() };
-                let bn = nn::BatchNormConfig { eps: 1e-3, momentum: 0.01, ..Default::default() };
+                let bn = nn::BatchNormConfig { eps: super::folded::BN_EPS, momentum: 0.01, ..Default::default() };
                 (
                     nn::conv_transpose2d(&root / i / 0, cfg.in_channels[i], cfg.upsample_filters[i], s, conv),
                     nn::batch_norm2d(&root / i / 1, cfg.upsample_filters[i], bn),
                 )
             })
             .collect();
-        Self { deblocks }
+        Self { deblocks, strides: cfg.upsample_strides.clone() }
+    }
+
+    /// Each deblock with its batch-norm folded in (the inference graph).
+    pub fn folded(&self) -> Vec<super::folded::FoldedConv> {
+        self.deblocks.iter().zip(&self.strides).map(|((conv, bn), &s)| super::folded::FoldedConv::deconv_bn(conv, bn, s)).collect()
     }
 
     pub fn forward(&self, blocks: &[Tensor], train: bool) -> Tensor {

@@ -19,7 +19,7 @@ impl PillarEncoder {
     pub fn new(p: &nn::Path, channels: i64) -> Self {
         let layer = p / "vfe" / "pfn_layers" / 0;
         let linear = nn::linear(&layer / "linear", POINT_FEATURES as i64, channels, nn::LinearConfig { bias: false, ..Default::default() });
-        let norm = nn::batch_norm1d(&layer / "norm", channels, nn::BatchNormConfig { eps: 1e-3, momentum: 0.01, ..Default::default() });
+        let norm = nn::batch_norm1d(&layer / "norm", channels, nn::BatchNormConfig { eps: super::folded::BN_EPS, momentum: 0.01, ..Default::default() });
         Self { linear, norm, channels }
     }
 
@@ -40,17 +40,17 @@ impl PillarEncoder {
 
     /// `features` [P, m, POINT_FEATURES] row-major, `num_points` [P].
     fn encode_points(&self, features: &[f32], num_points: &[u32], m: usize, device: Device, train: bool) -> Tensor {
-        let (p, m) = (num_points.len() as i64, m as i64);
-        if p == 0 {
+        if num_points.is_empty() {
             return Tensor::zeros([0, self.channels], (Kind::Float, device));
         }
-        let x = Tensor::from_slice(features).view([p, m, POINT_FEATURES as i64]).to_device(device);
-        let counts: Vec<i64> = num_points.iter().map(|&n| n as i64).collect();
-        let counts = Tensor::from_slice(&counts).to_device(device).unsqueeze(1);
-        let mask = Tensor::arange(m, (Kind::Int64, device)).unsqueeze(0).lt_tensor(&counts).unsqueeze(2).to_kind(Kind::Float);
-        let x = (x * mask).apply(&self.linear); // [P, M, C]
+        let x = masked_points(features, num_points, m, device).apply(&self.linear); // [P, M, C]
         let x = self.norm.forward_t(&x.permute([0, 2, 1]), train).relu(); // [P, C, M]
         x.amax([2i64].as_slice(), false)
+    }
+
+    /// This layer with its batch-norm folded in, for the inference graph.
+    pub fn folded(&self) -> super::folded::FoldedPillarNet {
+        super::folded::FoldedPillarNet::linear_bn(&self.linear, &self.norm)
     }
 
     /// Scatters [pillars, C] features to a [1, C, height, width] BEV map.
@@ -80,4 +80,15 @@ impl PillarEncoder {
         }
         canvas.view([self.channels, b, h, w]).permute([1, 0, 2, 3]).contiguous()
     }
+}
+
+/// `[P, m, POINT_FEATURES]` point features with the padded slots (index >=
+/// the pillar's point count) zeroed, as OpenPCDet does before the linear layer.
+pub(crate) fn masked_points(features: &[f32], num_points: &[u32], m: usize, device: Device) -> Tensor {
+    let (p, m) = (num_points.len() as i64, m as i64);
+    let x = Tensor::from_slice(features).view([p, m, POINT_FEATURES as i64]).to_device(device);
+    let counts: Vec<i64> = num_points.iter().map(|&n| n as i64).collect();
+    let counts = Tensor::from_slice(&counts).to_device(device).unsqueeze(1);
+    let mask = Tensor::arange(m, (Kind::Int64, device)).unsqueeze(0).lt_tensor(&counts).unsqueeze(2).to_kind(Kind::Float);
+    x * mask
 }

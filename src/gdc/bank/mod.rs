@@ -61,6 +61,8 @@
 //! `classify.rs` (likelihoods, posteriors, top-k), `file.rs` (the
 //! safetensors format, also described in docs/gdc_bank.md), `tests.rs`.
 
+#[cfg(feature = "torch")]
+mod batched;
 mod classify;
 mod file;
 mod gaussian;
@@ -77,6 +79,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "torch")]
+pub use batched::BatchScorer;
 pub use classify::{bayes_posterior, top_k, Prediction};
 pub use file::{FORMAT_VERSION, METADATA_KEY};
 pub use open_set::{

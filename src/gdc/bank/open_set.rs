@@ -248,14 +248,33 @@ impl GaussianBank {
             return Err(BankError::Empty);
         }
         let m = self.mahalanobis_sq_of(&self.query(x)?, indices)?;
+        self.open_set_from_sq(&m, indices, rate)
+    }
+
+    /// The open-set verdict from a query's squared Mahalanobis distances
+    /// `m` to the classes `indices` (one each; e.g. from a [`super::BatchScorer`]).
+    pub fn open_set_from_sq(&self, m: &[f64], indices: &[usize], rate: f64) -> Result<OpenSetVerdict, BankError> {
+        validate_unknown_rate(rate)?;
+        if indices.is_empty() {
+            return Err(BankError::Empty);
+        }
+        if m.len() != indices.len() {
+            return Err(BankError::DimensionMismatch { what: "distances".into(), expected: indices.len(), got: m.len() });
+        }
         let (k, &nearest_sq) = m.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).ok_or(BankError::Empty)?;
-        let unknown = indices.iter().zip(&m).all(|(&c, &mc)| self.unknown_threshold(c, rate).is_some_and(|t| mc.sqrt() > t));
+        let unknown = indices.iter().zip(m).all(|(&c, &mc)| self.unknown_threshold(c, rate).is_some_and(|t| mc.sqrt() > t));
         Ok(OpenSetVerdict {
             nearest: indices[k],
             distance: nearest_sq.sqrt(),
             threshold: self.unknown_threshold(indices[k], rate).unwrap_or(f64::INFINITY),
             unknown,
         })
+    }
+
+    /// Squared Mahalanobis distances of a query to the classes `indices`
+    /// (one query, one class at a time, f64).
+    pub fn mahalanobis_sq<T: Copy + Into<f64>>(&self, x: &[T], indices: &[usize]) -> Result<Vec<f64>, BankError> {
+        self.mahalanobis_sq_of(&self.query(x)?, indices)
     }
 
     /// Squared Mahalanobis distances of a checked query to the classes `indices`.
