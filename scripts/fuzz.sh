@@ -6,9 +6,11 @@
 # Each target runs from its committed corpus (fuzz/corpus/TARGET) plus a work
 # corpus in $ELOSS_CACHE/fuzz/corpus/TARGET, with AddressSanitizer, a 2 GB RSS
 # limit and a 256 MB limit on any single allocation (inputs are at most
-# 64 KiB, so a larger allocation is an unbounded one). New inputs that add
-# coverage are merged back into fuzz/corpus (minimised); crashes are left in
-# fuzz/artifacts/TARGET. One line per target goes to
+# 64 KiB, so a larger allocation is an unbounded one). Inputs that add
+# coverage are merged back into fuzz/corpus, kept small for the repository:
+# inputs of at most 4 KiB (32 KiB for whole bags), at most 300 per target,
+# smallest first (the work corpus keeps everything for the next run); crashes
+# are left in fuzz/artifacts/TARGET. One line per target goes to
 # $ELOSS_CACHE/fuzz/summary.tsv: target, seconds, executions, corpus size, result.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,8 +42,12 @@ for t in "${TARGETS[@]}"; do
   # keep what adds coverage, minimised, in the committed corpus
   if [ $rc -eq 0 ]; then
     rm -rf "$WORK/merge/$t"; mkdir -p "$WORK/merge/$t"
+    commit_len=$([ "$t" = mcap_bag ] && echo 32768 || echo 4096)
     cargo +nightly fuzz run -O --target-dir "$CARGO_TARGET_DIR" "$t" "$WORK/merge/$t" "corpus/$t" "$WORK/corpus/$t" -- \
-      -merge=1 -max_len=65536 >/dev/null 2>&1 || true
+      -merge=1 -max_len="$commit_len" >/dev/null 2>&1 || true
+    # the merge keeps inputs as found; drop the longer ones beyond the caps
+    find "$WORK/merge/$t" -type f -size +"$commit_len"c -delete
+    ls -S -r "$WORK/merge/$t" | tail -n +301 | while read -r f; do rm -f "$WORK/merge/$t/$f"; done
     rm -rf "corpus/$t"; mv "$WORK/merge/$t" "corpus/$t"
   fi
   size=$(ls "corpus/$t" | wc -l)

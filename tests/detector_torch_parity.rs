@@ -1,8 +1,10 @@
 //! The shipped detector against the same network in PyTorch eager
 //! (scripts/bench_detector_torch.py, OpenPCDet's module names, our checkpoint
 //! loaded with `load_state_dict`) on the same pillar input: the head outputs
-//! (class logits, box residuals, direction logits) are bit-identical
-//! (docs/benchmarks.md, docs/model_card.md). One iteration of the benchmark
+//! (class logits, box residuals, direction logits) of the trained network
+//! (batch-norms unfolded) are bit-identical (docs/benchmarks.md,
+//! docs/model_card.md). The node runs the folded graph, equal to this one to
+//! float rounding (`detect::inference_graph_tests`). One iteration of the benchmark
 //! pair; the timings it prints are not asserted.
 #![cfg(feature = "torch")]
 mod common;

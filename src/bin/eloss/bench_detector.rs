@@ -97,7 +97,10 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         let features = Tensor::from_slice(&pillars.features).view([p, m, 10]);
         let counts: Vec<i64> = pillars.num_points.iter().map(|&n| n as i64).collect();
         let coords: Vec<i64> = pillars.coords.iter().flat_map(|&(y, x)| [y as i64, x as i64]).collect();
-        let out = det.detect(&points)?;
+        // the trained network as PyTorch runs it (batch-norms unfolded): the
+        // node's folded graph equals it to float rounding
+        // (detect::inference_graph_tests), PyTorch's eager graph bit for bit
+        let out = load(a.model.as_deref())?.detect(&points)?;
         let grid = [pillars.grid.0 as i64, pillars.grid.1 as i64];
         Tensor::write_safetensors(
             &[
