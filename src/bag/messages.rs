@@ -163,6 +163,15 @@ impl PointCloud2 {
             is_dense: true,
         }
     }
+
+    /// An unordered cloud of `points` in the layout of
+    /// [`crate::cloud::pointcloud2::encode_xyzi`] (x, y, z, intensity, and
+    /// ring / time when present).
+    pub fn from_points(header: Header, points: &crate::cloud::Points) -> Self {
+        let (fields, point_step, data) = crate::cloud::pointcloud2::encode_xyzi(points);
+        let n = points.len() as u32;
+        PointCloud2 { header, height: 1, width: n, fields, is_bigendian: false, point_step, row_step: point_step * n, data, is_dense: true }
+    }
 }
 
 impl RosMessage for PointCloud2 {

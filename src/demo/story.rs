@@ -27,7 +27,7 @@ use crate::bag::messages::{CameraInfo, Header, Image, PointCloud2, RosMessage, T
 use crate::bag::qos::OfferedQos;
 use crate::bag::tf::TFMessage;
 use crate::bag::BagWriter;
-use crate::cloud::{kitti_bin, pointcloud2, Points};
+use crate::cloud::kitti_bin;
 use crate::dataset::kitti::{Calibration, KITTI_IMAGE_HEIGHT, KITTI_IMAGE_WIDTH};
 use crate::dataset::sim::anomalies::{Anomaly, Severity};
 use crate::dataset::sim::camera::CameraModel;
@@ -227,22 +227,6 @@ pub fn cached_story(
     Ok((dir, false))
 }
 
-fn cloud_msg(points: &Points, stamp: Time) -> PointCloud2 {
-    let (fields, point_step, data) = pointcloud2::encode_xyzi(points);
-    let n = points.len() as u32;
-    PointCloud2 {
-        header: Header { stamp, frame_id: LIDAR_FRAME.into() },
-        height: 1,
-        width: n,
-        fields,
-        is_bigendian: false,
-        point_step,
-        row_step: point_step * n,
-        data,
-        is_dense: true,
-    }
-}
-
 fn image_msg(rgb: &::image::RgbImage, stamp: Time) -> Image {
     let (w, h) = rgb.dimensions();
     Image {
@@ -329,7 +313,7 @@ pub fn write_story(cfg: &StoryConfig, kitti: &KittiInput, dir: &Path, mut progre
         // when the cloud's boxes are ready, and never waits for a later one
         bag.write(TOPIC_CAMERA_INFO, t as u64, &info)?;
         bag.write(TOPIC_IMAGE, t as u64, &img)?;
-        bag.write(TOPIC_POINTS, t as u64, &cloud_msg(&points, stamp))?;
+        bag.write(TOPIC_POINTS, t as u64, &PointCloud2::from_points(Header { stamp, frame_id: LIDAR_FRAME.into() }, &points))?;
         frames.push(StoryFrame { index: i, stamp_ns: t, source: source.into(), anomalous, objects });
         progress(i + 1, cfg.frames());
     }

@@ -45,7 +45,7 @@ use super::scene::{DriveConfig, Scene, SceneConfig, Snapshot};
 use super::{Rng, SimError};
 use crate::bag::kitti_drive::camera_info_from_p2;
 use crate::bag::{BagError, BagWriter, Header, Image, PointCloud2, StdString, Time};
-use crate::cloud::{pointcloud2, Points};
+use crate::cloud::Points;
 use crate::dataset::kitti::{frame_id, ImageSet, KittiError, KittiWriter, ObjectLabel, Split};
 
 pub const TOPIC_POINTS: &str = "/sim/points";
@@ -451,19 +451,7 @@ fn write_drive(
         let f = simulate_frame(lidar, camera, drive.scene.clone(), snapshot, seed, &opts.anomalies, opts.anomaly_fraction)?;
         let t = START_NS + (drive.time(i) * 1e9).round() as i64;
         let stamp = Time::from_nanos(t);
-        let (fields, point_step, data) = pointcloud2::encode_xyzi(&f.points);
-        let n = f.points.len() as u32;
-        let cloud = PointCloud2 {
-            header: Header { stamp, frame_id: "velodyne".into() },
-            height: 1,
-            width: n,
-            fields,
-            is_bigendian: false,
-            point_step,
-            row_step: point_step * n,
-            data,
-            is_dense: true,
-        };
+        let cloud = PointCloud2::from_points(Header { stamp, frame_id: "velodyne".into() }, &f.points);
         let cam_header = Header { stamp, frame_id: "camera".into() };
         let img = Image {
             header: cam_header.clone(),
