@@ -3,12 +3,57 @@
 //! the fuzzer found interesting — crashes that were fixed included — is
 //! checked on every test run, on the stable toolchain, without libFuzzer.
 //! The fuzzing itself is `scripts/fuzz.sh` (docs/reliability.md).
+//!
+//! Like the fuzzer (`-malloc_limit_mb=256`), the replay fails an input that
+//! makes a single allocation above [`ALLOCATION_LIMIT`]: the inputs are at
+//! most 64 KiB, so such an allocation trusts a length the input declares.
+//! Inputs the fuzzer found crashing are kept in `fuzz/findings/<target>_*`
+//! and replayed with their target's corpus.
 
 #[path = "../fuzz/src/lib.rs"]
 #[allow(dead_code)]
 mod harness;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+
+/// The largest single allocation an input may cause (scripts/fuzz.sh's `-malloc_limit_mb`).
+const ALLOCATION_LIMIT: usize = 256 << 20;
+
+/// The system allocator, recording the largest request of each thread (the
+/// tests replay on parallel threads).
+struct LargestRequest;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(size: usize) {
+    let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl GlobalAlloc for LargestRequest {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: LargestRequest = LargestRequest;
 
 fn corpus(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
@@ -19,6 +64,13 @@ fn corpus(target: &str) -> Vec<PathBuf> {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "corpus {} is empty", dir.display());
+    let findings = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/findings");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&findings)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    found.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("{target}_"))));
+    found.sort();
+    files.extend(found);
     files
 }
 
@@ -26,8 +78,16 @@ fn replay(target: &str, run: fn(&[u8])) {
     let files = corpus(target);
     for path in &files {
         let bytes = std::fs::read(path).expect("corpus file");
+        LARGEST.with(|largest| largest.set(0));
         let outcome = std::panic::catch_unwind(|| run(&bytes));
         assert!(outcome.is_ok(), "{target}: input {} panicked", path.display());
+        let largest = LARGEST.with(Cell::get);
+        assert!(
+            largest <= ALLOCATION_LIMIT,
+            "{target}: input {} ({} bytes) made a {largest}-byte allocation (limit {ALLOCATION_LIMIT})",
+            path.display(),
+            bytes.len()
+        );
     }
     eprintln!("{target}: {} inputs replayed", files.len());
 }

@@ -16,6 +16,7 @@
 
 use super::messages::RosMessage;
 use super::schema::{normalize_type_name, SchemaResolver};
+use super::mcap_guard::{self, CHUNK_LIMIT};
 use super::BagError;
 use mcap::sans_io::indexed_reader::{IndexedReadEvent, IndexedReader, IndexedReaderOptions};
 use mcap::sans_io::summary_reader::{SummaryReadEvent, SummaryReader, SummaryReaderOptions};
@@ -29,10 +30,9 @@ use std::path::{Path, PathBuf};
 
 const SCHEMA_ENCODING: &str = "ros2msg";
 const MESSAGE_ENCODING: &str = "cdr";
-/// Largest chunk or record we agree to load: far above any real chunk
-/// (rosbag2 and we write ~1 MiB, plus one message), but it stops a
-/// corrupt index from requesting an absurd allocation.
-const RECORD_LIMIT: usize = 1 << 30;
+/// Largest chunk or record we agree to load (see [`CHUNK_LIMIT`]): it stops
+/// a corrupt index from requesting an absurd allocation.
+const RECORD_LIMIT: usize = CHUNK_LIMIT;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BagError + '_ {
     move |source| BagError::Io { path: path.to_owned(), source }
@@ -456,9 +456,22 @@ fn checked_channel(ch: &mcap::Channel<'_>) -> Result<(String, String), BagError>
     Ok((ch.topic.clone(), name.to_owned()))
 }
 
+/// The file's summary, or `None` without one (or with one whose records do
+/// not hold together: the caller then scans the file linearly, which checks
+/// every record itself).
 fn read_summary(path: &Path) -> Result<Option<Summary>, BagError> {
     let mut file = File::open(path).map_err(io_err(path))?;
     let size = file.metadata().map_err(io_err(path))?.len();
+    let mut tail = vec![0u8; mcap_guard::TAIL_LEN.min(size as usize)];
+    file.seek(SeekFrom::End(-(tail.len() as i64))).and_then(|_| file.read_exact(&mut tail)).map_err(io_err(path))?;
+    let Some(range) = mcap_guard::summary_range(&tail, size) else { return Ok(None) };
+    if range.end - range.start > CHUNK_LIMIT as u64 {
+        return Ok(None);
+    }
+    let mut section = vec![0u8; (range.end - range.start) as usize];
+    file.seek(SeekFrom::Start(range.start)).and_then(|_| file.read_exact(&mut section)).map_err(io_err(path))?;
+    mcap_guard::check_records(&section)?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
     let options = SummaryReaderOptions::default().with_file_size(size).with_record_length_limit(RECORD_LIMIT);
     let mut reader = SummaryReader::new_with_options(options);
     while let Some(event) = reader.next_event() {
@@ -479,14 +492,23 @@ fn read_summary(path: &Path) -> Result<Option<Summary>, BagError> {
 /// the closing magic, so a cut at a record boundary is noticed too).
 fn linear_messages(path: &Path) -> Result<(Vec<mcap::Message<'static>>, Option<BagError>), BagError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
+    // records past a malformed one are not handed to the parser at all
+    let (safe, malformed) = match mcap_guard::check_file(&bytes) {
+        Ok(()) => (&bytes[..], None),
+        Err(m) => (&bytes[..m.offset], Some(BagError::from(m))),
+    };
     let mut msgs = Vec::new();
-    for m in mcap::MessageStream::new(&bytes)? {
+    let stream = match mcap::MessageStream::new(safe) {
+        Ok(stream) => stream,
+        Err(e) => return Err(malformed.unwrap_or(e.into())),
+    };
+    for m in stream {
         match m {
             Ok(m) => msgs.push(m),
-            Err(e) => return Ok((msgs, Some(e.into()))),
+            Err(e) => return Ok((msgs, Some(malformed.unwrap_or(e.into())))),
         }
     }
-    Ok((msgs, None))
+    Ok((msgs, malformed))
 }
 
 type MessageIter<'a> = Box<dyn Iterator<Item = Result<BagMessage, BagError>> + 'a>;

@@ -25,6 +25,7 @@
 
 pub mod cdr;
 pub mod kitti_drive;
+mod mcap_guard;
 pub mod mcap_io;
 mod metadata;
 pub mod messages;
@@ -47,6 +48,8 @@ pub enum BagError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("MCAP: {0}")]
     Mcap(#[from] mcap::McapError),
+    #[error("{0}")]
+    MalformedMcap(#[from] mcap_guard::Malformed),
     #[error("{}: invalid metadata.yaml: {source}", path.display())]
     Metadata { path: PathBuf, source: serde_yaml::Error },
     #[error("{} already exists; bags are never overwritten", .0.display())]
