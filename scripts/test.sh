@@ -16,7 +16,7 @@ t0=$(date +%s)
 # the core library must build and pass without any ROS installation
 cargo test --no-default-features --features torch --lib
 # everything: core + ROS adapter, node and bag tests over loopback DDS
-cargo test
+cargo test --features failpoints
 # the package in a colcon workspace: plain `colcon build`, then the installed
 # node started as `ros2 launch` would (docs/ros_integration.md)
 ELOSS_SKIP_SETUP=1 ./scripts/colcon_check.sh

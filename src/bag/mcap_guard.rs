@@ -187,7 +187,11 @@ fn check_sequence(bytes: &[u8], in_chunk: Option<usize>) -> Result<(), Malformed
             return Err(malformed("a chunk inside a chunk".into()));
         }
         if let Some((compression, records)) = check_content(opcode, content).map_err(malformed)? {
+            // the linear reader reserves the declared size, whatever the compression
             let declared = uncompressed_size(content).unwrap_or(usize::MAX);
+            if declared > CHUNK_LIMIT {
+                return Err(malformed(format!("chunk declares {declared} bytes uncompressed, the limit is {CHUNK_LIMIT}")));
+            }
             let unpacked = if compression.is_empty() {
                 None
             } else {
@@ -320,6 +324,12 @@ mod tests {
         let mut bytes = chunk("zstd", &inner, &packed);
         bytes[9 + 16..9 + 24].copy_from_slice(&((CHUNK_LIMIT as u64) + 1).to_le_bytes());
         assert!(check_records(&bytes).unwrap_err().reason.contains("limit"));
+        // uncompressed, or with a compression the guard does not unpack: the reader reserves it all the same
+        for compression in ["", "brotli"] {
+            let mut bytes = chunk(compression, &inner, &inner);
+            bytes[9 + 16..9 + 24].copy_from_slice(&0x9000000677209u64.to_le_bytes());
+            assert!(check_records(&bytes).unwrap_err().reason.contains("limit"), "{compression:?}");
+        }
     }
 
     #[test]

@@ -12,6 +12,9 @@ const BLOCKING_WORK_GRACE: std::time::Duration = std::time::Duration::from_milli
 
 fn main() {
     eloss_perception::ros::logging::init();
+    // test builds only (feature `failpoints`): faults injected at the points named in FAILPOINTS
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let code = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => {
             let result = rt.block_on(eloss_perception::ros::node::run());

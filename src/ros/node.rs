@@ -410,6 +410,7 @@ async fn wait_for_shutdown() {
 /// Loads the detector once (a failure is reported in diagnostics and the
 /// node keeps decoding without detections).
 fn load_pipeline(sh: &Shared, p: &NodeParams) -> Option<FramePipeline> {
+    fail::fail_point!("detector_load");
     if p.detector.threads > 0 {
         // validated to 0..=MAX_DETECTOR_THREADS (params.rs)
         tch::set_num_threads(i32::try_from(p.detector.threads).unwrap_or(1));
@@ -468,7 +469,10 @@ fn cloud_worker(sh: &Shared, out: Outputs, heartbeat: &Heartbeat) {
                 lock(&sh.stats).cloud.record_ok(points.len() as u64, elapsed);
                 if let Some(pipe) = &mut pipeline {
                     // a libtorch panic on one cloud is a failed frame, not a dead worker
-                    let run = std::panic::AssertUnwindSafe(|| detect::detect_and_publish(sh, pipe, &p, &msg.header, &points, &out));
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        fail::fail_point!("detector_frame");
+                        detect::detect_and_publish(sh, pipe, &p, &msg.header, &points, &out)
+                    });
                     if let Err(panic) = std::panic::catch_unwind(run) {
                         let e = crate::panic_message::panic_message(&*panic);
                         tracing::error!("detector panicked on a cloud of {} points: {e}", points.len());

@@ -161,7 +161,10 @@ fn load_gdc(sh: &Shared, gdc_params: &crate::ros::params::GdcParams) {
         stats.gdc.configured = !gdc_params.bank_path.is_empty();
         stats.gdc.generator = sh.generator.is_some();
     }
-    let g = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::ros::relabel::load(gdc_params)))
+    let g = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fail::fail_point!("gdc_load");
+        crate::ros::relabel::load(gdc_params)
+    }))
         .unwrap_or_else(|panic| Err(format!("the GDC loader panicked: {}", crate::panic_message::panic_message(&*panic))));
     match &g {
         Ok((c, _)) => tracing::info!("GDC ready: {} classes, backbone {}", c.bank().len(), c.bank().spec().backbone),

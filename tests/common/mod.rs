@@ -96,6 +96,19 @@ impl NodeProcess {
     /// The node on the global `/tf`, `/tf_static` and `/clock` (a bag replay):
     /// tests that use it must not run at the same time as another such test.
     pub fn start_raw(ns: &str, params: &[String], ros_args: &[&str]) -> Self {
+        Self::spawn(ns, params, ros_args, &[])
+    }
+
+    /// As [`NodeProcess::start`], with faults injected at the node's fail
+    /// points (`FAILPOINTS`, e.g. `detector_load=panic(why)`; the node is
+    /// built with the `failpoints` feature in scripts/test.sh).
+    pub fn start_with_failpoints(ns: &str, params: &[String], failpoints: &str) -> Self {
+        let own = [format!("/tf:={ns}/tf"), format!("/tf_static:={ns}/tf_static"), format!("/clock:={ns}/clock")];
+        let args: Vec<&str> = own.iter().flat_map(|r| ["-r", r.as_str()]).collect();
+        Self::spawn(ns, params, &args, &[("FAILPOINTS", failpoints)])
+    }
+
+    fn spawn(ns: &str, params: &[String], ros_args: &[&str], env: &[(&str, &str)]) -> Self {
         let repo = repo();
         let child = Command::new(env!("CARGO_BIN_EXE_eloss_perception_node"))
             .args(["--ros-args", "--params-file"])
@@ -105,6 +118,7 @@ impl NodeProcess {
             .args(params.iter().flat_map(|p| ["-p", p.as_str()]))
             .args(ros_args)
             .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("start eloss_perception_node");

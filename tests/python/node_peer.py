@@ -3,7 +3,8 @@ eloss_perception_node over loopback DDS, for tests/node_dds.rs.
 
   drive  NS KITTI_BIN  publish good and malformed clouds/images/camera infos,
                        wait for diagnostics that account for all of them
-  status NS KITTI_BIN   publish the cloud until the node counts it processed, then
+  status NS KITTI_BIN [N]
+                       publish the cloud until the node counts N (default 1) processed, then
                        report the node's whole diagnostics (e.g. with broken weights)
   listen TOPIC N T     receive N clouds on TOPIC within T seconds (e.g. while a
                        bag is replayed) and report what arrived
@@ -220,13 +221,13 @@ def drive(ns, kitti_bin):
     p.close()
 
 
-def status(ns, kitti_bin):
+def status(ns, kitti_bin, n="1"):
     xyzi = np.fromfile(kitti_bin, dtype="<f4").reshape(-1, 4)
     p = Peer(ns)
     pub = p.node.create_publisher(PointCloud2, f"{ns}/points", qos_profile_sensor_data)
     p.spin_until(lambda: pub.get_subscription_count() > 0 and p.diag is not None, 30, "the node and its diagnostics")
     end = time.monotonic() + 30
-    while count(p.diag, "point cloud input", "frames_processed") < 1 and time.monotonic() < end:
+    while count(p.diag, "point cloud input", "frames_processed") < int(n) and time.monotonic() < end:
         pub.publish(cloud_msg(xyzi))
         t = time.monotonic() + 0.5
         while time.monotonic() < t:

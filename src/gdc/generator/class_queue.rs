@@ -214,7 +214,10 @@ impl ClassQueue {
             }
             let t = Instant::now();
             // a panic while loading (CUDA out of memory) fails the queued classes, not the worker
-            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Loaded::new(settings)))
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                fail::fail_point!("generator_load");
+                Loaded::new(settings)
+            }))
                 .unwrap_or_else(|panic| Err(GeneratorError::Input(format!("loading panicked: {}", crate::panic_message::panic_message(&*panic)))));
             let loaded = match loaded {
                 Ok(l) => l,
