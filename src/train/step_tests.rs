@@ -83,7 +83,7 @@ fn tiny_model_overfits_a_batch_of_frames() {
     let nms = crate::detect::nms::NmsConfig::new(0.3, 0.01, None, Some(50)).unwrap();
     for (b, (_, gts)) in frames.iter().enumerate() {
         let b = b as i64;
-        let dets = crate::detect::postprocess::detections(&head.cls.get(b), &head.boxes.get(b), &head.dir.get(b), det.anchors(), &DirectionBins::kitti(), 0.3, &nms).unwrap();
+        let dets = crate::detect::postprocess::detections(&head.cls.get(b), &head.boxes.get(b), &head.dir.get(b), det.anchors(), &DirectionBins::kitti(), 0.3, &nms, false).unwrap();
         let found = gts.iter().filter(|(g, _)| dets.iter().any(|d| d.class == 0 && iou_bev(&d.bbox, g) > 0.5)).count();
         eprintln!("frame {b}: found {found} of {} cars", gts.len());
         assert!(found * 2 >= gts.len(), "frame {b}: found {found} of {} cars", gts.len());
