@@ -33,8 +33,8 @@ pub const MAX_TENSOR_VALUES: usize = 1 << 28;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("{path}: {source}")]
-    Read { path: String, source: PthError },
+    #[error("{path}: {problem}")]
+    Read { path: String, problem: PthError },
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error("{path}: {problem}")]
@@ -87,7 +87,7 @@ fn model_state(object: &Value) -> Result<(&[(Value, Value)], serde_json::Value),
 /// mapping, see the module header).
 pub fn load(ckpt: &Path, config: DetectorConfig, device: Device) -> Result<(Detector, ImportReport), ImportError> {
     let path = ckpt.display().to_string();
-    let file = PthFile::read(ckpt).map_err(|source| ImportError::Read { path: path.clone(), source })?;
+    let file = PthFile::read(ckpt).map_err(|problem| ImportError::Read { path: path.clone(), problem })?;
     let (items, source) = model_state(&file.object).map_err(|problem| ImportError::Checkpoint { path: path.clone(), problem })?;
     if items.len() > MAX_TENSORS {
         return Err(ImportError::Checkpoint { path, problem: format!("{} entries in the model state, more than {MAX_TENSORS}", items.len()) });
