@@ -120,6 +120,14 @@ fn imported_pointpillars_match_the_pytorch_twin_in_head_maps_and_final_boxes() {
         }
         assert!(geo < 1e-4 && yaw < 1e-4 && score < 1e-5, "{graph}: final boxes differ: {geo} m, {yaw} rad, score {score}");
     }
+    // the node's frame pipeline (detector.model_path = the imported file), Eloss monitor included
+    let settings = eloss_perception::perception::ElossSettings::default();
+    let mut pipe = eloss_perception::perception::FramePipeline::load(&legacy.display().to_string(), Device::Cpu, &settings).unwrap();
+    let frame = pipe.process(&points, 0.0).unwrap();
+    let (geo, yaw, score) = compare_detections(&frame.detections, &r);
+    assert!(geo < 1e-4 && yaw < 1e-4 && score < 1e-5, "node pipeline: {geo} m, {yaw} rad, score {score}");
+    assert!(frame.eloss.is_ok(), "{:?}", frame.eloss.err());
+    assert_eq!(pipe.class_names(), ["Car", "Pedestrian", "Cyclist"]);
 }
 
 #[test]

@@ -260,7 +260,10 @@ impl<'a> Machine<'a> {
                     self.le(8)?; // FRAME: a size hint
                 }
                 b'.' => return self.pop(),
-                b'(' => self.stack.push(Item::Mark),
+                b'(' => {
+                    self.count(1)?;
+                    self.stack.push(Item::Mark)
+                }
                 b'}' => self.push(Value::Dict(Vec::new()))?,
                 b']' => self.push(Value::List(Vec::new()))?,
                 b')' => self.push(Value::Tuple(Vec::new()))?,
@@ -530,6 +533,10 @@ mod tests {
         deep.extend(std::iter::repeat_n(b'a', 99));
         deep.push(b'.');
         assert!(matches!(parse(&deep), Err(PickleError::Bound(_))));
+        // marks alone count against the budget too
+        let mut marks = vec![0x80, 2];
+        marks.extend(std::iter::repeat_n(b'(', MAX_NODES + 1));
+        assert!(matches!(parse(&marks), Err(PickleError::Bound(_))));
         // a list doubled by the memo 40 times: 2^40 values
         let mut bomb = vec![0x80, 2, b']', b'K', 1, b'a'];
         for _ in 0..40 {
