@@ -291,7 +291,7 @@ mod tests {
         assert!(info.config.anchor_align_center && !info.config.nms_class_agnostic);
         assert_eq!(det.nms_config().pre_max_size(), Some(4096));
         let first = det.anchors().anchors()[0];
-        assert!((first.center[0] - 0.16).abs() < 1e-12, "cell-centred anchors: {first:?}");
+        assert!((first.center[0] - 0.32).abs() < 1e-12, "cell-centred anchors (0.64 m cells): {first:?}");
     }
 
     #[test]
