@@ -58,6 +58,8 @@ pub struct ImportReport {
     pub source: serde_json::Value,
 }
 
+type DictItem = (Value, Value);
+
 /// Keys that are counters, not weights.
 fn skipped_by_rule(key: &str) -> bool {
     key == "global_step" || key.ends_with(".num_batches_tracked")
@@ -66,7 +68,7 @@ fn skipped_by_rule(key: &str) -> bool {
 /// The model state of a `torch.save` object: OpenPCDet's
 /// `{'model_state': ..., 'epoch', 'it', 'optimizer_state', 'version'}`, or
 /// a bare state dict (`torch.save(model.state_dict())`).
-fn model_state(object: &Value) -> Result<(&[(Value, Value)], serde_json::Value), String> {
+fn model_state(object: &Value) -> Result<(&[DictItem], serde_json::Value), String> {
     let Value::Dict(top) = object else { return Err("the saved object is not a dict".into()) };
     if let Some(state) = object.get("model_state") {
         let Value::Dict(items) = state else { return Err("model_state is not a dict".into()) };

@@ -406,10 +406,9 @@ impl<'a> Machine<'a> {
                 b'b' => {
                     let state = self.pop()?;
                     self.nestable(&[&state])?;
-                    match self.top()? {
-                        Value::Object { state: slot, .. } => *slot = Some(Box::new(state)),
-                        // e.g. an OrderedDict's attributes (a state dict's `_metadata`): not needed
-                        _ => {}
+                    // other targets, e.g. an OrderedDict's attributes (a state dict's `_metadata`), are not needed
+                    if let Value::Object { state: slot, .. } = self.top()? {
+                        *slot = Some(Box::new(state));
                     }
                 }
                 b'Q' => {
@@ -455,7 +454,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&self, items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.malformed("an odd number of dict items"));
         }
         self.nestable(&items.iter().collect::<Vec<_>>())?;
