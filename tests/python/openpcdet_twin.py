@@ -318,8 +318,10 @@ def main():
     model.eval()
     model.global_step.fill_(1234)
     state = model.state_dict()
+    # as OpenPCDet's adam_onecycle leaves it: Adam moments, numpy scalars written by the schedule
     optimizer_state = {"state": {0: {"step": 10, "exp_avg": torch.zeros(3), "exp_avg_sq": torch.ones(3)}},
-                       "param_groups": [{"lr": 0.003, "betas": (0.95, 0.99), "eps": 1e-8, "params": [0]}]}
+                       "param_groups": [{"lr": np.float64(0.003), "betas": (np.float64(0.95), 0.99), "eps": 1e-8,
+                                         "weight_decay": 0.01, "amsgrad": False, "params": [0]}]}
     ckpt = {"epoch": 80, "it": 37120, "model_state": state, "optimizer_state": optimizer_state, "version": "pcdet+0.6.0"}
     torch.save(ckpt, f"{out}/ckpt_legacy.pth", _use_new_zipfile_serialization=False)
     torch.save(ckpt, f"{out}/ckpt_zip.pth")

@@ -137,7 +137,10 @@ impl TensorRef {
 fn storage_id(pid: &Value) -> Result<(String, Dtype, usize), String> {
     let Value::Tuple(t) = pid else { return Err(format!("persistent id {pid:?} is not a tuple")) };
     match t.as_slice() {
-        [Value::Str(kind), Value::Global { module, name }, Value::Str(key), _location, numel, rest @ ..] if kind == "storage" && module == "torch" => {
+        // `torch.cuda.XStorage`: a GPU tensor saved by torch < 1.13 (its bytes are the same)
+        [Value::Str(kind), Value::Global { module, name }, Value::Str(key), _location, numel, rest @ ..]
+            if kind == "storage" && (module == "torch" || module == "torch.cuda") =>
+        {
             let dtype = Dtype::from_storage_class(name).ok_or_else(|| format!("storage type torch.{name}"))?;
             if rest.first().is_some_and(|v| *v != Value::None) {
                 return Err(format!("storage {key} is a view of another storage (torch < 1.0 files are not supported)"));
@@ -301,5 +304,113 @@ impl PthFile {
             Dtype::F64 => Ok(raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()),
             other => Err(bad(format!("{other:?} values, expected float32 (or float64)"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pickle bytes of one value, protocol 2, from a few opcodes.
+    struct P(Vec<u8>);
+
+    impl P {
+        fn new() -> Self {
+            P(vec![0x80, 2])
+        }
+        fn op(mut self, bytes: &[u8]) -> Self {
+            self.0.extend_from_slice(bytes);
+            self
+        }
+        fn s(mut self, text: &str) -> Self {
+            self.0.push(b'X');
+            self.0.extend((text.len() as u32).to_le_bytes());
+            self.0.extend(text.as_bytes());
+            self
+        }
+        fn global(self, module: &str, name: &str) -> Self {
+            self.op(format!("c{module}\n{name}\n").as_bytes())
+        }
+        fn int(self, v: u8) -> Self {
+            self.op(&[b'K', v])
+        }
+        fn end(self) -> Vec<u8> {
+            self.op(b".").0
+        }
+    }
+
+    /// `{'model_state': {'w': tensor of `values` [2, 2]}}` in the legacy
+    /// format, its storage of class `module.FloatStorage`.
+    fn legacy_file(module: &str, values: &[f32; 4], declared_numel: u64) -> Vec<u8> {
+        let mut f = P::new().op(&[0x8a, 10]).op(&0x1950a86a20f9469cfc6cu128.to_le_bytes()[..10]).end();
+        f.extend(P::new().op(&[b'M']).op(&1001u16.to_le_bytes()).end());
+        f.extend(P::new().op(b"}").s("little_endian").op(&[0x88, b's']).end());
+        let tensor = P::new()
+            .op(b"}")
+            .s("model_state")
+            .op(b"}")
+            .s("w")
+            .global("torch._utils", "_rebuild_tensor_v2")
+            .op(b"(")
+            .op(b"(")
+            .s("storage")
+            .global(module, "FloatStorage")
+            .s("94011")
+            .s("cuda:0")
+            .int(4)
+            .op(b"tQ")
+            .int(0)
+            .int(2)
+            .int(2)
+            .op(&[0x86])
+            .int(2)
+            .int(1)
+            .op(&[0x86, 0x89])
+            .global("collections", "OrderedDict")
+            .op(b")R")
+            .op(b"tR")
+            .op(b"ss")
+            .end();
+        f.extend(tensor);
+        f.extend(P::new().op(b"]").s("94011").op(b"a").end());
+        f.extend(declared_numel.to_le_bytes());
+        for v in values {
+            f.extend(v.to_le_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn a_legacy_file_with_a_gpu_storage_reads_back() {
+        let values = [1.0f32, -2.0, 3.5, 4.25];
+        for module in ["torch", "torch.cuda"] {
+            let file = PthFile::parse(legacy_file(module, &values, 4)).unwrap();
+            let w = file.object.get("model_state").and_then(|m| m.get("w")).unwrap();
+            let t = TensorRef::from_value(w).unwrap().unwrap();
+            assert_eq!((t.size.clone(), t.stride.clone(), t.dtype), (vec![2, 2], vec![2, 1], Dtype::F32));
+            assert_eq!(file.tensor_f32("w", &t).unwrap(), values);
+        }
+    }
+
+    #[test]
+    fn broken_legacy_files_are_errors() {
+        let values = [0.0f32; 4];
+        // the element count in the file disagrees with the pickle
+        let err = PthFile::parse(legacy_file("torch", &values, 5)).err().unwrap().to_string();
+        assert!(err.contains("5 elements in the file, 4 in the pickle"), "{err}");
+        // cut inside the storage
+        let mut cut = legacy_file("torch", &values, 4);
+        cut.truncate(cut.len() - 3);
+        assert!(PthFile::parse(cut).err().unwrap().to_string().contains("past the end of the file"));
+        // an unknown storage class
+        let err = PthFile::parse(legacy_file("numpy", &values, 4)).err().unwrap().to_string();
+        assert!(err.contains("is not a storage"), "{err}");
+        // a tensor reaching past its storage
+        let file = PthFile::parse(legacy_file("torch", &values, 4)).unwrap();
+        let t = TensorRef { storage: "94011".into(), dtype: Dtype::F32, offset: 1, size: vec![2, 2], stride: vec![2, 1] };
+        assert!(file.tensor_f32("w", &t).unwrap_err().to_string().contains("run past its storage of 4"));
+        let t = TensorRef { offset: 0, stride: vec![1, 2], ..t };
+        assert!(file.tensor_f32("w", &t).unwrap_err().to_string().contains("not a contiguous tensor"));
+        assert!(matches!(PthFile::parse(b"hello".to_vec()), Err(PthError::Format(_))));
     }
 }
