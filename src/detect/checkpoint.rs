@@ -280,7 +280,7 @@ mod tests {
         let old = dir.path().join("old.safetensors");
         with_metadata(&good, &old, |m| {
             let mut config: serde_json::Value = serde_json::from_str(&m["config"]).unwrap();
-            for k in ["anchor_rotations", "anchor_align_center", "nms_class_agnostic", "nms_pre_max_size"] {
+            for k in ["anchor_rotations", "anchor_align_center", "nms_class_agnostic", "nms_pre_max_size", "match_thresholds"] {
                 assert!(config.as_object_mut().unwrap().remove(k).is_some(), "{k}");
             }
             m.insert("config".into(), config.to_string());

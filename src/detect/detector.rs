@@ -59,6 +59,11 @@ pub struct DetectorConfig {
     /// Candidates kept (best first) before the greedy NMS step (OpenPCDet `NMS_PRE_MAXSIZE`).
     #[serde(default = "default_nms_pre_max_size")]
     pub nms_pre_max_size: usize,
+    /// Training's anchor matching IoU thresholds, one per class (OpenPCDet
+    /// `matched_threshold` / `unmatched_threshold`); empty: KITTI's for
+    /// Car, Pedestrian, Cyclist (`MatchThresholds::kitti`).
+    #[serde(default)]
+    pub match_thresholds: Vec<super::targets::MatchThresholds>,
 }
 
 fn default_anchor_rotations() -> Vec<f64> {
@@ -95,6 +100,7 @@ impl DetectorConfig {
             anchor_align_center: true,
             nms_class_agnostic: false,
             nms_pre_max_size: default_nms_pre_max_size(),
+            match_thresholds: Vec::new(),
         }
     }
 

@@ -181,6 +181,12 @@ impl DetectorConfig {
         if self.anchor_rotations.is_empty() || self.anchor_rotations.iter().any(|r| !r.is_finite()) {
             return Err(bad("anchor_rotations", format!("{:?}, expected at least one finite yaw", self.anchor_rotations)));
         }
+        if !self.match_thresholds.is_empty() && self.match_thresholds.len() != self.classes.len() {
+            return Err(bad("match_thresholds", format!("{} entries for {} classes (empty: KITTI's)", self.match_thresholds.len(), self.classes.len())));
+        }
+        if let Some((i, t)) = self.match_thresholds.iter().enumerate().find(|(_, t)| !(0.0 <= t.unmatched && t.unmatched <= t.matched && t.matched <= 1.0)) {
+            return Err(bad(format!("match_thresholds[{i}]"), format!("{t:?}, expected 0 <= unmatched <= matched <= 1")));
+        }
         if self.nms_pre_max_size == 0 {
             return Err(bad("nms_pre_max_size", "0, expected >= 1"));
         }
@@ -209,7 +215,7 @@ mod tests {
     /// One broken config per rule, with the field its error must name.
     fn broken() -> Vec<(&'static str, DetectorConfig)> {
         type Edit = fn(&mut DetectorConfig);
-        let edits: [(&str, Edit); 24] = [
+        let edits: [(&str, Edit); 26] = [
             ("encoder_channels", |c| c.encoder_channels = 0),
             ("encoder_channels", |c| c.encoder_channels = MAX_CHANNELS + 1),
             ("backbone.in_channels", |c| c.backbone.in_channels = 64),
@@ -234,6 +240,8 @@ mod tests {
             ("anchor_rotations", |c| c.anchor_rotations.clear()),
             ("anchor_rotations", |c| c.anchor_rotations[1] = f64::NAN),
             ("nms_pre_max_size", |c| c.nms_pre_max_size = 0),
+            ("match_thresholds", |c| c.match_thresholds = vec![crate::detect::targets::MatchThresholds { matched: 0.6, unmatched: 0.45 }]),
+            ("match_thresholds[0]", |c| c.match_thresholds = vec![crate::detect::targets::MatchThresholds { matched: 0.4, unmatched: 0.45 }; 3]),
         ];
         edits
             .into_iter()

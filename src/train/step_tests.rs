@@ -201,3 +201,16 @@ fn frozen_batch_norm_works_with_batches() {
         assert!(head.cls.get(b as i64).allclose(&single.cls.get(0), 1e-4, 1e-5, false), "frame {b}");
     }
 }
+
+/// Fine-tuning an imported OpenPCDet model assigns targets with the
+/// thresholds its YAML gave; a config without them keeps KITTI's.
+#[test]
+fn targets_use_the_models_matching_thresholds() {
+    let mut cfg = tiny_config();
+    let det = Detector::new(cfg.clone(), Device::Cpu).unwrap();
+    assert_eq!(TargetSpec::kitti(&det).thresholds, MatchThresholds::kitti());
+    let own = vec![MatchThresholds { matched: 0.7, unmatched: 0.55 }; 3];
+    cfg.match_thresholds = own.clone();
+    let det = Detector::new(cfg, Device::Cpu).unwrap();
+    assert_eq!(TargetSpec::kitti(&det).thresholds, own);
+}

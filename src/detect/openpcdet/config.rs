@@ -7,6 +7,9 @@
 //! alignment for every class, the KITTI direction bins, `ResidualCoder`),
 //! with `nms_gpu` post-processing.
 //!
+//! Each class's `matched_threshold` / `unmatched_threshold` become the
+//! training's anchor matching thresholds (for fine-tuning).
+//!
 //! `_BASE_CONFIG_` files are not followed: the settings read here must be
 //! in the given file (OpenPCDet's `pointpillar.yaml` has them all). The
 //! points must carry x, y, z, intensity (KITTI's four features), which is
@@ -18,6 +21,7 @@ use crate::detect::detector::DetectorConfig;
 use crate::detect::model::backbone::BackboneConfig;
 use crate::detect::model::neck::NeckConfig;
 use crate::detect::pillars::PillarConfig;
+use crate::detect::targets::MatchThresholds;
 use serde_yaml::Value;
 
 /// Largest config file read.
@@ -52,6 +56,7 @@ pub fn kitti_pointpillars() -> DetectorConfig {
         anchor_align_center: false,
         nms_class_agnostic: true,
         nms_pre_max_size: 4096,
+        match_thresholds: MatchThresholds::kitti().to_vec(),
         ..full
     }
 }
@@ -211,6 +216,7 @@ pub fn from_yaml(text: &str) -> Result<DetectorConfig, ConfigError> {
         return Err(err("MODEL.DENSE_HEAD.ANCHOR_GENERATOR_CONFIG", format!("{} entries for {} CLASS_NAMES", anchor_cfgs.len(), names.len())));
     }
     let mut classes = Vec::new();
+    let mut match_thresholds = Vec::new();
     let (mut rotations, mut align_center): (Option<Vec<f64>>, Option<bool>) = (None, None);
     for (a, name) in anchor_cfgs.iter().zip(&names) {
         let class_name = a.get("class_name")?;
@@ -242,6 +248,7 @@ pub fn from_yaml(text: &str) -> Result<DetectorConfig, ConfigError> {
             return Err(err(&stride.path, format!("{:?}: our head map has the first backbone block's stride {:?}", stride.value, strides.first())));
         }
         classes.push(AnchorClass { name: name.clone(), size, bottom_height });
+        match_thresholds.push(MatchThresholds { matched: a.get("matched_threshold")?.f64()?, unmatched: a.get("unmatched_threshold")?.f64()? });
     }
 
     // post-processing
@@ -264,6 +271,7 @@ pub fn from_yaml(text: &str) -> Result<DetectorConfig, ConfigError> {
         anchor_align_center: align_center.unwrap_or(true),
         nms_class_agnostic: !nms.get("MULTI_CLASSES_NMS")?.bool()?,
         nms_pre_max_size: nms.get("NMS_PRE_MAXSIZE")?.usize()?,
+        match_thresholds,
     };
     config.validate().map_err(|e| err("(translated config)", e.to_string()))?;
     Ok(config)
