@@ -74,6 +74,9 @@ enum Cmd {
     /// Strip a training checkpoint to a deployable model (weights + metadata)
     #[cfg(feature = "torch")]
     ExportModel(detector_cmds::ExportArgs),
+    /// Convert an OpenPCDet PointPillars checkpoint (.pth) into our model format (docs/model_card.md)
+    #[cfg(feature = "torch")]
+    ImportOpenpcdet(detector_cmds::ImportOpenPcdetArgs),
     /// Training curves of several runs in one picture (e.g. with and without Entropy Loss)
     #[cfg(feature = "torch")]
     PlotRuns(detector_cmds::PlotRunsArgs),
@@ -316,6 +319,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::BenchDetector(a) => bench_detector::bench(a),
         #[cfg(feature = "torch")]
         Cmd::ExportModel(a) => detector_cmds::export(a),
+        #[cfg(feature = "torch")]
+        Cmd::ImportOpenpcdet(a) => detector_cmds::import_openpcdet(a),
         #[cfg(feature = "torch")]
         Cmd::PlotRuns(a) => detector_cmds::plot_runs(a),
         #[cfg(feature = "torch")]

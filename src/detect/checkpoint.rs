@@ -268,6 +268,32 @@ mod tests {
         assert!(matches!(&err, CheckpointError::Format { reason, .. } if reason.contains("config.classes")), "{err:?}");
     }
 
+    /// Checkpoints written before the anchor and NMS settings were part of
+    /// the config (the shipped model among them) load with the settings they
+    /// were built with: yaws 0 and π/2 on cell centres, class-wise NMS over
+    /// the best 4096 candidates.
+    #[test]
+    fn configs_without_the_anchor_and_nms_fields_keep_the_old_behaviour() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.safetensors");
+        save(&good, &Detector::new(tiny_config(), Device::Cpu).unwrap(), &serde_json::json!({}), &[]).unwrap();
+        let old = dir.path().join("old.safetensors");
+        with_metadata(&good, &old, |m| {
+            let mut config: serde_json::Value = serde_json::from_str(&m["config"]).unwrap();
+            for k in ["anchor_rotations", "anchor_align_center", "nms_class_agnostic", "nms_pre_max_size", "match_thresholds"] {
+                assert!(config.as_object_mut().unwrap().remove(k).is_some(), "{k}");
+            }
+            m.insert("config".into(), config.to_string());
+        });
+        let (det, info) = load(&old, Device::Cpu).unwrap();
+        assert_eq!(info.config, tiny_config());
+        assert_eq!(info.config.anchor_rotations, [0.0, std::f64::consts::FRAC_PI_2]);
+        assert!(info.config.anchor_align_center && !info.config.nms_class_agnostic);
+        assert_eq!(det.nms_config().pre_max_size(), Some(4096));
+        let first = det.anchors().anchors()[0];
+        assert!((first.center[0] - 0.32).abs() < 1e-12, "cell-centred anchors (0.64 m cells): {first:?}");
+    }
+
     #[test]
     fn corrupt_or_foreign_files_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();

@@ -44,6 +44,38 @@ pub struct DetectorConfig {
     pub score_threshold: f32,
     pub nms_iou: f64,
     pub max_detections: usize,
+    /// Anchor yaws (rad) at every cell for every class (OpenPCDet
+    /// `anchor_rotations`; its KITTI configs: `[0, 1.57]`).
+    #[serde(default = "default_anchor_rotations")]
+    pub anchor_rotations: Vec<f64>,
+    /// Anchors at cell centres (true) or on OpenPCDet's `align_center: False`
+    /// grid from corner to corner (see `detect::anchors`).
+    #[serde(default = "default_true")]
+    pub anchor_align_center: bool,
+    /// One NMS over all classes (OpenPCDet `MULTI_CLASSES_NMS: False`)
+    /// instead of one per class.
+    #[serde(default)]
+    pub nms_class_agnostic: bool,
+    /// Candidates kept (best first) before the greedy NMS step (OpenPCDet `NMS_PRE_MAXSIZE`).
+    #[serde(default = "default_nms_pre_max_size")]
+    pub nms_pre_max_size: usize,
+    /// Training's anchor matching IoU thresholds, one per class (OpenPCDet
+    /// `matched_threshold` / `unmatched_threshold`); empty: KITTI's for
+    /// Car, Pedestrian, Cyclist (`MatchThresholds::kitti`).
+    #[serde(default)]
+    pub match_thresholds: Vec<super::targets::MatchThresholds>,
+}
+
+fn default_anchor_rotations() -> Vec<f64> {
+    vec![0.0, std::f64::consts::FRAC_PI_2]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_nms_pre_max_size() -> usize {
+    4096
 }
 
 impl DetectorConfig {
@@ -64,6 +96,11 @@ impl DetectorConfig {
             score_threshold: 0.3,
             nms_iou: 0.01,
             max_detections: 100,
+            anchor_rotations: default_anchor_rotations(),
+            anchor_align_center: true,
+            nms_class_agnostic: false,
+            nms_pre_max_size: default_nms_pre_max_size(),
+            match_thresholds: Vec::new(),
         }
     }
 
@@ -153,10 +190,16 @@ impl Detector {
         let encoder = PillarEncoder::new(&root, config.encoder_channels);
         let backbone = Backbone::new(&root, &config.backbone);
         let neck = Neck::new(&root, &config.neck);
-        let grid = AnchorGrid::new(&AnchorConfig::new(config.pillars.range, (h / stride, w / stride), config.classes.clone()))?;
+        let grid = AnchorGrid::new(&AnchorConfig {
+            point_cloud_range: config.pillars.range,
+            feature_map_size: (h / stride, w / stride),
+            rotations: config.anchor_rotations.clone(),
+            classes: config.classes.clone(),
+            align_center: config.anchor_align_center,
+        })?;
         let bins = DirectionBins::kitti();
         let head = AnchorHead::new(&root, config.neck.out_channels(), grid.anchors_per_location() as i64, grid.num_classes() as i64, bins.num_bins() as i64);
-        let nms = NmsConfig::new(config.score_threshold as f64, config.nms_iou, Some(4096), Some(config.max_detections))?;
+        let nms = NmsConfig::new(config.score_threshold as f64, config.nms_iou, Some(config.nms_pre_max_size), Some(config.max_detections))?;
         Ok(Self { config, vs, encoder, backbone, neck, head, grid, bins, nms, inference: None })
     }
 
@@ -208,7 +251,7 @@ impl Detector {
     /// Changes the score threshold of the post-processing (evaluation uses a
     /// low one to trace the whole precision-recall curve).
     pub fn set_score_threshold(&mut self, threshold: f32) -> Result<(), DetectorError> {
-        self.nms = NmsConfig::new(threshold as f64, self.config.nms_iou, Some(4096), Some(self.config.max_detections))?;
+        self.nms = NmsConfig::new(threshold as f64, self.config.nms_iou, Some(self.config.nms_pre_max_size), Some(self.config.max_detections))?;
         self.config.score_threshold = threshold;
         Ok(())
     }
@@ -303,9 +346,9 @@ impl Detector {
     }
 
     /// Detections of batch element `i` of the head outputs: decode,
-    /// class-wise NMS, then the frame as a whole capped (best first).
+    /// class-wise (or class-agnostic) NMS, then the frame as a whole capped (best first).
     fn postprocess(&self, head: &HeadOutput, i: i64) -> Result<Vec<Detection>, DetectorError> {
-        let mut dets = detections(&head.cls.get(i), &head.boxes.get(i), &head.dir.get(i), &self.grid, &self.bins, self.config.score_threshold, &self.nms)?;
+        let mut dets = detections(&head.cls.get(i), &head.boxes.get(i), &head.dir.get(i), &self.grid, &self.bins, self.config.score_threshold, &self.nms, self.config.nms_class_agnostic)?;
         dets.truncate(self.config.max_detections);
         Ok(dets)
     }

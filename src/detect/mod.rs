@@ -9,6 +9,7 @@
 //! - [`targets`]: anchor ↔ ground-truth assignment for training;
 //! - [`pillars`]: deterministic pillarization with PointPillars point features;
 //! - [`validate`]: structural checks of a detector config before a model is built (feature `torch`);
+//! - [`openpcdet`]: OpenPCDet PointPillars checkpoints imported as ours (feature `torch`);
 //! - [`model`]: the network in tch (pillar encoder, compression backbone; feature `torch`).
 //!
 //! All boxes are [`crate::geometry::Box3D`]; conventions and formulas are
@@ -32,5 +33,7 @@ pub mod kitti_output;
 pub mod model;
 #[cfg(feature = "torch")]
 pub mod validate;
+#[cfg(feature = "torch")]
+pub mod openpcdet;
 #[cfg(all(test, feature = "torch"))]
 mod inference_graph_tests;

@@ -1,11 +1,12 @@
 //! Head outputs → detections: sigmoid class scores (best class per anchor),
 //! score threshold before any decoding (most of the ~300k anchors are
 //! background), residual decode against the anchors, heading restored from
-//! the direction bin, then class-wise rotated NMS.
+//! the direction bin, then rotated NMS (class-wise, or over all classes
+//! as OpenPCDet's `MULTI_CLASSES_NMS: False`).
 
 use super::anchors::AnchorGrid;
 use super::box_coder::{decode, CoderError, DirectionBins, CODE_SIZE};
-use super::nms::{nms_bev_classwise, NmsConfig, NmsError};
+use super::nms::{nms_bev, nms_bev_classwise, NmsConfig, NmsError};
 use crate::geometry::Box3D;
 use tch::{Kind, Tensor};
 
@@ -27,7 +28,8 @@ pub enum PostprocessError {
 }
 
 /// Detections of one frame from its head outputs `cls` [N, classes],
-/// `boxes` [N, 7], `dir` [N, bins] (batch element already selected).
+/// `boxes` [N, 7], `dir` [N, bins] (batch element already selected);
+/// `class_agnostic`: one NMS over all classes instead of one per class.
 pub fn detections(
     cls: &Tensor,
     boxes: &Tensor,
@@ -36,6 +38,7 @@ pub fn detections(
     bins: &DirectionBins,
     score_threshold: f32,
     nms: &NmsConfig,
+    class_agnostic: bool,
 ) -> Result<Vec<Detection>, PostprocessError> {
     let n = grid.len() as i64;
     let (cs, bs, ds) = (cls.size(), boxes.size(), dir.size());
@@ -64,7 +67,7 @@ pub fn detections(
     let boxes: Vec<Box3D> = candidates.iter().map(|d| d.bbox).collect();
     let scores: Vec<f32> = candidates.iter().map(|d| d.score).collect();
     let classes: Vec<usize> = candidates.iter().map(|d| d.class).collect();
-    let kept = nms_bev_classwise(&boxes, &scores, &classes, nms)?;
+    let kept = if class_agnostic { nms_bev(&boxes, &scores, nms)? } else { nms_bev_classwise(&boxes, &scores, &classes, nms)? };
     Ok(kept.into_iter().map(|i| candidates[i].clone()).collect())
 }
 
@@ -92,7 +95,7 @@ mod tests {
         let _ = dir.get(p).get(1).fill_(5.0);
         let _ = boxes.get(a).get(0).fill_(0.1); // dx = 0.1 * diagonal(3.9, 1.6)
         let nms = NmsConfig::new(0.0, 0.5, None, None).unwrap();
-        let dets = detections(&cls, &boxes, &dir, &grid, &DirectionBins::kitti(), 0.5, &nms).unwrap();
+        let dets = detections(&cls, &boxes, &dir, &grid, &DirectionBins::kitti(), 0.5, &nms, false).unwrap();
         assert_eq!(dets.len(), 2, "{dets:?}"); // the weaker neighbour is suppressed
         assert_eq!(dets[0].class, 0);
         assert!((dets[0].score - 1.0 / (1.0 + (-3.0f32).exp())).abs() < 1e-6);
@@ -103,7 +106,7 @@ mod tests {
         assert!(dets[1].bbox.yaw.abs() < 1e-6, "{}", dets[1].bbox.yaw);
         assert_eq!(DirectionBins::kitti().target_bin(0.0), 1);
         // nothing above the threshold → nothing; wrong shapes → error
-        assert!(detections(&cls, &boxes, &dir, &grid, &DirectionBins::kitti(), 0.99, &nms).unwrap().is_empty());
-        assert!(detections(&cls.narrow(0, 0, 5), &boxes, &dir, &grid, &DirectionBins::kitti(), 0.5, &nms).is_err());
+        assert!(detections(&cls, &boxes, &dir, &grid, &DirectionBins::kitti(), 0.99, &nms, false).unwrap().is_empty());
+        assert!(detections(&cls.narrow(0, 0, 5), &boxes, &dir, &grid, &DirectionBins::kitti(), 0.5, &nms, false).is_err());
     }
 }

@@ -13,7 +13,7 @@ use super::iou::iou_bev;
 use crate::geometry::Box3D;
 
 /// IoU thresholds of one class (OpenPCDet KITTI: Car 0.6/0.45, Pedestrian and Cyclist 0.5/0.35).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MatchThresholds {
     pub matched: f64,
     pub unmatched: f64,

@@ -23,6 +23,10 @@ pub const MAX_GRID_CELLS: usize = 1 << 22;
 pub const MAX_CLASSES: usize = 64;
 /// Anchors on the head's map (the full model: 321,408).
 pub const MAX_ANCHORS: usize = 1 << 23;
+/// Anchor yaws per class and cell (OpenPCDet uses 2).
+pub const MAX_ANCHOR_ROTATIONS: usize = 16;
+/// Candidates kept before the greedy NMS step (OpenPCDet: 4096).
+pub const MAX_NMS_PRE: usize = 1 << 20;
 /// Detections kept per frame after NMS.
 pub const MAX_DETECTIONS: usize = 10_000;
 /// Estimated memory of one forward pass ([`DetectorConfig::forward_bytes_estimate`];
@@ -74,7 +78,7 @@ impl DetectorConfig {
         let s0 = b.layer_strides.first().copied().unwrap_or(1).max(1) as u128;
         let head_cells = cells / (s0 * s0);
         floats += head_cells * self.neck.upsample_filters.iter().map(|&f| f.max(0) as u128).sum::<u128>() * 2;
-        let anchors = head_cells * 2 * self.classes.len() as u128;
+        let anchors = head_cells * self.anchor_rotations.len() as u128 * self.classes.len() as u128;
         floats += anchors * (self.classes.len() as u128 + 7 + 2 + 2 * 7); // cls, boxes, dir; anchors and decoded boxes in f64
         floats.saturating_mul(4)
     }
@@ -92,8 +96,10 @@ impl DetectorConfig {
         }
         at_most("classes", self.classes.len(), MAX_CLASSES)?;
         at_most("max_detections", self.max_detections, MAX_DETECTIONS)?;
+        at_most("anchor_rotations", self.anchor_rotations.len(), MAX_ANCHOR_ROTATIONS)?;
+        at_most("nms_pre_max_size", self.nms_pre_max_size, MAX_NMS_PRE)?;
         let s0 = self.backbone.layer_strides.first().copied().unwrap_or(1).max(1) as usize;
-        let anchors = (w / s0) * (h / s0) * 2 * self.classes.len();
+        let anchors = (w / s0) * (h / s0) * self.anchor_rotations.len() * self.classes.len();
         if anchors > MAX_ANCHORS {
             return Err(bad("classes", format!("{anchors} anchors on a {} x {} map, expected <= {MAX_ANCHORS}", w / s0, h / s0)));
         }
@@ -172,6 +178,18 @@ impl DetectorConfig {
                 return Err(bad(format!("classes[{i}].bottom_height"), format!("{} ({}), expected finite", c.bottom_height, c.name)));
             }
         }
+        if self.anchor_rotations.is_empty() || self.anchor_rotations.iter().any(|r| !r.is_finite()) {
+            return Err(bad("anchor_rotations", format!("{:?}, expected at least one finite yaw", self.anchor_rotations)));
+        }
+        if !self.match_thresholds.is_empty() && self.match_thresholds.len() != self.classes.len() {
+            return Err(bad("match_thresholds", format!("{} entries for {} classes (empty: KITTI's)", self.match_thresholds.len(), self.classes.len())));
+        }
+        if let Some((i, t)) = self.match_thresholds.iter().enumerate().find(|(_, t)| !(0.0 <= t.unmatched && t.unmatched <= t.matched && t.matched <= 1.0)) {
+            return Err(bad(format!("match_thresholds[{i}]"), format!("{t:?}, expected 0 <= unmatched <= matched <= 1")));
+        }
+        if self.nms_pre_max_size == 0 {
+            return Err(bad("nms_pre_max_size", "0, expected >= 1"));
+        }
         if self.score_threshold.is_nan() {
             return Err(bad("score_threshold", "NaN"));
         }
@@ -197,7 +215,7 @@ mod tests {
     /// One broken config per rule, with the field its error must name.
     fn broken() -> Vec<(&'static str, DetectorConfig)> {
         type Edit = fn(&mut DetectorConfig);
-        let edits: [(&str, Edit); 21] = [
+        let edits: [(&str, Edit); 26] = [
             ("encoder_channels", |c| c.encoder_channels = 0),
             ("encoder_channels", |c| c.encoder_channels = MAX_CHANNELS + 1),
             ("backbone.in_channels", |c| c.backbone.in_channels = 64),
@@ -219,6 +237,11 @@ mod tests {
             ("classes[2].bottom_height", |c| c.classes[2].bottom_height = f64::INFINITY),
             ("score_threshold", |c| c.score_threshold = f32::NAN),
             ("nms_iou", |c| c.nms_iou = 1.5),
+            ("anchor_rotations", |c| c.anchor_rotations.clear()),
+            ("anchor_rotations", |c| c.anchor_rotations[1] = f64::NAN),
+            ("nms_pre_max_size", |c| c.nms_pre_max_size = 0),
+            ("match_thresholds", |c| c.match_thresholds = vec![crate::detect::targets::MatchThresholds { matched: 0.6, unmatched: 0.45 }]),
+            ("match_thresholds[0]", |c| c.match_thresholds = vec![crate::detect::targets::MatchThresholds { matched: 0.4, unmatched: 0.45 }; 3]),
         ];
         edits
             .into_iter()
@@ -248,7 +271,7 @@ mod tests {
     #[test]
     fn ruinous_sizes_are_refused_before_building() {
         type Edit = fn(&mut DetectorConfig);
-        let edits: [(&str, Edit); 8] = [
+        let edits: [(&str, Edit); 10] = [
             ("pillars.max_points_per_pillar", |c| c.pillars.max_points_per_pillar = 1 << 40),
             ("pillars.max_pillars", |c| c.pillars.max_pillars = 1 << 40),
             ("pillars.pillar_size", |c| c.pillars.pillar_size = [0.01, 0.01]),
@@ -258,6 +281,8 @@ mod tests {
                 c.classes = vec![c.classes[0].clone(); 20];
             }),
             ("max_detections", |c| c.max_detections = usize::MAX),
+            ("anchor_rotations", |c| c.anchor_rotations = vec![0.0; MAX_ANCHOR_ROTATIONS + 1]),
+            ("nms_pre_max_size", |c| c.nms_pre_max_size = usize::MAX),
             // each size within its own cap, the whole pass beyond the budget
             ("pillars", |c| (c.pillars.max_pillars, c.pillars.max_points_per_pillar) = (MAX_PILLARS, MAX_POINTS_PER_PILLAR)),
             ("pillars", |c| (c.encoder_channels, c.backbone.in_channels, c.pillars.pillar_size) = (MAX_CHANNELS, MAX_CHANNELS, [0.08, 0.08])),

@@ -75,14 +75,11 @@ pub struct TargetSpec {
 }
 
 impl TargetSpec {
-    /// The detector's pillar config and anchors with KITTI's thresholds and direction bins.
+    /// The detector's pillar config, anchors and matching thresholds
+    /// (KITTI's when its config has none) with KITTI's direction bins.
     pub fn kitti(det: &crate::detect::detector::Detector) -> Self {
-        Self {
-            pillars: det.config.pillars.clone(),
-            anchors: det.anchors().clone(),
-            thresholds: MatchThresholds::kitti().to_vec(),
-            bins: DirectionBins::kitti(),
-        }
+        let thresholds = if det.config.match_thresholds.is_empty() { MatchThresholds::kitti().to_vec() } else { det.config.match_thresholds.clone() };
+        Self { pillars: det.config.pillars.clone(), anchors: det.anchors().clone(), thresholds, bins: DirectionBins::kitti() }
     }
 
     /// Pillarizes `points` and assigns the anchor targets of `gts` (boxes

@@ -83,7 +83,7 @@ fn tiny_model_overfits_a_batch_of_frames() {
     let nms = crate::detect::nms::NmsConfig::new(0.3, 0.01, None, Some(50)).unwrap();
     for (b, (_, gts)) in frames.iter().enumerate() {
         let b = b as i64;
-        let dets = crate::detect::postprocess::detections(&head.cls.get(b), &head.boxes.get(b), &head.dir.get(b), det.anchors(), &DirectionBins::kitti(), 0.3, &nms).unwrap();
+        let dets = crate::detect::postprocess::detections(&head.cls.get(b), &head.boxes.get(b), &head.dir.get(b), det.anchors(), &DirectionBins::kitti(), 0.3, &nms, false).unwrap();
         let found = gts.iter().filter(|(g, _)| dets.iter().any(|d| d.class == 0 && iou_bev(&d.bbox, g) > 0.5)).count();
         eprintln!("frame {b}: found {found} of {} cars", gts.len());
         assert!(found * 2 >= gts.len(), "frame {b}: found {found} of {} cars", gts.len());
@@ -200,4 +200,17 @@ fn frozen_batch_norm_works_with_batches() {
         let (single, _) = tch::no_grad(|| det.forward_train(points, BatchNormMode::Frozen)).unwrap();
         assert!(head.cls.get(b as i64).allclose(&single.cls.get(0), 1e-4, 1e-5, false), "frame {b}");
     }
+}
+
+/// Fine-tuning an imported OpenPCDet model assigns targets with the
+/// thresholds its YAML gave; a config without them keeps KITTI's.
+#[test]
+fn targets_use_the_models_matching_thresholds() {
+    let mut cfg = tiny_config();
+    let det = Detector::new(cfg.clone(), Device::Cpu).unwrap();
+    assert_eq!(TargetSpec::kitti(&det).thresholds, MatchThresholds::kitti());
+    let own = vec![MatchThresholds { matched: 0.7, unmatched: 0.55 }; 3];
+    cfg.match_thresholds = own.clone();
+    let det = Detector::new(cfg, Device::Cpu).unwrap();
+    assert_eq!(TargetSpec::kitti(&det).thresholds, own);
 }

@@ -76,7 +76,8 @@ pub struct TrainConfig {
     /// trained Entropy Loss is then the Eloss the monitor reads).
     pub batchnorm: BatchNormMode,
     /// Start a new run from this model's weights (fine-tuning; empty = random
-    /// initialisation). Its config must be the preset's. Ignored on resume.
+    /// initialisation). The run keeps this model's config (e.g. an imported
+    /// OpenPCDet model's), whatever `model` says. Ignored on resume.
     pub init: String,
 }
 
@@ -203,6 +204,15 @@ pub struct Trainer {
     pub position: Position,
 }
 
+/// The detector config of a run: the `init` model's when fine-tuning, else the `model` preset's.
+fn run_detector_config(config: &TrainConfig) -> Result<DetectorConfig, TrainError> {
+    if config.init.is_empty() {
+        config.detector()
+    } else {
+        Ok(checkpoint::read(Path::new(&config.init))?.0.config)
+    }
+}
+
 impl Trainer {
     /// A new run, or the continuation of `run_dir/last.safetensors` when it exists.
     pub fn open(config: TrainConfig, data: &Path, run_dir: &Path, device: Device) -> Result<Self, TrainError> {
@@ -215,7 +225,7 @@ impl Trainer {
         let mut scaler = LossScaler::new(config.mixed_precision, device);
         let (detector, position) = if last.is_file() {
             let (det, info) = checkpoint::load(&last, device)?;
-            if det.config != config.detector()? {
+            if det.config != run_detector_config(&config)? {
                 return Err(TrainError::Config(format!("{} was trained with another model config", last.display())));
             }
             // steps, the schedule and the resume point count batches: the size cannot change mid-run
@@ -229,9 +239,12 @@ impl Trainer {
             }
             (det, pos)
         } else if !config.init.is_empty() {
+            // the run keeps the init model's config (an imported OpenPCDet
+            // model keeps its grid, anchors and NMS settings): `model` only
+            // names the preset of runs that start from scratch
             let (det, _) = checkpoint::load(Path::new(&config.init), device)?;
             if det.config != config.detector()? {
-                return Err(TrainError::Config(format!("init {}: its model config is not the `{}` preset", config.init, config.model)));
+                tracing::info!(init = %config.init, preset = %config.model, "the init model's config differs from the preset's: the run keeps the init model's");
             }
             (det, Position::default())
         } else {

@@ -202,6 +202,41 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
 }
 
 #[derive(clap::Args)]
+pub struct ImportOpenPcdetArgs {
+    /// OpenPCDet checkpoint (torch.save of {'model_state': ...}, e.g. pointpillar_7728.pth)
+    #[arg(long)]
+    ckpt: PathBuf,
+    /// OpenPCDet model config (e.g. tools/cfgs/kitti_models/pointpillar.yaml); default: KITTI PointPillars
+    #[arg(long)]
+    cfg: Option<PathBuf>,
+    /// Our model file (safetensors + metadata), for the node, `eloss detect` and `eloss train` (init)
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn import_openpcdet(a: ImportOpenPcdetArgs) -> anyhow::Result<()> {
+    use eloss_perception::detect::openpcdet;
+    let cfg = match &a.cfg {
+        Some(p) => {
+            let len = std::fs::metadata(p).with_context(|| format!("reading {}", p.display()))?.len();
+            anyhow::ensure!(len <= openpcdet::config::MAX_CONFIG_BYTES as u64, "{}: {len} bytes, more than the {} accepted for a config", p.display(), openpcdet::config::MAX_CONFIG_BYTES);
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    let report = openpcdet::import(&a.ckpt, cfg.as_deref(), &a.out)?;
+    println!(
+        "wrote {} (model id {}): {} tensors imported, skipped {:?}; OpenPCDet checkpoint {}",
+        a.out.display(),
+        report.model_id,
+        report.tensors,
+        report.skipped,
+        report.source
+    );
+    Ok(())
+}
+
+#[derive(clap::Args)]
 pub struct PlotRunsArgs {
     /// NAME=RUN_DIR, repeated: the runs to compare
     #[arg(long = "run", required = true)]
