@@ -111,6 +111,7 @@ fn write_random_compact_checkpoint() {
 #[test]
 fn shipped_monitor_reads_the_trained_quantity() {
     use crate::detect::detector::BatchNormMode;
+    use crate::eloss::grouping::Grouping;
     use crate::eloss::loss::entropy_loss;
     use crate::perception::{EMBEDDED_CALIBRATION, EMBEDDED_MODEL};
     use std::str::FromStr;
@@ -120,9 +121,11 @@ fn shipped_monitor_reads_the_trained_quantity() {
     let trained = &info.training["config"];
     let estimator = Estimator::from_str(trained["estimator"].as_str().expect("the checkpoint records its training estimator")).unwrap();
     let batchnorm: BatchNormMode = serde_json::from_value(trained.get("batchnorm").cloned().unwrap_or(serde_json::json!("train"))).unwrap();
+    // models trained before the option have no `grouping`: per block
+    let grouping: Grouping = serde_json::from_value(trained.get("grouping").cloned().unwrap_or(serde_json::json!("per_block"))).unwrap();
     let training_term = tch::no_grad(|| {
         let (_, layers) = det.forward_train(&points, batchnorm).unwrap();
-        entropy_loss(&layers.blocks, estimator, 0.0).loss.double_value(&[])
+        entropy_loss(&layers.blocks, estimator, grouping, 0.0).loss.double_value(&[])
     });
     let cal = EntropyCalibration::from_json(EMBEDDED_CALIBRATION, std::path::Path::new("embedded")).unwrap();
     let mut monitor = Monitor::new(&info.model_id, Some(cal), MonitorConfig::default()).unwrap();

@@ -133,7 +133,7 @@ mod tests {
         let l = layers(5);
         for est in [Estimator::Knn, Estimator::Gaussian { ridge_rel: 1e-3 }] {
             let p = EntropyProfile::compute(&l, est).unwrap();
-            let t = entropy_loss(&l.blocks, est, 0.0);
+            let t = entropy_loss(&l.blocks, est, crate::eloss::grouping::Grouping::PerBlock, 0.0);
             assert_eq!(p.block_layer_counts, [3, 4]);
             assert_eq!(p.delta_h.iter().map(Vec::len).collect::<Vec<_>>(), [2, 3]);
             let want = t.loss.double_value(&[]);
