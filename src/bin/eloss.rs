@@ -371,6 +371,9 @@ struct CalibrateArgs {
     /// Entropy estimator: gaussian, gaussian:RIDGE_REL or knn
     #[arg(long, default_value = "gaussian")]
     estimator: String,
+    /// Grouping of ΔH in the Eloss: per_block or reference (default: the one the model was trained with, per_block when the checkpoint records none)
+    #[arg(long)]
+    grouping: Option<String>,
     /// Score the threshold applies to: combined, eloss or mahalanobis
     #[arg(long, default_value = "combined")]
     score: String,
@@ -447,11 +450,12 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     let estimator: Estimator = a.estimator.parse()?;
     let score: ScoreKind = a.score.parse().map_err(anyhow::Error::msg)?;
     let (det, info) = eloss_perception::detect::checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
+    let grouping = calibration_grouping(&info, a.grouping.as_deref())?;
     let ds = open_frames(&a.data, &a.split)?;
     let tags = read_anomalies(&a.data)?;
     let ids: Vec<String> = ds.ids().iter().filter(|id| !is_anomalous(&tags, id)).take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
     let bar = frame_bar(ids.len(), "normal");
-    let records = run_frames(&det, &ds, &ids, estimator, false, |d, _| bar.set_position(d as u64))?;
+    let records = run_frames(&det, &ds, &ids, estimator, grouping, false, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
     let profiles: Vec<_> = records.iter().map(|r| r.profile.clone()).collect();
     let source = serde_json::json!({
@@ -466,7 +470,7 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
         let lidar = |id: &String| sig_tags.get(id).and_then(Option::as_ref).is_some_and(|t| t.lidar.is_some());
         let sig_ids: Vec<String> = sig_ds.ids().iter().filter(|id| lidar(id)).take(a.signature_frames.unwrap_or(usize::MAX)).cloned().collect();
         let bar = frame_bar(sig_ids.len(), "anomalous");
-        let recs = run_frames(&det, &sig_ds, &sig_ids, estimator, false, |d, _| bar.set_position(d as u64))?;
+        let recs = run_frames(&det, &sig_ds, &sig_ids, estimator, grouping, false, |d, _| bar.set_position(d as u64))?;
         bar.finish_and_clear();
         let mut groups: std::collections::BTreeMap<String, Vec<_>> = Default::default();
         for r in recs {
@@ -483,8 +487,8 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     };
     let (detect_ms, profile_ms) = (ms(&|r| r.detect_time), ms(&|r| r.profile.compute_time));
     println!(
-        "calibration {} for model {} ({} estimator): {} fit + {} held-out frames, median Eloss {:.4e}",
-        cal.calibration_id, cal.model_id, estimator.name(), cal.fit_frames, cal.held_out_frames, cal.normal.eloss_median
+        "calibration {} for model {} ({} estimator, {} grouping): {} fit + {} held-out frames, median Eloss {:.4e}",
+        cal.calibration_id, cal.model_id, estimator.name(), grouping.name(), cal.fit_frames, cal.held_out_frames, cal.normal.eloss_median
     );
     println!(
         "threshold {:.3} ({:?} score) for false-alarm rate {} (certifiable {:.4}; held-out rate {:.4})",
@@ -496,6 +500,27 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     println!("per frame: detector {detect_ms:.1} ms, Eloss profile {profile_ms:.2} ms ({:.1} %)", 100.0 * profile_ms / detect_ms.max(1e-9));
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// The ΔH grouping to calibrate with: the one the checkpoint's training
+/// config records (per block when it records none, as before the option);
+/// `requested` must agree with it, so the monitor cannot read another
+/// quantity than the one the model was trained to keep small.
+#[cfg(feature = "torch")]
+fn calibration_grouping(info: &eloss_perception::detect::checkpoint::CheckpointInfo, requested: Option<&str>) -> anyhow::Result<eloss_perception::eloss::grouping::Grouping> {
+    use eloss_perception::eloss::grouping::Grouping;
+    let trained: Grouping = match info.training["config"].get("grouping") {
+        None => Grouping::PerBlock,
+        Some(v) => serde_json::from_value(v.clone()).with_context(|| format!("the checkpoint's training grouping {v}"))?,
+    };
+    match requested {
+        None => Ok(trained),
+        Some(r) => {
+            let r: Grouping = r.parse()?;
+            anyhow::ensure!(r == trained, "--grouping {} but the model was trained with the {} grouping", r.name(), trained.name());
+            Ok(r)
+        }
+    }
 }
 
 /// A detector checkpoint with its Eloss calibration (`calibration`, else the
@@ -521,7 +546,7 @@ fn eloss_eval(a: ElossEvalArgs) -> anyhow::Result<()> {
     let ds = open_frames(&a.data, &a.split)?;
     let ids: Vec<String> = ds.ids().iter().take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
     let bar = frame_bar(ids.len(), "frames");
-    let records = run_frames(&det, &ds, &ids, cal.estimator, true, |d, _| bar.set_position(d as u64))?;
+    let records = run_frames(&det, &ds, &ids, cal.estimator, cal.grouping(), true, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
     let scores = score_frames(&cal, &records)?;
     let summary = summarize(&cal, &records, &scores)?;

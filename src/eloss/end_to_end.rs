@@ -5,6 +5,7 @@
 
 use super::calibration::{CalibrationOptions, EntropyCalibration};
 use super::entropy::Estimator;
+use super::grouping::Grouping;
 use super::monitor::{Monitor, MonitorConfig};
 use super::profile::EntropyProfile;
 use crate::cloud::{Point, Points};
@@ -61,7 +62,7 @@ fn strong_anomaly_scores_above_the_calibrated_threshold() {
     let model_id = checkpoint::save(&model, &det, &serde_json::json!({}), &[]).unwrap();
     let frames = clouds(64);
     for est in [Estimator::Gaussian { ridge_rel: 1e-3 }, Estimator::Knn] {
-        let profile = |p: &Points| EntropyProfile::compute(&det.detect(p).unwrap().layers, est).unwrap();
+        let profile = |p: &Points| EntropyProfile::compute(&det.detect(p).unwrap().layers, est, Grouping::PerBlock).unwrap();
         let normal: Vec<EntropyProfile> = frames[..60].iter().map(profile).collect();
         let opts = CalibrationOptions { false_alarm: 0.2, ..Default::default() };
         let cal = EntropyCalibration::fit(&model_id, &normal, &opts, serde_json::json!({"test": true})).unwrap();
@@ -111,7 +112,6 @@ fn write_random_compact_checkpoint() {
 #[test]
 fn shipped_monitor_reads_the_trained_quantity() {
     use crate::detect::detector::BatchNormMode;
-    use crate::eloss::grouping::Grouping;
     use crate::eloss::loss::entropy_loss;
     use crate::perception::{EMBEDDED_CALIBRATION, EMBEDDED_MODEL};
     use std::str::FromStr;

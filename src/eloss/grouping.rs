@@ -61,6 +61,11 @@ impl Grouping {
         }
     }
 
+    /// Serde's `skip_serializing_if` for fields added after per-block files existed.
+    pub fn is_per_block(&self) -> bool {
+        *self == Self::PerBlock
+    }
+
     /// The groups as ranges of flat layer indices (each range's consecutive
     /// layers give the group's transitions), for blocks of the given layer counts.
     pub fn layer_groups(&self, block_layer_counts: &[u32]) -> Vec<Range<usize>> {

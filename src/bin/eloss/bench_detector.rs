@@ -72,7 +72,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         post.push(out.timings.postprocess.as_secs_f64() * 1e3);
         for (est, store) in [("knn", &mut eloss_knn), ("gaussian", &mut eloss_gauss)] {
             let t = Instant::now();
-            let _ = EntropyProfile::compute(&out.layers, est.parse()?);
+            let _ = EntropyProfile::compute(&out.layers, est.parse()?, eloss_perception::eloss::grouping::Grouping::PerBlock);
             store.push(ms_since(t));
         }
     }
