@@ -134,3 +134,4 @@ fn shipped_monitor_reads_the_trained_quantity() {
     let rel = (report.eloss - training_term).abs() / training_term.abs().max(1e-12);
     assert!(rel < 1e-3, "monitor Eloss {} vs trained term {training_term} (relative difference {rel:.3e}; batch-norm {batchnorm:?})", report.eloss);
 }
+
