@@ -450,7 +450,8 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     let estimator: Estimator = a.estimator.parse()?;
     let score: ScoreKind = a.score.parse().map_err(anyhow::Error::msg)?;
     let (det, info) = eloss_perception::detect::checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
-    let grouping = calibration_grouping(&info, a.grouping.as_deref())?;
+    let requested = a.grouping.as_deref().map(str::parse::<eloss_perception::eloss::grouping::Grouping>).transpose()?;
+    let grouping = eloss_perception::eloss::grouping::Grouping::of_checkpoint(&info.training, requested)?;
     let ds = open_frames(&a.data, &a.split)?;
     let tags = read_anomalies(&a.data)?;
     let ids: Vec<String> = ds.ids().iter().filter(|id| !is_anomalous(&tags, id)).take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
@@ -500,27 +501,6 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     println!("per frame: detector {detect_ms:.1} ms, Eloss profile {profile_ms:.2} ms ({:.1} %)", 100.0 * profile_ms / detect_ms.max(1e-9));
     println!("wrote {}", out.display());
     Ok(())
-}
-
-/// The ΔH grouping to calibrate with: the one the checkpoint's training
-/// config records (per block when it records none, as before the option);
-/// `requested` must agree with it, so the monitor cannot read another
-/// quantity than the one the model was trained to keep small.
-#[cfg(feature = "torch")]
-fn calibration_grouping(info: &eloss_perception::detect::checkpoint::CheckpointInfo, requested: Option<&str>) -> anyhow::Result<eloss_perception::eloss::grouping::Grouping> {
-    use eloss_perception::eloss::grouping::Grouping;
-    let trained: Grouping = match info.training["config"].get("grouping") {
-        None => Grouping::PerBlock,
-        Some(v) => serde_json::from_value(v.clone()).with_context(|| format!("the checkpoint's training grouping {v}"))?,
-    };
-    match requested {
-        None => Ok(trained),
-        Some(r) => {
-            let r: Grouping = r.parse()?;
-            anyhow::ensure!(r == trained, "--grouping {} but the model was trained with the {} grouping", r.name(), trained.name());
-            Ok(r)
-        }
-    }
 }
 
 /// A detector checkpoint with its Eloss calibration (`calibration`, else the

@@ -42,6 +42,14 @@ pub enum Grouping {
 #[error("unknown Eloss grouping `{0}` (per_block or reference)")]
 pub struct UnknownGrouping(pub String);
 
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TrainedGroupingError {
+    #[error("the checkpoint's training grouping {0} is not per_block or reference")]
+    Unreadable(String),
+    #[error("asked for the {requested} grouping but the model was trained with {trained}")]
+    Mismatch { requested: &'static str, trained: &'static str },
+}
+
 impl FromStr for Grouping {
     type Err = UnknownGrouping;
     fn from_str(s: &str) -> Result<Self, UnknownGrouping> {
@@ -58,6 +66,22 @@ impl Grouping {
         match self {
             Self::PerBlock => "per_block",
             Self::Reference => "reference",
+        }
+    }
+
+    /// The grouping to calibrate a model with: the one its checkpoint's
+    /// training config (`training["config"]["grouping"]`) records — per
+    /// block when it records none, as every model before the option —
+    /// and `requested`, when given, must be that one: the monitor then
+    /// reads the quantity the model was trained to keep small.
+    pub fn of_checkpoint(training: &serde_json::Value, requested: Option<Grouping>) -> Result<Grouping, TrainedGroupingError> {
+        let trained = match training["config"].get("grouping") {
+            None | Some(serde_json::Value::Null) => Grouping::PerBlock,
+            Some(v) => serde_json::from_value(v.clone()).map_err(|_| TrainedGroupingError::Unreadable(crate::log_limit::printable(&v.to_string())))?,
+        };
+        match requested {
+            Some(r) if r != trained => Err(TrainedGroupingError::Mismatch { requested: r.name(), trained: trained.name() }),
+            _ => Ok(trained),
         }
     }
 
@@ -142,6 +166,24 @@ mod tests {
         // reference, N = 6, h = 3: layers 1..3 and 2..6
         assert_eq!(Grouping::Reference.deltas(&h, &[3, 3]), vec![vec![2.0], vec![3.0, 4.0, 5.0]]);
         assert_eq!(Grouping::PerBlock.deltas(&h, &[3, 3]), vec![vec![1.0, 2.0], vec![4.0, 5.0]]);
+    }
+
+    #[test]
+    fn calibration_takes_the_trained_grouping() {
+        use serde_json::json;
+        let reference = json!({"config": {"grouping": "reference", "estimator": "knn"}});
+        assert_eq!(Grouping::of_checkpoint(&reference, None), Ok(Grouping::Reference));
+        assert_eq!(Grouping::of_checkpoint(&reference, Some(Grouping::Reference)), Ok(Grouping::Reference));
+        assert_eq!(
+            Grouping::of_checkpoint(&reference, Some(Grouping::PerBlock)),
+            Err(TrainedGroupingError::Mismatch { requested: "per_block", trained: "reference" })
+        );
+        // models trained before the option (or not by the trainer) are per block
+        for old in [json!({"config": {"estimator": "knn"}}), json!({}), json!(null)] {
+            assert_eq!(Grouping::of_checkpoint(&old, None), Ok(Grouping::PerBlock));
+            assert!(Grouping::of_checkpoint(&old, Some(Grouping::Reference)).is_err());
+        }
+        assert!(matches!(Grouping::of_checkpoint(&json!({"config": {"grouping": "halves"}}), None), Err(TrainedGroupingError::Unreadable(_))));
     }
 
     #[test]
