@@ -64,6 +64,8 @@ pub struct ElossSettings {
     pub calibration_path: String,
     /// `None` = the calibration's estimator.
     pub estimator: Option<crate::eloss::entropy::Estimator>,
+    /// `None` = the calibration's grouping of ΔH.
+    pub grouping: Option<crate::eloss::grouping::Grouping>,
     /// `None` = the calibrated threshold.
     pub threshold: Option<f64>,
     pub hysteresis: HysteresisConfig,
@@ -71,7 +73,7 @@ pub struct ElossSettings {
 
 impl Default for ElossSettings {
     fn default() -> Self {
-        Self { calibration_path: String::new(), estimator: None, threshold: None, hysteresis: HysteresisConfig::default() }
+        Self { calibration_path: String::new(), estimator: None, grouping: None, threshold: None, hysteresis: HysteresisConfig::default() }
     }
 }
 
@@ -171,7 +173,7 @@ impl FramePipeline {
             Ok(c) => (c, None),
             Err(e) => (None, Some(e)),
         };
-        let config = MonitorConfig { estimator: eloss.estimator, threshold: eloss.threshold, hysteresis: eloss.hysteresis };
+        let config = MonitorConfig { estimator: eloss.estimator, grouping: eloss.grouping, threshold: eloss.threshold, hysteresis: eloss.hysteresis };
         let monitor = Monitor::new(&info.model_id, calibration, config)?;
         let model_id = format!("{name}@{}", info.model_id);
         Ok(Self { detector, info, model_id, monitor, calibration_problem })

@@ -376,6 +376,9 @@ struct CalibrateArgs {
     /// Entropy estimator: gaussian, gaussian:RIDGE_REL or knn
     #[arg(long, default_value = "gaussian")]
     estimator: String,
+    /// Grouping of ΔH in the Eloss: per_block or reference (default: the one the model was trained with, per_block when the checkpoint records none)
+    #[arg(long)]
+    grouping: Option<String>,
     /// Score the threshold applies to: combined, eloss or mahalanobis
     #[arg(long, default_value = "combined")]
     score: String,
@@ -452,11 +455,13 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     let estimator: Estimator = a.estimator.parse()?;
     let score: ScoreKind = a.score.parse().map_err(anyhow::Error::msg)?;
     let (det, info) = eloss_perception::detect::checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
+    let requested = a.grouping.as_deref().map(str::parse::<eloss_perception::eloss::grouping::Grouping>).transpose()?;
+    let grouping = eloss_perception::eloss::grouping::Grouping::of_checkpoint(&info.training, requested)?;
     let ds = open_frames(&a.data, &a.split)?;
     let tags = read_anomalies(&a.data)?;
     let ids: Vec<String> = ds.ids().iter().filter(|id| !is_anomalous(&tags, id)).take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
     let bar = frame_bar(ids.len(), "normal");
-    let records = run_frames(&det, &ds, &ids, estimator, false, |d, _| bar.set_position(d as u64))?;
+    let records = run_frames(&det, &ds, &ids, estimator, grouping, false, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
     let profiles: Vec<_> = records.iter().map(|r| r.profile.clone()).collect();
     let source = serde_json::json!({
@@ -471,7 +476,7 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
         let lidar = |id: &String| sig_tags.get(id).and_then(Option::as_ref).is_some_and(|t| t.lidar.is_some());
         let sig_ids: Vec<String> = sig_ds.ids().iter().filter(|id| lidar(id)).take(a.signature_frames.unwrap_or(usize::MAX)).cloned().collect();
         let bar = frame_bar(sig_ids.len(), "anomalous");
-        let recs = run_frames(&det, &sig_ds, &sig_ids, estimator, false, |d, _| bar.set_position(d as u64))?;
+        let recs = run_frames(&det, &sig_ds, &sig_ids, estimator, grouping, false, |d, _| bar.set_position(d as u64))?;
         bar.finish_and_clear();
         let mut groups: std::collections::BTreeMap<String, Vec<_>> = Default::default();
         for r in recs {
@@ -488,8 +493,8 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     };
     let (detect_ms, profile_ms) = (ms(&|r| r.detect_time), ms(&|r| r.profile.compute_time));
     println!(
-        "calibration {} for model {} ({} estimator): {} fit + {} held-out frames, median Eloss {:.4e}",
-        cal.calibration_id, cal.model_id, estimator.name(), cal.fit_frames, cal.held_out_frames, cal.normal.eloss_median
+        "calibration {} for model {} ({} estimator, {} grouping): {} fit + {} held-out frames, median Eloss {:.4e}",
+        cal.calibration_id, cal.model_id, estimator.name(), grouping.name(), cal.fit_frames, cal.held_out_frames, cal.normal.eloss_median
     );
     println!(
         "threshold {:.3} ({:?} score) for false-alarm rate {} (certifiable {:.4}; held-out rate {:.4})",
@@ -526,7 +531,7 @@ fn eloss_eval(a: ElossEvalArgs) -> anyhow::Result<()> {
     let ds = open_frames(&a.data, &a.split)?;
     let ids: Vec<String> = ds.ids().iter().take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
     let bar = frame_bar(ids.len(), "frames");
-    let records = run_frames(&det, &ds, &ids, cal.estimator, true, |d, _| bar.set_position(d as u64))?;
+    let records = run_frames(&det, &ds, &ids, cal.estimator, cal.grouping(), true, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
     let scores = score_frames(&cal, &records)?;
     let summary = summarize(&cal, &records, &scores)?;

@@ -16,6 +16,7 @@
 //! 1/(n+1) instead.
 
 use super::entropy::Estimator;
+use super::grouping::Grouping;
 use super::numeric::{mean_cov, mean_std, median, quantile_sorted, sorted};
 use super::profile::EntropyProfile;
 use super::score::{log_eloss, unit, NormalStats, ScoreError, ScoreKind, Scorer};
@@ -132,12 +133,14 @@ impl EntropyCalibration {
             return Err(CalibrationError::TooFewFrames { got: profiles.len(), need: MIN_FRAMES });
         }
         for (i, p) in profiles.iter().enumerate() {
-            if p.estimator != first.estimator || p.block_layer_counts != first.block_layer_counts {
+            if p.estimator != first.estimator || p.grouping != first.grouping || p.block_layer_counts != first.block_layer_counts {
                 return Err(CalibrationError::Inconsistent(format!(
-                    "frame {i}: {} with blocks {:?}, frame 0: {} with blocks {:?}",
+                    "frame {i}: {} ({}) with blocks {:?}, frame 0: {} ({}) with blocks {:?}",
                     p.estimator.name(),
+                    p.grouping.name(),
                     p.block_layer_counts,
                     first.estimator.name(),
+                    first.grouping.name(),
                     first.block_layer_counts
                 )));
             }
@@ -169,6 +172,11 @@ impl EntropyCalibration {
         };
         cal.calibration_id = cal.content_id();
         Ok(cal)
+    }
+
+    /// The grouping of ΔH its Eloss uses (the monitor computes profiles with it).
+    pub fn grouping(&self) -> Grouping {
+        self.normal.grouping
     }
 
     /// The scorer of this calibration.
@@ -283,6 +291,7 @@ fn normal_stats(fit: &[EntropyProfile], ridge_rel: f64) -> NormalStats {
         .collect();
     NormalStats {
         block_layer_counts: fit[0].block_layer_counts.clone(),
+        grouping: fit[0].grouping,
         entropy_mean,
         entropy_cov,
         ridge_rel,

@@ -6,6 +6,7 @@
 //! Used by `eloss calibrate` and `eloss eloss-eval`.
 
 use super::entropy::Estimator;
+use super::grouping::Grouping;
 use super::profile::{EntropyProfile, ProfileError};
 use crate::dataset::kitti::{project_box_to_image, Calibration, KittiDataset, KittiError, ObjectClass, ObjectLabel, KITTI_IMAGE_HEIGHT, KITTI_IMAGE_WIDTH};
 use crate::dataset::sim::dataset_writer::FrameAnomalies;
@@ -89,6 +90,7 @@ pub fn run_frames(
     ds: &KittiDataset,
     ids: &[String],
     estimator: Estimator,
+    grouping: Grouping,
     with_labels: bool,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<FrameRecord>, RunError> {
@@ -99,7 +101,7 @@ pub fn run_frames(
         let points = ds.points(id)?;
         let frame = det.detect(&points).map_err(|source| RunError::Detector { id: id.clone(), source })?;
         let t = frame.timings;
-        let profile = EntropyProfile::compute(&frame.layers, estimator).map_err(|source| RunError::Profile { id: id.clone(), source })?;
+        let profile = EntropyProfile::compute(&frame.layers, estimator, grouping).map_err(|source| RunError::Profile { id: id.clone(), source })?;
         let tag = anomalies.get(id).and_then(Option::as_ref);
         let labels = if with_labels {
             let calib = ds.calib(id)?;

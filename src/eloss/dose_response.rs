@@ -10,7 +10,6 @@
 
 use super::calibration::EntropyCalibration;
 use super::dataset_run::kind_name;
-use super::entropy::Estimator;
 use super::numeric::{auroc, mean_std, median};
 use super::profile::{EntropyProfile, ProfileError};
 use super::score::{ScoreError, Scorer, Scores};
@@ -69,9 +68,9 @@ pub struct DoseSweep {
     pub points: Vec<DosePoint>,
 }
 
-fn score_cloud(det: &Detector, scorer: &Scorer, estimator: Estimator, points: &Points) -> Result<Scores, DoseError> {
+fn score_cloud(det: &Detector, scorer: &Scorer, cal: &EntropyCalibration, points: &Points) -> Result<Scores, DoseError> {
     let out = det.detect(points)?;
-    Ok(scorer.score(&EntropyProfile::compute(&out.layers, estimator)?)?)
+    Ok(scorer.score(&EntropyProfile::compute(&out.layers, cal.estimator, cal.grouping())?)?)
 }
 
 /// Runs the sweep: `anomalies` × `severities` over `clouds` (anomaly seeds
@@ -95,7 +94,7 @@ pub fn sweep(
     let mut done = 0;
     let mut clean = Vec::with_capacity(clouds.len());
     for c in clouds {
-        clean.push(score_cloud(det, &scorer, cal.estimator, c)?);
+        clean.push(score_cloud(det, &scorer, cal, c)?);
         done += 1;
         progress(done, total);
     }
@@ -113,7 +112,7 @@ pub fn sweep(
             for (i, c) in clouds.iter().enumerate() {
                 let mut p = c.clone();
                 a.apply(&mut p, severity, i as u64)?;
-                scored.push(score_cloud(det, &scorer, cal.estimator, &p)?);
+                scored.push(score_cloud(det, &scorer, cal, &p)?);
                 done += 1;
                 progress(done, total);
             }
@@ -191,6 +190,8 @@ mod tests {
     use crate::dataset::sim::{Lidar, LidarConfig, SceneConfig};
     use crate::detect::checkpoint;
     use crate::eloss::calibration::CalibrationOptions;
+    use crate::eloss::entropy::Estimator;
+    use crate::eloss::grouping::Grouping;
 
     /// On a tiny random detector: the noise sweep's signals rise with the
     /// severity from the clean level, and severity 0 is the clean clouds.
@@ -206,7 +207,7 @@ mod tests {
                 lidar.scan(&scene, &scene.snapshot(0.0), 300 + s).points
             })
             .collect();
-        let profiles: Vec<EntropyProfile> = clouds[..16].iter().map(|c| EntropyProfile::compute(&det.detect(c).unwrap().layers, Estimator::Knn).unwrap()).collect();
+        let profiles: Vec<EntropyProfile> = clouds[..16].iter().map(|c| EntropyProfile::compute(&det.detect(c).unwrap().layers, Estimator::Knn, Grouping::PerBlock).unwrap()).collect();
         let cal = EntropyCalibration::fit(&id, &profiles, &CalibrationOptions { false_alarm: 0.2, ..Default::default() }, serde_json::Value::Null).unwrap();
         let mut calls = 0;
         let s = sweep(&det, &id, &cal, &clouds[16..], &[Anomaly::Noise { max_fraction: 1.0 }], &[0.0, 1.0], |d, t| {

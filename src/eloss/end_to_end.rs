@@ -5,6 +5,7 @@
 
 use super::calibration::{CalibrationOptions, EntropyCalibration};
 use super::entropy::Estimator;
+use super::grouping::Grouping;
 use super::monitor::{Monitor, MonitorConfig};
 use super::profile::EntropyProfile;
 use crate::cloud::{Point, Points};
@@ -61,7 +62,7 @@ fn strong_anomaly_scores_above_the_calibrated_threshold() {
     let model_id = checkpoint::save(&model, &det, &serde_json::json!({}), &[]).unwrap();
     let frames = clouds(64);
     for est in [Estimator::Gaussian { ridge_rel: 1e-3 }, Estimator::Knn] {
-        let profile = |p: &Points| EntropyProfile::compute(&det.detect(p).unwrap().layers, est).unwrap();
+        let profile = |p: &Points| EntropyProfile::compute(&det.detect(p).unwrap().layers, est, Grouping::PerBlock).unwrap();
         let normal: Vec<EntropyProfile> = frames[..60].iter().map(profile).collect();
         let opts = CalibrationOptions { false_alarm: 0.2, ..Default::default() };
         let cal = EntropyCalibration::fit(&model_id, &normal, &opts, serde_json::json!({"test": true})).unwrap();
@@ -120,9 +121,11 @@ fn shipped_monitor_reads_the_trained_quantity() {
     let trained = &info.training["config"];
     let estimator = Estimator::from_str(trained["estimator"].as_str().expect("the checkpoint records its training estimator")).unwrap();
     let batchnorm: BatchNormMode = serde_json::from_value(trained.get("batchnorm").cloned().unwrap_or(serde_json::json!("train"))).unwrap();
+    // models trained before the option have no `grouping`: per block
+    let grouping: Grouping = serde_json::from_value(trained.get("grouping").cloned().unwrap_or(serde_json::json!("per_block"))).unwrap();
     let training_term = tch::no_grad(|| {
         let (_, layers) = det.forward_train(&points, batchnorm).unwrap();
-        entropy_loss(&layers.blocks, estimator, 0.0).loss.double_value(&[])
+        entropy_loss(&layers.blocks, estimator, grouping, 0.0).loss.double_value(&[])
     });
     let cal = EntropyCalibration::from_json(EMBEDDED_CALIBRATION, std::path::Path::new("embedded")).unwrap();
     let mut monitor = Monitor::new(&info.model_id, Some(cal), MonitorConfig::default()).unwrap();
@@ -131,3 +134,4 @@ fn shipped_monitor_reads_the_trained_quantity() {
     let rel = (report.eloss - training_term).abs() / training_term.abs().max(1e-12);
     assert!(rel < 1e-3, "monitor Eloss {} vs trained term {training_term} (relative difference {rel:.3e}; batch-norm {batchnorm:?})", report.eloss);
 }
+

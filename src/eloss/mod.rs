@@ -3,8 +3,10 @@
 //!
 //! - [`entropy`]: per-layer entropy estimators (the reference repo's kNN one
 //!   and a Gaussian one), differentiable tch ops;
-//! - [`loss`]: ΔH between consecutive layers of a block, and the loss = Σ
-//!   over blocks of Var(ΔH). Formulas: docs/entropy_loss.md.
+//! - [`grouping`]: which transitions form one variance term (per block, or
+//!   the reference repository's two index halves);
+//! - [`loss`]: ΔH between consecutive layers of a group, and the loss = Σ
+//!   over groups of Var(ΔH). Formulas: docs/entropy_loss.md.
 //!
 //! The run-time anomaly monitor (docs/eloss_monitor.md), ROS-free:
 //! - [`profile`]: one frame's entropies, ΔH and Eloss from the detector's layer outputs;
@@ -23,6 +25,7 @@ pub mod dataset_run;
 mod end_to_end;
 pub mod entropy;
 pub mod evaluation;
+pub mod grouping;
 pub mod hysteresis;
 pub mod loss;
 pub mod monitor;

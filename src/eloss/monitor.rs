@@ -6,8 +6,9 @@
 //! Without a calibration the monitor still reports the Eloss and the layer
 //! entropies, with `calibrated = false`, NaN scores and no anomaly flag;
 //! [`Monitor::uncalibrated_reason`] is the sentence for diagnostics. A
-//! calibration made for other weights or another estimator is refused at
-//! construction, never silently used.
+//! calibration made for other weights, another estimator or another ΔH
+//! grouping is refused at construction, never silently used; the monitor
+//! computes its profiles with the calibration's estimator and grouping.
 //!
 //! ```no_run
 //! use eloss_perception::detect::checkpoint;
@@ -24,6 +25,7 @@
 
 use super::calibration::{CalibrationError, EntropyCalibration};
 use super::entropy::{Estimator, DEFAULT_RIDGE_REL};
+use super::grouping::Grouping;
 use super::hysteresis::{AlarmState, Hysteresis, HysteresisConfig};
 use super::profile::{EntropyProfile, ProfileError};
 use super::score::{nearest_type, ScoreError, Scorer, Scores, TypeGuess};
@@ -36,6 +38,8 @@ pub enum MonitorError {
     Calibration(#[from] CalibrationError),
     #[error("the monitor is configured for the {configured} estimator but the calibration was made with {calibrated}")]
     EstimatorMismatch { configured: &'static str, calibrated: &'static str },
+    #[error("the monitor is configured for the {configured} grouping but the calibration was made with {calibrated}")]
+    GroupingMismatch { configured: &'static str, calibrated: &'static str },
     #[error("threshold override {0} is not finite")]
     Threshold(f64),
     #[error(transparent)]
@@ -50,6 +54,9 @@ pub struct MonitorConfig {
     /// `None`: the calibration's estimator (or the Gaussian one when
     /// uncalibrated). `Some` must match the calibration's.
     pub estimator: Option<Estimator>,
+    /// `None`: the calibration's grouping (per block when uncalibrated).
+    /// `Some` must match the calibration's.
+    pub grouping: Option<Grouping>,
     /// `None`: the calibrated threshold. `Some(t)`: score threshold t instead
     /// (trades false alarms for sensitivity; the calibrated rate no longer holds).
     pub threshold: Option<f64>,
@@ -105,6 +112,7 @@ struct Calibrated {
 pub struct Monitor {
     model_id: String,
     estimator: Estimator,
+    grouping: Grouping,
     calibrated: Option<Calibrated>,
     hysteresis: Hysteresis,
 }
@@ -123,6 +131,9 @@ impl Monitor {
                 if let Some(e) = config.estimator.filter(|e| *e != cal.estimator) {
                     return Err(MonitorError::EstimatorMismatch { configured: e.name(), calibrated: cal.estimator.name() });
                 }
+                if let Some(g) = config.grouping.filter(|g| *g != cal.grouping()) {
+                    return Err(MonitorError::GroupingMismatch { configured: g.name(), calibrated: cal.grouping().name() });
+                }
                 let scorer = cal.scorer()?;
                 Some(Calibrated { threshold: config.threshold.unwrap_or(cal.threshold), scorer, calibration: cal })
             }
@@ -131,11 +142,19 @@ impl Monitor {
             Some(c) => c.calibration.estimator,
             None => config.estimator.unwrap_or(Estimator::Gaussian { ridge_rel: DEFAULT_RIDGE_REL }),
         };
-        Ok(Self { model_id: model_id.to_string(), estimator, calibrated, hysteresis: Hysteresis::new(config.hysteresis) })
+        let grouping = match &calibrated {
+            Some(c) => c.calibration.grouping(),
+            None => config.grouping.unwrap_or_default(),
+        };
+        Ok(Self { model_id: model_id.to_string(), estimator, grouping, calibrated, hysteresis: Hysteresis::new(config.hysteresis) })
     }
 
     pub fn estimator(&self) -> Estimator {
         self.estimator
+    }
+
+    pub fn grouping(&self) -> Grouping {
+        self.grouping
     }
 
     pub fn calibration(&self) -> Option<&EntropyCalibration> {
@@ -152,7 +171,7 @@ impl Monitor {
     /// Profiles, scores and debounces one frame.
     pub fn observe(&mut self, layers: &LayerOutputs) -> Result<MonitorReport, MonitorError> {
         let started = Instant::now();
-        let profile = EntropyProfile::compute(layers, self.estimator)?;
+        let profile = EntropyProfile::compute(layers, self.estimator, self.grouping)?;
         self.report(profile, started)
     }
 
@@ -245,8 +264,33 @@ mod tests {
         assert!(matches!(err, MonitorError::Calibration(CalibrationError::ModelMismatch { .. })), "{err}");
         let cfg = MonitorConfig { estimator: Some(Estimator::Gaussian { ridge_rel: 1e-3 }), ..Default::default() };
         assert!(matches!(Monitor::new("model-a", Some(calibration()), cfg), Err(MonitorError::EstimatorMismatch { .. })));
+        let cfg = MonitorConfig { grouping: Some(Grouping::Reference), ..Default::default() };
+        assert!(matches!(Monitor::new("model-a", Some(calibration()), cfg), Err(MonitorError::GroupingMismatch { .. })));
         let cfg = MonitorConfig { threshold: Some(f64::NAN), ..Default::default() };
         assert!(matches!(Monitor::new("model-a", None, cfg), Err(MonitorError::Threshold(_))));
+    }
+
+    #[test]
+    fn monitor_uses_the_calibration_grouping() {
+        let grouped = |ps: Vec<EntropyProfile>| -> Vec<EntropyProfile> {
+            ps.into_iter().map(|p| EntropyProfile::from_grouped_entropies(p.estimator, Grouping::Reference, p.entropies, p.block_layer_counts)).collect()
+        };
+        let cal = EntropyCalibration::fit("model-a", &grouped(profiles(100, 0.0, 1)), &CalibrationOptions::default(), serde_json::Value::Null).unwrap();
+        assert_eq!(cal.grouping(), Grouping::Reference);
+        let cfg = MonitorConfig { grouping: Some(Grouping::Reference), ..Default::default() };
+        let mut m = Monitor::new("model-a", Some(cal.clone()), cfg).unwrap();
+        assert_eq!(m.grouping(), Grouping::Reference);
+        assert!(m.observe_profile(grouped(profiles(1, 0.0, 4)).remove(0)).unwrap().calibrated);
+        // a per-block profile is not scored against a reference calibration
+        let err = m.observe_profile(profiles(1, 0.0, 4).remove(0)).unwrap_err();
+        assert!(matches!(err, MonitorError::Score(ScoreError::Grouping { .. })), "{err}");
+        // the grouping travels in the file and changes its content id
+        let json = serde_json::to_string(&cal).unwrap();
+        assert!(json.contains(r#""grouping":"reference""#), "{json}");
+        let back = EntropyCalibration::from_json(&json, std::path::Path::new("mem")).unwrap();
+        assert_eq!(back.grouping(), Grouping::Reference);
+        let per_block = EntropyCalibration::fit("model-a", &profiles(100, 0.0, 1), &CalibrationOptions::default(), serde_json::Value::Null).unwrap();
+        assert!(!serde_json::to_string(&per_block).unwrap().contains("grouping"), "per-block files are written as before the option");
     }
 
     #[test]

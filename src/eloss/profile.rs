@@ -2,23 +2,25 @@
 //! compression network's layer outputs of the forward pass that made the
 //! detections (no second pass; batch size 1).
 //!
-//! For layers 1..L of each block: H_j (either [`Estimator`]), ΔH_j =
-//! H_{j+1} − H_j, and Eloss = Σ_blocks Var_j(ΔH_j) (unbiased; a block with
-//! fewer than two ΔH adds 0) — the training term of [`super::loss`] without
+//! For every layer: H_j (either [`Estimator`]); for each group of layers
+//! ([`Grouping`]: per block, or the reference repository's two halves),
+//! ΔH_j = H_{j+1} − H_j, and Eloss = Σ_groups Var_j(ΔH_j) (unbiased; a group
+//! with fewer than two ΔH adds 0) — the training term of [`super::loss`] without
 //! the optional decrease term, evaluated without autograd
 //! ([`super::entropy::entropy_value`]) and in f64.
 //!
 //! ```no_run
 //! use eloss_perception::detect::detector::{Detector, DetectorConfig};
-//! use eloss_perception::eloss::{entropy::Estimator, profile::EntropyProfile};
+//! use eloss_perception::eloss::{entropy::Estimator, grouping::Grouping, profile::EntropyProfile};
 //! let det = Detector::new(DetectorConfig::compact(), tch::Device::Cpu).unwrap();
 //! let pts = eloss_perception::cloud::kitti_bin::read("../shared/data/kitti_000008/000008.bin").unwrap();
 //! let out = det.detect(&pts).unwrap();
-//! let p = EntropyProfile::compute(&out.layers, Estimator::Knn).unwrap();
+//! let p = EntropyProfile::compute(&out.layers, Estimator::Knn, Grouping::PerBlock).unwrap();
 //! println!("Eloss {:.4} in {:?}", p.eloss, p.compute_time);
 //! ```
 
 use super::entropy::{entropy_value, Estimator};
+use super::grouping::Grouping;
 use crate::detect::model::backbone::LayerOutputs;
 use std::time::{Duration, Instant};
 
@@ -36,14 +38,16 @@ pub enum ProfileError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntropyProfile {
     pub estimator: Estimator,
+    /// Which transitions form one variance term of `eloss`.
+    pub grouping: Grouping,
     /// H of every layer output, forward order (nats for the Gaussian
     /// estimator; the kNN one drops the estimator's constants).
     pub entropies: Vec<f64>,
     /// Layers per block (sums to `entropies.len()`).
     pub block_layer_counts: Vec<u32>,
-    /// ΔH within each block.
+    /// ΔH within each group of `grouping`.
     pub delta_h: Vec<Vec<f64>>,
-    /// Σ_blocks Var(ΔH).
+    /// Σ_groups Var(ΔH).
     pub eloss: f64,
     /// Wall time of the estimates (device synchronised by the value reads).
     pub compute_time: Duration,
@@ -53,7 +57,7 @@ impl EntropyProfile {
     /// Estimates every layer's entropy and the Eloss. Checks the shapes
     /// first (tch would panic on a wrong rank) and rejects non-finite
     /// estimates, which would poison the calibration statistics.
-    pub fn compute(layers: &LayerOutputs, estimator: Estimator) -> Result<Self, ProfileError> {
+    pub fn compute(layers: &LayerOutputs, estimator: Estimator, grouping: Grouping) -> Result<Self, ProfileError> {
         if layers.blocks.iter().all(Vec::is_empty) {
             return Err(ProfileError::Empty);
         }
@@ -78,32 +82,25 @@ impl EntropyProfile {
             }
         }
         let block_layer_counts: Vec<u32> = layers.blocks.iter().map(|b| b.len() as u32).collect();
-        let delta_h = block_deltas(&entropies, &block_layer_counts);
+        let delta_h = grouping.deltas(&entropies, &block_layer_counts);
         let eloss = eloss_of(&delta_h);
-        Ok(Self { estimator, entropies, block_layer_counts, delta_h, eloss, compute_time: started.elapsed() })
+        Ok(Self { estimator, grouping, entropies, block_layer_counts, delta_h, eloss, compute_time: started.elapsed() })
     }
 
-    /// A profile from given entropies (tests, replays of stored profiles).
+    /// A per-block profile from given entropies (tests, replays of stored profiles).
     pub fn from_entropies(estimator: Estimator, entropies: Vec<f64>, block_layer_counts: Vec<u32>) -> Self {
-        let delta_h = block_deltas(&entropies, &block_layer_counts);
+        Self::from_grouped_entropies(estimator, Grouping::PerBlock, entropies, block_layer_counts)
+    }
+
+    /// As [`Self::from_entropies`] with the given grouping.
+    pub fn from_grouped_entropies(estimator: Estimator, grouping: Grouping, entropies: Vec<f64>, block_layer_counts: Vec<u32>) -> Self {
+        let delta_h = grouping.deltas(&entropies, &block_layer_counts);
         let eloss = eloss_of(&delta_h);
-        Self { estimator, entropies, block_layer_counts, delta_h, eloss, compute_time: Duration::ZERO }
+        Self { estimator, grouping, entropies, block_layer_counts, delta_h, eloss, compute_time: Duration::ZERO }
     }
 }
 
-/// ΔH_j = H_{j+1} − H_j within each block (entropies in forward order).
-pub fn block_deltas(entropies: &[f64], counts: &[u32]) -> Vec<Vec<f64>> {
-    let mut out = Vec::with_capacity(counts.len());
-    let mut start = 0usize;
-    for &n in counts {
-        let end = (start + n as usize).min(entropies.len());
-        out.push(entropies[start..end].windows(2).map(|w| w[1] - w[0]).collect());
-        start = end;
-    }
-    out
-}
-
-/// Σ over blocks of the unbiased variance of ΔH (blocks with < 2 ΔH add 0).
+/// Σ over groups of the unbiased variance of ΔH (groups with < 2 ΔH add 0).
 pub fn eloss_of(delta_h: &[Vec<f64>]) -> f64 {
     delta_h
         .iter()
@@ -131,11 +128,17 @@ mod tests {
     #[test]
     fn profile_equals_the_training_loss_at_batch_size_one() {
         let l = layers(5);
-        for est in [Estimator::Knn, Estimator::Gaussian { ridge_rel: 1e-3 }] {
-            let p = EntropyProfile::compute(&l, est).unwrap();
-            let t = entropy_loss(&l.blocks, est, 0.0);
+        for (est, grouping) in [
+            (Estimator::Knn, Grouping::PerBlock),
+            (Estimator::Gaussian { ridge_rel: 1e-3 }, Grouping::PerBlock),
+            (Estimator::Knn, Grouping::Reference),
+        ] {
+            let p = EntropyProfile::compute(&l, est, grouping).unwrap();
+            let t = entropy_loss(&l.blocks, est, grouping, 0.0);
             assert_eq!(p.block_layer_counts, [3, 4]);
-            assert_eq!(p.delta_h.iter().map(Vec::len).collect::<Vec<_>>(), [2, 3]);
+            // per block: 2 and 3 ΔH; reference (N = 7, h = 3): layers 1..3 and 2..6
+            let want_lens: &[usize] = if grouping == Grouping::Reference { &[1, 3] } else { &[2, 3] };
+            assert_eq!(p.delta_h.iter().map(Vec::len).collect::<Vec<_>>(), want_lens);
             let want = t.loss.double_value(&[]);
             assert!((p.eloss - want).abs() <= 1e-4 * want.abs().max(1.0), "{}: {} vs {want}", est.name(), p.eloss);
             for (a, b) in p.entropies.iter().zip(t.entropy_values()) {
@@ -147,10 +150,10 @@ mod tests {
     #[test]
     fn bad_shapes_are_errors_not_panics() {
         let batch2 = LayerOutputs { blocks: vec![vec![Tensor::zeros([2, 4, 3, 3], (Kind::Float, Device::Cpu))]] };
-        assert!(matches!(EntropyProfile::compute(&batch2, Estimator::Knn), Err(ProfileError::Shape { .. })));
+        assert!(matches!(EntropyProfile::compute(&batch2, Estimator::Knn, Grouping::PerBlock), Err(ProfileError::Shape { .. })));
         let flat = LayerOutputs { blocks: vec![vec![Tensor::zeros([4, 3], (Kind::Float, Device::Cpu))]] };
-        assert!(matches!(EntropyProfile::compute(&flat, Estimator::Knn), Err(ProfileError::Shape { .. })));
-        assert_eq!(EntropyProfile::compute(&LayerOutputs { blocks: vec![] }, Estimator::Knn), Err(ProfileError::Empty));
+        assert!(matches!(EntropyProfile::compute(&flat, Estimator::Knn, Grouping::PerBlock), Err(ProfileError::Shape { .. })));
+        assert_eq!(EntropyProfile::compute(&LayerOutputs { blocks: vec![] }, Estimator::Knn, Grouping::PerBlock), Err(ProfileError::Empty));
     }
 
     #[test]
@@ -159,5 +162,13 @@ mod tests {
         let p = EntropyProfile::from_entropies(Estimator::Knn, vec![10.0, 6.0, -2.0, 1.0, 0.0], vec![3, 2]);
         assert_eq!(p.delta_h, vec![vec![-4.0, -8.0], vec![-1.0]]);
         assert!((p.eloss - 8.0).abs() < 1e-12);
+        // two blocks of three (N = 6, h = 3): per block ΔH (−4, −8) and (−1, 4):
+        // 8 + 12.5; reference: layers 1..2 → (−8), layers 2..5 → (3, −1, 4): mean 2, (1 + 9 + 4)/2 = 7
+        let h = vec![10.0, 6.0, -2.0, 1.0, 0.0, 4.0];
+        let b = EntropyProfile::from_entropies(Estimator::Knn, h.clone(), vec![3, 3]);
+        assert!((b.eloss - 20.5).abs() < 1e-12, "{}", b.eloss);
+        let r = EntropyProfile::from_grouped_entropies(Estimator::Knn, Grouping::Reference, h, vec![3, 3]);
+        assert_eq!(r.delta_h, vec![vec![-8.0], vec![3.0, -1.0, 4.0]]);
+        assert!((r.eloss - 7.0).abs() < 1e-12, "{}", r.eloss);
     }
 }

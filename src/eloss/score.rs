@@ -29,6 +29,7 @@
 //! mean u of that type, unit length) by cosine similarity: the direction of
 //! the deviation says which anomaly, its length how strong.
 
+use super::grouping::Grouping;
 use super::numeric::{chi2_to_z, cholesky, mahalanobis};
 use super::profile::EntropyProfile;
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,11 @@ impl std::str::FromStr for ScoreKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NormalStats {
     pub block_layer_counts: Vec<u32>,
+    /// The grouping of ΔH the Eloss was computed with (a calibration
+    /// written before the option has none: per block, and per-block files
+    /// keep their content id because the field is then not written).
+    #[serde(default, skip_serializing_if = "Grouping::is_per_block")]
+    pub grouping: Grouping,
     pub entropy_mean: Vec<f64>,
     /// Sample covariance of the layer entropies, row-major L×L, without ridge.
     pub entropy_cov: Vec<f64>,
@@ -80,6 +86,8 @@ pub struct NormalStats {
 pub enum ScoreError {
     #[error("the profile has blocks of {got:?} layers, the calibration {want:?} (another network layout)")]
     Layout { got: Vec<u32>, want: Vec<u32> },
+    #[error("the profile's Eloss uses the {got} grouping, the calibration {want}")]
+    Grouping { got: &'static str, want: &'static str },
     #[error("the normal statistics are unusable: {0}")]
     Stats(String),
 }
@@ -95,7 +103,7 @@ pub struct Scores {
     pub score: f64,
     /// ((h_i − μ_i)/σ_i …, z_E): the space of the type signatures.
     pub standardized: Vec<f64>,
-    /// Baseline-aware Eloss: Σ over the within-block transitions of
+    /// Baseline-aware Eloss: Σ over the transitions of the grouping of
     /// ((ΔH_j − μ_j)/σ_j)², μ_j and σ_j the normal mean and spread of ΔH_j
     /// (from the calibration's entropy mean and ridged covariance). The
     /// normal pattern of ΔH is removed, so a normal frame scores about the
@@ -122,25 +130,24 @@ pub struct Scorer {
     chol: Vec<f64>,
     chol_joint: Vec<f64>,
     sd: Vec<f64>,
-    /// (layer index i, normal mean and sd of H_{i+1} − H_i) per within-block transition.
+    /// (layer index i, normal mean and sd of H_{i+1} − H_i) per transition of the grouping.
     transitions: Vec<(usize, f64, f64)>,
 }
 
-/// Normal mean and sd of every within-block ΔH_j = H_{i+1} − H_i:
-/// μ_{i+1} − μ_i and √(Σ_{i+1,i+1} + Σ_{i,i} − 2Σ_{i,i+1}) (floored).
-fn transition_stats(counts: &[u32], mean: &[f64], cov: &[f64]) -> Vec<(usize, f64, f64)> {
+/// Normal mean and sd of every ΔH_j = H_{i+1} − H_i of the grouping's
+/// transitions: μ_{i+1} − μ_i and √(Σ_{i+1,i+1} + Σ_{i,i} − 2Σ_{i,i+1}) (floored).
+fn transition_stats(grouping: Grouping, counts: &[u32], mean: &[f64], cov: &[f64]) -> Vec<(usize, f64, f64)> {
     let l = mean.len();
-    let mut out = Vec::new();
-    let mut start = 0usize;
-    for &n in counts {
-        for i in start..(start + n as usize).saturating_sub(1).min(l.saturating_sub(1)) {
+    grouping
+        .transitions(counts)
+        .into_iter()
+        .filter(|&i| i + 1 < l)
+        .map(|i| {
             let var = cov[(i + 1) * l + i + 1] + cov[i * l + i] - 2.0 * cov[i * l + i + 1];
             let floor = 1e-12 * (cov[i * l + i] + cov[(i + 1) * l + i + 1]).max(1e-300);
-            out.push((i, mean[i + 1] - mean[i], var.max(floor).sqrt()));
-        }
-        start += n as usize;
-    }
-    out
+            (i, mean[i + 1] - mean[i], var.max(floor).sqrt())
+        })
+        .collect()
 }
 
 /// Smallest Eloss used in logs: a profile with perfectly steady ΔH has
@@ -176,7 +183,7 @@ impl Scorer {
         joint[l * j + l] = stats.log_eloss_std.powi(2) * (1.0 + stats.ridge_rel) + 1e-12;
         let chol_joint = cholesky(j, &joint).ok_or_else(|| ScoreError::Stats("joint covariance is not positive definite".into()))?;
         let sd = (0..l).map(|i| reg[i * l + i].sqrt()).collect();
-        let transitions = transition_stats(&stats.block_layer_counts, &stats.entropy_mean, &reg);
+        let transitions = transition_stats(stats.grouping, &stats.block_layer_counts, &stats.entropy_mean, &reg);
         Ok(Self { stats, kind, chol, chol_joint, sd, transitions })
     }
 
@@ -191,6 +198,9 @@ impl Scorer {
     pub fn score(&self, p: &EntropyProfile) -> Result<Scores, ScoreError> {
         if p.block_layer_counts != self.stats.block_layer_counts || p.entropies.len() != self.stats.entropy_mean.len() {
             return Err(ScoreError::Layout { got: p.block_layer_counts.clone(), want: self.stats.block_layer_counts.clone() });
+        }
+        if p.grouping != self.stats.grouping {
+            return Err(ScoreError::Grouping { got: p.grouping.name(), want: self.stats.grouping.name() });
         }
         let l = p.entropies.len();
         let diff: Vec<f64> = p.entropies.iter().zip(&self.stats.entropy_mean).map(|(h, m)| h - m).collect();
@@ -244,6 +254,7 @@ mod tests {
     fn stats() -> NormalStats {
         NormalStats {
             block_layer_counts: vec![3],
+            grouping: Grouping::PerBlock,
             entropy_mean: vec![10.0, 8.0, 6.0],
             entropy_cov: vec![1.0, 0.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 0.25],
             ridge_rel: 0.0,

@@ -23,6 +23,7 @@ pub const READ_ONLY: &[&str] = &[
     "detector.threads",
     "eloss.calibration_path",
     "eloss.estimator",
+    "eloss.grouping",
     "eloss.threshold",
     "eloss.hysteresis_window",
     "eloss.hysteresis_enter",

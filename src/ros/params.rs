@@ -77,6 +77,8 @@ pub struct ElossParams {
     pub calibration_path: String,
     /// Entropy estimator: empty = the calibration's, else knn or gaussian (must match the calibration). Read at start-up
     pub estimator: String,
+    /// Grouping of the entropy changes in the Eloss: empty = the calibration's, else per_block or reference (must match the calibration, which records the grouping the model was trained with). Read at start-up
+    pub grouping: String,
     /// Anomaly score threshold; < 0 = the calibrated one (set for its false-alarm rate). Read at start-up
     pub threshold: f64,
     /// Hysteresis: frames in the sliding window, 1..=1000. Read at start-up
@@ -123,6 +125,10 @@ impl ElossParams {
             "" => None,
             s => Some(s.parse().map_err(|_| invalid("eloss.estimator", s.to_string(), "must be empty, knn or gaussian"))?),
         };
+        let grouping = match self.grouping.as_str() {
+            "" => None,
+            s => Some(s.parse().map_err(|_| invalid("eloss.grouping", crate::log_limit::printable(s), "must be empty, per_block or reference"))?),
+        };
         let count = |v: i64| usize::try_from(v).unwrap_or(0);
         let hysteresis = crate::eloss::hysteresis::HysteresisConfig::new(count(self.hysteresis_window), count(self.hysteresis_enter), count(self.hysteresis_exit))
             .map_err(|e| invalid("eloss.hysteresis_*", e.to_string(), "1 <= enter <= window <= 1000, 1 <= exit <= 1000"))?;
@@ -131,7 +137,7 @@ impl ElossParams {
         }
         let threshold = (self.threshold >= 0.0).then_some(self.threshold);
         self.on_alarm()?;
-        Ok(crate::perception::ElossSettings { calibration_path: self.calibration_path.clone(), estimator, threshold, hysteresis })
+        Ok(crate::perception::ElossSettings { calibration_path: self.calibration_path.clone(), estimator, grouping, threshold, hysteresis })
     }
 }
 
@@ -522,6 +528,7 @@ mod tests {
                 "detector.autoware_objects",
                 "eloss.calibration_path",
                 "eloss.estimator",
+                "eloss.grouping",
                 "eloss.threshold",
                 "eloss.hysteresis_window",
                 "eloss.hysteresis_enter",
@@ -582,6 +589,11 @@ mod tests {
         p = NodeParams::defaults().unwrap();
         p.eloss.estimator = "fourier".into();
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.estimator", .. })));
+        p = NodeParams::defaults().unwrap();
+        p.eloss.grouping = "per-block".into();
+        assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.grouping", .. })));
+        p.eloss.grouping = "reference".into();
+        assert_eq!(p.eloss.settings().unwrap().grouping, Some(crate::eloss::grouping::Grouping::Reference));
         let mut p = NodeParams::defaults().unwrap();
         p.eloss.on_alarm = "drop".into();
         assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.on_alarm", .. })));

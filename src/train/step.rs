@@ -11,6 +11,7 @@ use super::mixed_precision::LossScaler;
 use crate::detect::detector::{BatchNormMode, Detector, DetectorError};
 use crate::detect::model::head::HeadOutput;
 use crate::eloss::entropy::Estimator;
+use crate::eloss::grouping::Grouping;
 use crate::eloss::loss::entropy_loss;
 use tch::Kind;
 
@@ -40,6 +41,8 @@ pub struct StepConfig {
     /// λ of the Entropy Loss term (0 = plain detection training).
     pub eloss_weight: f64,
     pub estimator: Estimator,
+    /// Which ΔH transitions form one variance term.
+    pub grouping: Grouping,
     /// Gradient-norm clip (the reference repo uses 35).
     pub clip_norm: f64,
     /// Entropy-decrease term weight inside the Entropy Loss (0 = the paper's code).
@@ -62,7 +65,7 @@ pub fn train_step(
     // losses in fp32 (a no-op without autocast); the entropy estimators cast their inputs themselves
     let head = HeadOutput { cls: head.cls.to_kind(Kind::Float), boxes: head.boxes.to_kind(Kind::Float), dir: head.dir.to_kind(Kind::Float) };
     let d = batch_detection_loss(&head, &batch.targets, &cfg.weights)?;
-    let e = entropy_loss(&layers.blocks, cfg.estimator, cfg.decrease_weight);
+    let e = entropy_loss(&layers.blocks, cfg.estimator, cfg.grouping, cfg.decrease_weight);
     let total = if cfg.eloss_weight > 0.0 { &d.total + &e.loss * cfg.eloss_weight } else { d.total.shallow_clone() };
     opt.zero_grad();
     if mixed {

@@ -12,6 +12,7 @@ use crate::detect::model::backbone::BackboneConfig;
 use crate::detect::model::neck::NeckConfig;
 use crate::detect::pillars::PillarConfig;
 use crate::detect::targets::{assign, MatchThresholds};
+use crate::eloss::grouping::Grouping;
 use crate::eloss::loss::entropy_loss;
 use crate::geometry::Box3D;
 use crate::train::batch::{TargetSpec, TrainBatch};
@@ -53,7 +54,7 @@ fn batch_of(det: &Detector, frames: &[(Points, Vec<(Box3D, usize)>)]) -> TrainBa
 }
 
 fn step_config(eloss_weight: f64) -> StepConfig {
-    StepConfig { weights: LossWeights::default(), eloss_weight, estimator: Estimator::Knn, clip_norm: 35.0, decrease_weight: 0.0, batchnorm: BatchNormMode::Train }
+    StepConfig { weights: LossWeights::default(), eloss_weight, estimator: Estimator::Knn, grouping: Grouping::PerBlock, clip_norm: 35.0, decrease_weight: 0.0, batchnorm: BatchNormMode::Train }
 }
 
 /// A tiny detector overfits a batch of three simulated frames: the loss
@@ -96,7 +97,7 @@ fn single_frame_step(det: &Detector, opt: &mut AdamW, points: &Points, gts: &[(B
     let (head, layers) = det.forward_train(points, BatchNormMode::Train).unwrap();
     let targets = assign(det.anchors(), gts, &MatchThresholds::kitti(), &DirectionBins::kitti()).unwrap();
     let d = detection_loss(&head.cls.get(0), &head.boxes.get(0), &head.dir.get(0), &targets, &cfg.weights);
-    let e = entropy_loss(&layers.blocks, cfg.estimator, cfg.decrease_weight);
+    let e = entropy_loss(&layers.blocks, cfg.estimator, cfg.grouping, cfg.decrease_weight);
     let total = &d.total + &e.loss * cfg.eloss_weight;
     opt.zero_grad();
     total.backward();
@@ -157,7 +158,7 @@ fn every_tensor_of_a_step_lives_on_the_detectors_device() {
     seen.extend(layers.blocks.iter().flatten().enumerate().map(|(i, t)| (format!("layer {i}"), t.shallow_clone())));
     let d = crate::train::losses::batch_detection_loss(&head, &batch.targets, &LossWeights::default()).unwrap();
     seen.push(("detection loss".into(), d.total));
-    seen.push(("entropy loss".into(), entropy_loss(&layers.blocks, Estimator::Knn, 0.0).loss));
+    seen.push(("entropy loss".into(), entropy_loss(&layers.blocks, Estimator::Knn, Grouping::PerBlock, 0.0).loss));
     for (name, v) in det.vs.variables() {
         if v.requires_grad() {
             assert!(v.grad().defined(), "{name} got no gradient");

@@ -24,6 +24,7 @@ use crate::dataset::sim::Rng;
 use crate::detect::checkpoint::{self, CheckpointError};
 use crate::detect::detector::{BatchNormMode, Detector, DetectorConfig, DetectorError};
 use crate::eloss::entropy::Estimator;
+use crate::eloss::grouping::Grouping;
 use crate::eval::{EvalConfig, Metric};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -57,6 +58,11 @@ pub struct TrainConfig {
     pub eloss_warmup_epochs: f64,
     /// `knn` (the paper's estimator) or `gaussian[:ridge]`.
     pub estimator: String,
+    /// Which ΔH transitions form one variance term: `per_block` (ours) or
+    /// `reference` (the reference repository's two index halves,
+    /// docs/entropy_loss.md). Recorded in the checkpoint, so the
+    /// calibration and the monitor use the grouping the model was trained with.
+    pub grouping: Grouping,
     pub augment: AugmentConfig,
     pub seed: u64,
     /// Steps between checkpoints (one is also written after every epoch).
@@ -92,6 +98,7 @@ impl Default for TrainConfig {
             eloss_weight: 1.0,
             eloss_warmup_epochs: 1.0,
             estimator: "knn".into(),
+            grouping: Grouping::PerBlock,
             augment: AugmentConfig::default(),
             seed: 0,
             checkpoint_every: 250,
@@ -337,6 +344,7 @@ impl Trainer {
                     weights: LossWeights::default(),
                     eloss_weight: self.config.eloss_weight * warm,
                     estimator,
+                    grouping: self.config.grouping,
                     clip_norm: self.config.clip_norm,
                     decrease_weight: 0.0,
                     batchnorm: self.config.batchnorm,

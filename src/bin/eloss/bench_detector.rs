@@ -72,7 +72,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         post.push(out.timings.postprocess.as_secs_f64() * 1e3);
         for (est, store) in [("knn", &mut eloss_knn), ("gaussian", &mut eloss_gauss)] {
             let t = Instant::now();
-            let _ = EntropyProfile::compute(&out.layers, est.parse()?);
+            let _ = EntropyProfile::compute(&out.layers, est.parse()?, eloss_perception::eloss::grouping::Grouping::PerBlock);
             store.push(ms_since(t));
         }
     }
@@ -90,6 +90,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         median(eloss_knn),
         median(eloss_gauss),
     );
+    eloss_layers(&det, &points, iters)?;
     graphs_side_by_side(a.model.as_deref(), &points, iters)?;
     first_block(a.model.as_deref(), &pillars, iters)?;
     if let Some(path) = &a.dump {
@@ -117,6 +118,44 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         )?;
         println!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+/// Where the Eloss profile's time goes: per layer, its shape and the
+/// median time of each estimator, against the detector's time measured in
+/// the same iterations (the ratio the ≤ 10 % budget is about).
+fn eloss_layers(det: &Detector, points: &eloss_perception::cloud::Points, iters: usize) -> anyhow::Result<()> {
+    use eloss_perception::eloss::entropy::{entropy_value, Estimator, DEFAULT_RIDGE_REL};
+    let out = det.detect(points)?;
+    let layers: Vec<&Tensor> = out.layers.blocks.iter().flatten().collect();
+    let estimators = [Estimator::Knn, Estimator::Gaussian { ridge_rel: DEFAULT_RIDGE_REL }];
+    let mut times = vec![vec![Vec::new(); layers.len()]; estimators.len()];
+    let mut detect = Vec::new();
+    for _ in 0..iters {
+        let t = Instant::now();
+        let _ = det.detect(points)?;
+        detect.push(ms_since(t));
+        for (e, est) in estimators.iter().enumerate() {
+            for (i, x) in layers.iter().enumerate() {
+                let t = Instant::now();
+                let _ = entropy_value(*est, x);
+                times[e][i].push(ms_since(t));
+            }
+        }
+    }
+    let detect_ms = median(detect);
+    println!("Eloss profile per layer (medians of {iters}; detector {detect_ms:.1} ms per frame in the same iterations):");
+    println!("layer  shape             knn ms  gaussian ms");
+    let mut sums = vec![0.0; estimators.len()];
+    for (i, x) in layers.iter().enumerate() {
+        let (_, c, h, w) = x.size4()?;
+        let ms: Vec<f64> = (0..estimators.len()).map(|e| median(times[e][i].clone())).collect();
+        for (s, m) in sums.iter_mut().zip(&ms) {
+            *s += m;
+        }
+        println!("{i:>5}  {:<16}  {:>6.2}  {:>11.2}", format!("{c}x{h}x{w}"), ms[0], ms[1]);
+    }
+    println!("sum: knn {:.2} ms ({:.1} % of the detector), gaussian {:.2} ms ({:.1} %)", sums[0], 100.0 * sums[0] / detect_ms, sums[1], 100.0 * sums[1] / detect_ms);
     Ok(())
 }
 
