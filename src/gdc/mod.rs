@@ -8,6 +8,7 @@
 //! - [`encoder`], [`bank_builder`]: backbones behind one interface; banks from image folders.
 //! - [`classifier`]: encoder + bank → per-crop class probabilities (what the node serves).
 //! - [`crop_dataset`], [`evaluate`]: labelled object crops from KITTI frames; accuracy on crop folders.
+//! - [`other_domain`]: real photos and real KITTI crops, to judge a bank built on simulated crops.
 //! - [`reliability`]: expected calibration error, reliability diagrams, accuracy-coverage.
 //! - [`bench`]: CPU latency per crop (preprocess, embed, score).
 //! - [`crops`]: camera crops of 3D boxes, image ↔ cloud stamp matching.
@@ -27,6 +28,8 @@ pub mod classifier;
 pub mod encoder;
 #[cfg(feature = "torch")]
 pub mod generator;
+#[cfg(feature = "torch")]
+pub mod other_domain;
 #[cfg(feature = "torch")]
 pub mod preprocess;
 pub mod bank;

@@ -105,6 +105,14 @@ pub enum GdcCmd {
         /// Write the reliability diagram (accuracy against confidence, 15 bins) to this PNG
         #[arg(long)]
         reliability_png: Option<PathBuf>,
+        /// Also answer darknet's photos and drawn objects from this folder
+        /// ($ELOSS_CACHE/darknet/root/usr/share/darknet/data): another domain, classes mostly outside the bank
+        #[arg(long)]
+        darknet: Option<PathBuf>,
+        /// Also answer the ground-truth object crops of a KITTI frame folder
+        /// with info.json and 000008.png (../shared/data/kitti_000008)
+        #[arg(long)]
+        kitti: Option<PathBuf>,
     },
     /// CPU latency per crop: preprocess, embed, score against a 5-class bank
     Bench {
@@ -241,11 +249,20 @@ pub fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
             println!("written to {}", out.display());
             Ok(())
         }
-        GdcCmd::Eval { bank, backbone, images, per_class, reliability_png } => {
+        GdcCmd::Eval { bank, backbone, images, per_class, reliability_png, darknet, kitti } => {
+            use eloss_perception::gdc::other_domain;
             let bank = GaussianBank::load(&bank)?;
             let recipe = EmbeddingRecipe::from_id(&bank.spec().recipe).context("bank has an unknown embedding recipe")?;
             let classifier = GdcClassifier::new(encoder::load_encoder(&backbone, recipe, device)?, bank)?;
-            let eval = eloss_perception::gdc::evaluate::evaluate_folder(&classifier, &images, per_class)?;
+            let mut eval = eloss_perception::gdc::evaluate::evaluate_folder(&classifier, &images, per_class)?;
+            let mut others = Vec::new();
+            if let Some(dir) = &darknet {
+                others.extend(other_domain::darknet_images(dir)?);
+            }
+            if let Some(dir) = &kitti {
+                others.extend(other_domain::kitti_crops(dir, "000008.png")?);
+            }
+            eloss_perception::gdc::evaluate::evaluate_other_domain(&classifier, &others, &mut eval)?;
             print!("{}", eval.markdown());
             if let Some(path) = &reliability_png {
                 let title = format!("GDC reliability ({} images, ECE {:.3})", eval.scored.len(), eval.ece().unwrap_or(f64::NAN));
