@@ -9,7 +9,7 @@
 //! over the classes is still given (how it would be split if it were one).
 //! The temperature is the bank's fitted one unless overridden.
 
-use super::bank::{bayes_posterior, BankError, BatchScorer, GaussianBank, DEFAULT_UNKNOWN_RATE, UNKNOWN_LABEL};
+use super::bank::{bayes_posterior, BankError, BatchScorer, GaussianBank, DEFAULT_FOLDS, DEFAULT_UNKNOWN_RATE, UNKNOWN_LABEL};
 use super::crops::{Crop, CropSkip};
 use super::encoder::{EncoderError, ImageEncoder};
 use crate::image::RgbImage;
@@ -138,9 +138,13 @@ impl GdcClassifier {
 
     /// Fits a class from embeddings made by [`Self::embed`] and adds it to the
     /// bank, recording the prompts it came from. Duplicate names are refused.
+    /// With a calibrated bank the class is calibrated on its own embeddings
+    /// ([`GaussianBank::add_class_calibrated`], [`DEFAULT_FOLDS`] folds), so
+    /// a crop far from it can be answered `unknown`.
     pub fn add_class(&mut self, name: &str, embeddings: &[Vec<f32>], prompts: Vec<String>) -> Result<(), ClassifierError> {
         let bank = Arc::make_mut(&mut self.bank);
-        bank.add_class(name, embeddings.into())?;
+        let heldout = bank.add_class_calibrated(name, embeddings.into(), DEFAULT_FOLDS)?;
+        tracing::debug!(class = name, heldout, "GDC class added with its held-out distances");
         bank.set_prompts(name, prompts)?;
         self.scorer = Arc::new(bank.batch_scorer(SCORING_KIND)?);
         Ok(())

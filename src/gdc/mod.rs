@@ -3,6 +3,7 @@
 //! embedded once, each class becomes a Gaussian over the embeddings, and a
 //! query embedding is classified by Bayes' rule over the class likelihoods.
 //!
+//! - [`augment`]: random photometric / geometric copies of bank images (transfer to real images).
 //! - [`bank`]: the Gaussian class bank (fit, classify, incremental update, file format).
 //! - [`backbone`]: image encoders producing the embeddings (feature `torch`).
 //! - [`encoder`], [`bank_builder`]: backbones behind one interface; banks from image folders.
@@ -16,6 +17,7 @@
 //! - [`preprocess`]: image → normalised input tensor, as the reference processors.
 //! - [`generator`]: text-to-image diffusion (SD, SDXL, turbo) for banks from class names.
 
+pub mod augment;
 #[cfg(feature = "torch")]
 pub mod backbone;
 #[cfg(feature = "torch")]

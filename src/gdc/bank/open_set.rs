@@ -154,6 +154,20 @@ impl GaussianBank {
     /// same classes, in the bank's order) and stores the held-out distances
     /// and the fitted temperature (module docs). `folds` ≥ 2.
     pub fn calibrate(&mut self, classes: &[(&str, Samples<'_>)], folds: usize) -> Result<CalibrationReport, BankError> {
+        self.calibrate_grouped(classes, folds, 1)
+    }
+
+    /// [`Self::calibrate`] for classes whose embeddings come in runs of
+    /// `group` made from one image (the image and its augmented copies,
+    /// [`crate::gdc::augment`]): run r (embeddings r·group … r·group+group−1)
+    /// is in fold r mod k, so no copy of a held-out image is in the bank
+    /// that scores it. Every member of a held-out run is scored. `group` = 1
+    /// is [`Self::calibrate`].
+    pub fn calibrate_grouped(&mut self, classes: &[(&str, Samples<'_>)], folds: usize, group: usize) -> Result<CalibrationReport, BankError> {
+        if group == 0 {
+            return Err(BankError::InvalidParameter { name: "group", reason: "must be >= 1".into() });
+        }
+        let fold_of = |j: usize| (j / group) % folds;
         if folds < 2 {
             return Err(BankError::InvalidParameter { name: "folds", reason: format!("must be >= 2, got {folds}") });
         }
@@ -174,7 +188,7 @@ impl GaussianBank {
         for fold in 0..folds {
             let train: Vec<Vec<f64>> = data
                 .iter()
-                .map(|(rows, _)| rows.chunks_exact(d).enumerate().filter(|(j, _)| j % folds != fold).flat_map(|(_, r)| r.iter().copied()).collect())
+                .map(|(rows, _)| rows.chunks_exact(d).enumerate().filter(|(j, _)| fold_of(*j) != fold).flat_map(|(_, r)| r.iter().copied()).collect())
                 .collect();
             let present: Vec<usize> = (0..classes.len()).filter(|&c| !train[c].is_empty()).collect();
             let fold_classes: Vec<(&str, Samples<'_>)> =
@@ -184,7 +198,7 @@ impl GaussianBank {
             }
             let fold_bank = GaussianBank::fit(self.spec.clone(), &fold_classes, self.options)?;
             for (k, &c) in present.iter().enumerate() {
-                for x in data[c].0.chunks_exact(d).skip(fold).step_by(folds) {
+                for x in data[c].0.chunks_exact(d).enumerate().filter(|(j, _)| fold_of(*j) == fold).map(|(_, x)| x) {
                     let m = fold_bank.mahalanobis_sq_of(x, &[k])?[0];
                     heldout_sq[c].push(m);
                     let ll_fold = fold_bank.log_likelihoods(x)?;
@@ -209,6 +223,47 @@ impl GaussianBank {
         };
         self.calibration = Some(Calibration { temperature, folds, heldout_sq });
         Ok(report)
+    }
+
+    /// Adds a class (as [`Self::add_class`]) with its own held-out
+    /// distances, so that it can answer `unknown` like the classes calibrated
+    /// with the bank: its embeddings are split into `folds` folds (embedding
+    /// j in fold j mod k); for each fold, a copy of the bank with the class
+    /// fitted from the other folds scores the held-out fold's distances to
+    /// it. The temperature is left as fitted. A bank without calibration, or
+    /// a class with fewer than 2 embeddings, gets the class without held-out
+    /// distances (it cannot reject). Returns how many distances were kept.
+    pub fn add_class_calibrated(&mut self, name: &str, samples: Samples<'_>, folds: usize) -> Result<usize, BankError> {
+        if folds < 2 {
+            return Err(BankError::InvalidParameter { name: "folds", reason: format!("must be >= 2, got {folds}") });
+        }
+        if self.calibration.is_none() || self.dim == 0 {
+            return self.add_class(name, samples).map(|()| 0);
+        }
+        let d = self.dim;
+        let (rows, n, _) = samples.to_f64(&format!("class {name:?}"), Some(d))?;
+        let mut heldout = Vec::with_capacity(n);
+        if n >= 2 {
+            let folds = folds.min(n);
+            for fold in 0..folds {
+                let train: Vec<f64> = rows.chunks_exact(d).enumerate().filter(|(j, _)| j % folds != fold).flat_map(|(_, r)| r.iter().copied()).collect();
+                let mut fold_bank = self.clone();
+                fold_bank.add_class(name, Samples::MatrixF64 { data: &train, dim: d })?;
+                let index = fold_bank.classes.len() - 1;
+                for x in rows.chunks_exact(d).skip(fold).step_by(folds) {
+                    heldout.push(fold_bank.mahalanobis_sq_of(x, &[index])?[0]);
+                }
+            }
+        }
+        self.add_class(name, Samples::MatrixF64 { data: &rows, dim: d })?;
+        heldout.sort_by(f64::total_cmp);
+        let kept = heldout.len();
+        if let Some(c) = &mut self.calibration {
+            if let Some(last) = c.heldout_sq.last_mut() {
+                *last = heldout;
+            }
+        }
+        Ok(kept)
     }
 
     /// Fit and calibrate in one step ([`Self::fit`], then [`Self::calibrate`]).
