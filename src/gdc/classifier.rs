@@ -411,5 +411,13 @@ mod tests {
         assert_eq!((among[0].label.as_str(), among[0].nearest.as_ref().unwrap().class.as_str()), (UNKNOWN_LABEL, "bright"));
         classifier.unknown_rate = 0.0;
         assert_ne!(classifier.classify(&[image(128)], &[]).unwrap()[0].label, UNKNOWN_LABEL);
+        // a class added at run time is calibrated on its own embeddings: a
+        // crop far from it (and the others) is unknown, not forced into it
+        // (with the uncalibrated add of before, 170 was answered "grey")
+        classifier.unknown_rate = 0.05;
+        classifier.add_class("grey", &samples(128.0), vec!["grey".into()]).unwrap();
+        let answers = classifier.classify(&[image(128), image(170)], &[]).unwrap();
+        assert_eq!(answers.iter().map(|a| a.label.as_str()).collect::<Vec<_>>(), ["grey", UNKNOWN_LABEL]);
+        assert_eq!(answers[1].nearest.as_ref().unwrap().class, "grey");
     }
 }
