@@ -230,18 +230,21 @@ impl GaussianBank {
     /// with the bank: its embeddings are split into `folds` folds (embedding
     /// j in fold j mod k); for each fold, a copy of the bank with the class
     /// fitted from the other folds scores the held-out fold's distances to
-    /// it. The temperature is left as fitted. A bank without calibration, or
+    /// it. The temperature is left as fitted. An empty bank without
+    /// calibration (the zero-shot start of `~/add_classes`) becomes
+    /// calibrated with T = 1 (what it used before) and this class's
+    /// distances. A non-empty bank without calibration (a version-1 file), or
     /// a class with fewer than 2 embeddings, gets the class without held-out
     /// distances (it cannot reject). Returns how many distances were kept.
     pub fn add_class_calibrated(&mut self, name: &str, samples: Samples<'_>, folds: usize) -> Result<usize, BankError> {
         if folds < 2 {
             return Err(BankError::InvalidParameter { name: "folds", reason: format!("must be >= 2, got {folds}") });
         }
-        if self.calibration.is_none() || self.dim == 0 {
+        let fresh = self.calibration.is_none() && self.classes.is_empty();
+        if self.calibration.is_none() && !fresh {
             return self.add_class(name, samples).map(|()| 0);
         }
-        let d = self.dim;
-        let (rows, n, _) = samples.to_f64(&format!("class {name:?}"), Some(d))?;
+        let (rows, n, d) = samples.to_f64(&format!("class {name:?}"), (self.dim > 0).then_some(self.dim))?;
         let mut heldout = Vec::with_capacity(n);
         if n >= 2 {
             let folds = folds.min(n);
@@ -258,10 +261,13 @@ impl GaussianBank {
         self.add_class(name, Samples::MatrixF64 { data: &rows, dim: d })?;
         heldout.sort_by(f64::total_cmp);
         let kept = heldout.len();
-        if let Some(c) = &mut self.calibration {
-            if let Some(last) = c.heldout_sq.last_mut() {
-                *last = heldout;
+        match &mut self.calibration {
+            Some(c) => {
+                if let Some(last) = c.heldout_sq.last_mut() {
+                    *last = heldout;
+                }
             }
+            None => self.calibration = Some(Calibration { temperature: 1.0, folds, heldout_sq: vec![heldout] }),
         }
         Ok(kept)
     }

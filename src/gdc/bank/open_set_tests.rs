@@ -223,9 +223,16 @@ fn a_class_added_at_run_time_is_calibrated_on_its_own_embeddings() {
         far[3] = 30.0;
         let v = bank.open_set(&far, &all, 0.05).unwrap();
         assert!(v.unknown && v.nearest == 3, "{}: {v:?}", kind.name());
-        // an uncalibrated bank adds the class without held-out distances
+        // an uncalibrated bank with classes (a version-1 file) adds the class without held-out distances
         let mut raw = GaussianBank::fit(spec(), &[("a", Samples::from(&added))], kind).unwrap();
         assert_eq!(raw.add_class_calibrated("e", Samples::from(&added), DEFAULT_FOLDS).unwrap(), 0);
         assert!(raw.calibration().is_none());
+        // the empty bank of a zero-shot start becomes calibrated, T = 1
+        let mut zero_shot = GaussianBank::empty(spec(), kind).unwrap();
+        assert_eq!(zero_shot.add_class_calibrated("d", Samples::from(&added), DEFAULT_FOLDS).unwrap(), 200);
+        assert_eq!(zero_shot.fitted_temperature(), Some(1.0));
+        assert!(zero_shot.open_set(&far, &[0], 0.05).unwrap().unknown);
+        let reloaded = GaussianBank::from_bytes(&zero_shot.to_bytes().unwrap()).unwrap();
+        assert_eq!(reloaded.calibration(), zero_shot.calibration());
     }
 }
