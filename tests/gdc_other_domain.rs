@@ -60,9 +60,12 @@ fn l2_normalised(rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
 ///   calibration and cropped as `~/relabel` crops) `Car` or `unknown`, none
 ///   another class (measured: all 6 unknown, 0 Car, 0 other);
 /// - simulated crops of frames the bank never saw are still mostly right and
-///   rarely `unknown` (measured 93.3 % right, 0 % unknown on 60 crops; the
-///   issue's 95 % is not reached, see docs/gdc_bank.md).
-/// ~55 s on 2 busy cores (the bank: 47 simulated frames, 39 s).
+///   rarely `unknown` (measured 95.0 % right, 0 % unknown on 60 crops with
+///   ridge 0.1; 93.3 % with the former 1e-3; the bounds below leave a
+///   margin of a few crops; the 441-crop measurement is in docs/gdc_bank.md).
+/// 55–100 s on 2 busy cores (the bank: 47 simulated frames, 39–69 s).
+/// With `gdc.unknown_rate` 0 (no open-set answer, as before issue 16) it
+/// fails: KITTI car 0 is answered Cyclist and the animals get classes.
 #[test]
 fn simulated_bank_answers_real_photos_unknown_and_real_cars_car_or_unknown() {
     use eloss_perception::demo::bank::{build, simulated_crops, BankConfig};
@@ -105,7 +108,7 @@ fn simulated_bank_answers_real_photos_unknown_and_real_cars_car_or_unknown() {
     assert!(doubt_auroc > 0.95, "AUROC of the doubt score, real vs simulated: {doubt_auroc}");
     // simulated crops: about α unknown, most right
     let (unknown, right) = (eval.unknown_fraction().unwrap(), right as f64 / total as f64);
-    assert!(unknown <= 0.10 && right >= 0.80, "simulated crops: {:.1} % unknown, {:.1} % right", 100.0 * unknown, 100.0 * right);
+    assert!(unknown <= 0.10 && right >= 0.90, "simulated crops: {:.1} % unknown, {:.1} % right", 100.0 * unknown, 100.0 * right);
 }
 
 /// Embeddings of the sweep's images, cached in a file (little-endian f32

@@ -50,12 +50,16 @@ pub enum GdcCmd {
         /// Embedding recipe: cls or cls+meanpatch (DINOv2), pooled (EfficientNet)
         #[arg(long, default_value = "cls")]
         recipe: String,
-        /// Covariance model: full, diagonal or shared
-        #[arg(long, default_value = "full")]
+        /// Covariance model: full, diagonal or shared (docs/gdc_bank.md, "Choices that transfer")
+        #[arg(long, default_value = "shared")]
         covariance: String,
         /// Ridge relative to the mean eigenvalue of each covariance
-        #[arg(long, default_value_t = eloss_perception::gdc::bank::DEFAULT_RIDGE_REL)]
+        #[arg(long, default_value_t = eloss_perception::gdc::bank::IMAGE_BANK_RIDGE_REL)]
         ridge: f64,
+        /// Augmented copies of every image (crop, flip, colour jitter, blur,
+        /// noise; with --images only), embedded with it (docs/gdc_bank.md, "Choices that transfer")
+        #[arg(long, default_value_t = 4)]
+        augment: usize,
         #[arg(long, default_value_t = 16)]
         batch: usize,
         #[arg(long)]
@@ -172,7 +176,7 @@ pub fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
     use eloss_perception::gdc::{bank_builder, classifier::GdcClassifier, encoder};
     let device = tch::Device::cuda_if_available();
     match cmd {
-        GdcCmd::Bank { images, classes, generator, per_class, templates, steps, guidance, size, seed, gen_batch, cache, backbone, recipe, covariance, ridge, batch, out } => {
+        GdcCmd::Bank { images, classes, generator, per_class, templates, steps, guidance, size, seed, gen_batch, cache, backbone, recipe, covariance, ridge, augment, batch, out } => {
             let recipe = EmbeddingRecipe::from_id(&recipe).with_context(|| format!("unknown recipe {recipe:?}"))?;
             let kind = match covariance.as_str() {
                 "full" => CovarianceKind::Full { ridge_rel: ridge },
@@ -207,7 +211,10 @@ pub fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
                     }
                     bank
                 }
-                (None, Some(images)) => bank_builder::build_bank(images, enc.as_ref(), kind.into(), batch, progress)?,
+                (None, Some(images)) => {
+                    let augmentation = bank_builder::Augmentation { copies: augment, seed };
+                    bank_builder::fit_bank_augmented(&bank_builder::images_by_class(images)?, enc.as_ref(), kind.into(), batch, augmentation, progress)?
+                }
                 (None, None) => anyhow::bail!("give --images DIR, or --classes and --generator"),
             };
             bar.finish();
