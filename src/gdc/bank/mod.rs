@@ -575,7 +575,8 @@ impl GaussianBank {
                 sample_var: s.sample_var,
                 factor,
             });
-            // a class added after calibration has no held-out distances: it cannot reject
+            // a class added after calibration has no held-out distances (it cannot
+            // reject) until add_class_calibrated sets them
             if let Some(c) = &mut self.calibration {
                 c.heldout_sq.push(Vec::new());
             }

@@ -28,9 +28,11 @@
 //! class cannot reject: t_c = ∞. A query is **unknown** when it is outside
 //! every class considered, m_c(x) > t_c(α) for all c, and is then reported
 //! with its nearest class (smallest m_c) and that class's distance √m_c.
-//! A class without held-out distances (fitted from one image, added at run
-//! time without calibration, or every class of an uncalibrated bank) cannot
-//! reject either, so a query near it is answered as before.
+//! A class without held-out distances (fitted from one image, added with
+//! plain [`GaussianBank::add_class`], or every class of an uncalibrated
+//! bank) cannot reject either, so a query near it is answered as before.
+//! Classes added at run time through the classifier are calibrated on their
+//! own embeddings ([`GaussianBank::add_class_calibrated`]).
 //!
 //! # Temperature
 //! The temperature T of p(c | x) = softmax(log p(x | c) / T) is the one that
