@@ -63,7 +63,8 @@ fn l2_normalised(rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
 ///   rarely `unknown` (measured 95.0 % right, 0 % unknown on 60 crops with
 ///   ridge 0.1; 93.3 % with the former 1e-3; the bounds below leave a
 ///   margin of a few crops; the 441-crop measurement is in docs/gdc_bank.md).
-/// 55–100 s on 2 busy cores (the bank: 47 simulated frames, 39–69 s).
+/// 28–100 s on 2 shared cores, depending on the load (the bank: 47
+/// simulated frames).
 /// With `gdc.unknown_rate` 0 (no open-set answer, as before issue 16) it
 /// fails (checked): all 16 non-bank images get a class (8 with p ≥ 0.5),
 /// the 3 people a wrong one, and one KITTI car a class other than Car.
