@@ -1,6 +1,6 @@
 //! The demo's default GDC class bank: EfficientNet-Lite0 (pooled features)
 //! fitted on camera crops of simulated objects (Car, Van, Truck,
-//! Pedestrian, Cyclist), with shared covariance and the cross-validated
+//! Pedestrian, Cyclist), with shared covariance (ridge 0.1) and the cross-validated
 //! open-set calibration (the `unknown` answer at `gdc.unknown_rate`, the
 //! fitted temperature; docs/gdc_bank.md). Scenes are drawn with more vans,
 //! trucks and cyclists than a normal street so every class gets its crops
@@ -14,7 +14,7 @@ use crate::dataset::sim::camera::CameraModel;
 use crate::dataset::sim::labels::{frame_labels, LabelRules};
 use crate::dataset::sim::scene::CountRange;
 use crate::dataset::sim::{Lidar, LidarConfig, SceneConfig};
-use crate::gdc::bank::{CovarianceKind, EmbeddingSpec, FitOptions, GaussianBank, Samples, DEFAULT_FOLDS, DEFAULT_RIDGE_REL};
+use crate::gdc::bank::{CovarianceKind, EmbeddingSpec, FitOptions, GaussianBank, Samples, DEFAULT_FOLDS, IMAGE_BANK_RIDGE_REL};
 use crate::gdc::crops::{crop_pixels, CropConfig};
 use crate::gdc::encoder::{file_digest, ImageEncoder};
 use crate::image::RgbImage;
@@ -24,7 +24,8 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub const BANK_FORMAT: u32 = 1;
+/// 2: ridge [`IMAGE_BANK_RIDGE_REL`] (was 1e-3).
+pub const BANK_FORMAT: u32 = 2;
 pub const CLASSES: [ObjectClass; 5] = [ObjectClass::Car, ObjectClass::Van, ObjectClass::Truck, ObjectClass::Pedestrian, ObjectClass::Cyclist];
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -100,7 +101,8 @@ pub fn simulated_crops(cfg: &BankConfig, mut progress: impl FnMut(usize, &BTreeM
     Ok((by_class.into_iter().map(|(c, v)| (c.as_str().to_string(), v)).collect(), frames))
 }
 
-/// Fits and calibrates the bank (shared covariance) on the crops' embeddings.
+/// Fits and calibrates the bank (shared covariance, ridge
+/// [`IMAGE_BANK_RIDGE_REL`]) on the crops' embeddings.
 pub fn build(cfg: &BankConfig, encoder: &dyn ImageEncoder, progress: impl FnMut(usize, &BTreeMap<String, usize>)) -> anyhow::Result<(GaussianBank, BankReport)> {
     let (crops, frames) = simulated_crops(cfg, progress)?;
     let mut embeddings = Vec::with_capacity(crops.len());
@@ -110,7 +112,7 @@ pub fn build(cfg: &BankConfig, encoder: &dyn ImageEncoder, progress: impl FnMut(
     let samples: Vec<(&str, Samples)> =
         crops.iter().zip(&embeddings).map(|((name, _), rows)| (name.as_str(), Samples::from(rows.as_slice()))).collect();
     let spec = EmbeddingSpec::new(encoder.backbone_id(), encoder.recipe().id());
-    let options = FitOptions::from(CovarianceKind::Shared { ridge_rel: DEFAULT_RIDGE_REL });
+    let options = FitOptions::from(CovarianceKind::Shared { ridge_rel: IMAGE_BANK_RIDGE_REL });
     let mut bank = GaussianBank::fit(spec, &samples, options)?;
     let calibration = bank.calibrate(&samples, DEFAULT_FOLDS).context("calibrating the demo bank (open-set answer, temperature)")?;
     let report = BankReport {

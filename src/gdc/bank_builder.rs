@@ -4,6 +4,7 @@
 //! sorted order, images are read in sorted order, so a bank is reproducible.
 
 use super::bank::{BankError, EmbeddingSpec, FitOptions, GaussianBank, Samples, DEFAULT_FOLDS};
+use super::augment;
 use super::encoder::{EncoderError, ImageEncoder};
 use crate::image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,13 @@ pub fn build_bank(
     fit_bank(&images_by_class(root)?, encoder, options, batch, progress)
 }
 
+/// Augmented copies of every bank image ([`super::augment`]); `copies` = 0: none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Augmentation {
+    pub copies: usize,
+    pub seed: u64,
+}
+
 /// Embeds the listed images of each class, fits one Gaussian per class
 /// (generated images use this with their cache files) and calibrates it by
 /// [`DEFAULT_FOLDS`]-fold cross-validation (held-out distances for the
@@ -79,26 +87,58 @@ pub fn fit_bank(
     encoder: &dyn ImageEncoder,
     options: FitOptions,
     batch: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<GaussianBank, BuildError> {
+    fit_bank_augmented(classes, encoder, options, batch, Augmentation::default(), progress)
+}
+
+/// [`fit_bank`] with `augmentation.copies` augmented copies of every image
+/// embedded after it; the cross-validation keeps an image and its copies in
+/// one fold ([`GaussianBank::calibrate_grouped`]).
+pub fn fit_bank_augmented(
+    classes: &[(String, Vec<PathBuf>)],
+    encoder: &dyn ImageEncoder,
+    options: FitOptions,
+    batch: usize,
+    augmentation: Augmentation,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<GaussianBank, BuildError> {
     let total: usize = classes.iter().map(|(_, v)| v.len()).sum();
     let mut done = 0;
     let mut embeddings = Vec::with_capacity(classes.len());
     for (_, paths) in classes {
-        let mut rows = Vec::with_capacity(paths.len());
+        let mut rows = Vec::with_capacity(paths.len() * (1 + augmentation.copies));
         for chunk in paths.chunks(batch.max(1)) {
-            let images = chunk.iter().map(|p| read_rgb(p)).collect::<Result<Vec<_>, _>>()?;
+            let mut images = Vec::with_capacity(chunk.len() * (1 + augmentation.copies));
+            for (k, p) in chunk.iter().enumerate() {
+                let image = read_rgb(p)?;
+                let copies = augment::augmented_copies(&image, augmentation.copies, augmentation.seed, (done + k) as u64);
+                images.push(image);
+                images.extend(copies);
+            }
             rows.extend(encoder.embed_images(&images, batch)?);
             done += chunk.len();
             progress(done, total);
         }
         embeddings.push(rows);
     }
-    let samples: Vec<(&str, Samples)> =
-        classes.iter().zip(&embeddings).map(|((name, _), rows)| (name.as_str(), Samples::from(rows.as_slice()))).collect();
-    let spec = EmbeddingSpec::new(encoder.backbone_id(), encoder.recipe().id());
+    let names: Vec<&str> = classes.iter().map(|(n, _)| n.as_str()).collect();
+    fit_calibrated_or_warn(EmbeddingSpec::new(encoder.backbone_id(), encoder.recipe().id()), &names, &embeddings, options, 1 + augmentation.copies)
+}
+
+/// Fits one Gaussian per class from its embeddings (runs of `group` per
+/// source image) and calibrates it; a failed calibration leaves the bank
+/// uncalibrated, with a warning.
+pub fn fit_calibrated_or_warn(
+    spec: EmbeddingSpec,
+    names: &[&str],
+    embeddings: &[Vec<Vec<f32>>],
+    options: FitOptions,
+    group: usize,
+) -> Result<GaussianBank, BuildError> {
+    let samples: Vec<(&str, Samples)> = names.iter().zip(embeddings).map(|(name, rows)| (*name, Samples::from(rows.as_slice()))).collect();
     let mut bank = GaussianBank::fit(spec, &samples, options)?;
-    match bank.calibrate(&samples, DEFAULT_FOLDS) {
+    match bank.calibrate_grouped(&samples, DEFAULT_FOLDS, group) {
         Ok(r) => tracing::info!(
             folds = DEFAULT_FOLDS,
             scored = r.scored,

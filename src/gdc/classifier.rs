@@ -9,7 +9,7 @@
 //! over the classes is still given (how it would be split if it were one).
 //! The temperature is the bank's fitted one unless overridden.
 
-use super::bank::{bayes_posterior, BankError, BatchScorer, GaussianBank, DEFAULT_UNKNOWN_RATE, UNKNOWN_LABEL};
+use super::bank::{bayes_posterior, BankError, BatchScorer, GaussianBank, DEFAULT_FOLDS, DEFAULT_UNKNOWN_RATE, UNKNOWN_LABEL};
 use super::crops::{Crop, CropSkip};
 use super::encoder::{EncoderError, ImageEncoder};
 use crate::image::RgbImage;
@@ -138,9 +138,13 @@ impl GdcClassifier {
 
     /// Fits a class from embeddings made by [`Self::embed`] and adds it to the
     /// bank, recording the prompts it came from. Duplicate names are refused.
+    /// With a calibrated bank the class is calibrated on its own embeddings
+    /// ([`GaussianBank::add_class_calibrated`], [`DEFAULT_FOLDS`] folds), so
+    /// a crop far from it can be answered `unknown`.
     pub fn add_class(&mut self, name: &str, embeddings: &[Vec<f32>], prompts: Vec<String>) -> Result<(), ClassifierError> {
         let bank = Arc::make_mut(&mut self.bank);
-        bank.add_class(name, embeddings.into())?;
+        let heldout = bank.add_class_calibrated(name, embeddings.into(), DEFAULT_FOLDS)?;
+        tracing::debug!(class = name, heldout, "GDC class added with its held-out distances");
         bank.set_prompts(name, prompts)?;
         self.scorer = Arc::new(bank.batch_scorer(SCORING_KIND)?);
         Ok(())
@@ -407,5 +411,13 @@ mod tests {
         assert_eq!((among[0].label.as_str(), among[0].nearest.as_ref().unwrap().class.as_str()), (UNKNOWN_LABEL, "bright"));
         classifier.unknown_rate = 0.0;
         assert_ne!(classifier.classify(&[image(128)], &[]).unwrap()[0].label, UNKNOWN_LABEL);
+        // a class added at run time is calibrated on its own embeddings: a
+        // crop far from it (and the others) is unknown, not forced into it
+        // (with the uncalibrated add of before, 170 was answered "grey")
+        classifier.unknown_rate = 0.05;
+        classifier.add_class("grey", &samples(128.0), vec!["grey".into()]).unwrap();
+        let answers = classifier.classify(&[image(128), image(170)], &[]).unwrap();
+        assert_eq!(answers.iter().map(|a| a.label.as_str()).collect::<Vec<_>>(), ["grey", UNKNOWN_LABEL]);
+        assert_eq!(answers[1].nearest.as_ref().unwrap().class, "grey");
     }
 }

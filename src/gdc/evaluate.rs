@@ -28,7 +28,49 @@ pub struct Evaluation {
     /// The first `in_bank` classes are the bank's; images of the others
     /// (held-out classes) should be answered `unknown`.
     pub in_bank: usize,
+    /// Answers to images from another domain (real photos and crops against
+    /// a simulated bank, [`super::other_domain`]).
+    pub other_domain: Vec<OtherAnswer>,
 }
+
+/// The answer to one image from another domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtherAnswer {
+    pub name: String,
+    pub source: String,
+    /// The bank class it shows (`None`: none, only `unknown` is right).
+    pub expected: Option<String>,
+    /// The answer: a class or `unknown`.
+    pub label: String,
+    /// The most probable class and its probability.
+    pub best: String,
+    pub confidence: f64,
+    /// Distance / threshold of the nearest class.
+    pub doubt: f64,
+    pub unknown: bool,
+}
+
+impl OtherAnswer {
+    /// Answered a class that is not the one it shows.
+    pub fn is_wrong(&self) -> bool {
+        !self.unknown && self.expected.as_deref() != Some(self.label.as_str())
+    }
+}
+
+/// Counts over the other-domain answers of one source.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct OtherCounts {
+    pub images: usize,
+    pub unknown: usize,
+    /// Answered the bank class they show.
+    pub right_class: usize,
+    /// Answered another class; `wrong_confident` of them with p ≥ 0.5.
+    pub wrong: usize,
+    pub wrong_confident: usize,
+}
+
+/// Probability from which a wrong class answer counts as confident.
+pub const CONFIDENT: f64 = 0.5;
 
 impl Evaluation {
     pub fn new(classes: &[&str]) -> Self {
@@ -147,6 +189,68 @@ impl Evaluation {
             .collect()
     }
 
+    /// Adds the answer to an image from another domain.
+    pub fn add_other(&mut self, answer: OtherAnswer) {
+        self.other_domain.push(answer);
+    }
+
+    /// Counts over the other-domain answers of `source` (all when `None`),
+    /// split into images that show no bank class (`expected_none` = true) or
+    /// one (false), or all of them (`None`).
+    pub fn other_counts(&self, source: Option<&str>, expected_none: Option<bool>) -> OtherCounts {
+        let mut c = OtherCounts::default();
+        for a in self.others(source).filter(|a| expected_none.is_none_or(|e| a.expected.is_none() == e)) {
+            c.images += 1;
+            c.unknown += usize::from(a.unknown);
+            c.right_class += usize::from(!a.unknown && a.expected.as_deref() == Some(a.label.as_str()));
+            c.wrong += usize::from(a.is_wrong());
+            c.wrong_confident += usize::from(a.is_wrong() && a.confidence >= CONFIDENT);
+        }
+        c
+    }
+
+    fn others<'a>(&'a self, source: Option<&'a str>) -> impl Iterator<Item = &'a OtherAnswer> + 'a {
+        self.other_domain.iter().filter(move |a| source.is_none_or(|s| a.source == s))
+    }
+
+    /// AUROC of the doubt score separating the other-domain images of
+    /// `source` (all when `None`; positives) from the images of bank
+    /// classes (negatives, the folder's own domain).
+    pub fn other_domain_auroc(&self, source: Option<&str>) -> Option<f64> {
+        let neg: Option<Vec<f64>> = self.of_bank_classes(true).map(|(_, o)| o.map(|o| o.0)).collect();
+        let pos: Vec<f64> = self.others(source).map(|a| a.doubt).collect();
+        let neg = neg?;
+        if neg.is_empty() || pos.is_empty() {
+            return None;
+        }
+        let a = crate::numeric::auroc(&neg, &pos);
+        a.is_finite().then_some(a)
+    }
+
+    fn other_markdown(&self, s: &mut String) {
+        if self.other_domain.is_empty() {
+            return;
+        }
+        let mut sources: Vec<&str> = self.other_domain.iter().map(|a| a.source.as_str()).collect();
+        sources.dedup();
+        let _ = writeln!(s, "\nImages from another domain (doubt = distance / threshold of the nearest class; AUROC against the bank-class images above):\n");
+        let _ = writeln!(s, "| source | images | shown class | unknown | right class | wrong class (p ≥ {CONFIDENT}) | AUROC |\n|---|---:|---|---:|---:|---:|---:|");
+        for src in sources {
+            for (none, what) in [(true, "none"), (false, "a bank class")] {
+                let c = self.other_counts(Some(src), Some(none));
+                if c.images > 0 {
+                    let auroc = self.other_domain_auroc(Some(src)).map_or("–".into(), |a| format!("{a:.3}"));
+                    let _ = writeln!(s, "| {src} | {} | {what} | {} | {} | {} ({}) | {auroc} |", c.images, c.unknown, c.right_class, c.wrong, c.wrong_confident);
+                }
+            }
+        }
+        let _ = writeln!(s, "\n| image | shows | answer | most probable | doubt |\n|---|---|---|---|---:|");
+        for a in &self.other_domain {
+            let shows = a.expected.as_deref().unwrap_or("–");
+            let _ = writeln!(s, "| {} | {shows} | {} | {} {:.1}% | {:.2} |", a.name, a.label, a.best, 100.0 * a.confidence, a.doubt);
+        }
+    }
+
     pub fn count(&self, class: usize) -> usize {
         self.confusion.get(class).map_or(0, |r| r.iter().sum())
     }
@@ -210,6 +314,7 @@ impl Evaluation {
         if let (Some(u), Some(a)) = (self.unknown_fraction_outside(), self.unknown_auroc()) {
             let _ = writeln!(s, "Images of classes outside the bank answered unknown: {}; AUROC of the doubt score, outside vs bank classes: {a:.3}", pct1(u));
         }
+        self.other_markdown(&mut s);
         s
     }
 }
@@ -244,6 +349,32 @@ pub fn evaluate_folder(
         }
     }
     Ok(eval)
+}
+
+/// Classifies images from another domain and adds their answers to `eval`.
+#[cfg(feature = "torch")]
+pub fn evaluate_other_domain(
+    classifier: &super::classifier::GdcClassifier,
+    images: &[super::other_domain::OtherImage],
+    eval: &mut Evaluation,
+) -> Result<(), EvalError> {
+    for chunk in images.chunks(classifier.batch.max(1)) {
+        let crops: Vec<crate::image::RgbImage> = chunk.iter().map(|o| o.image.clone()).collect();
+        for (o, answer) in chunk.iter().zip(classifier.classify(&crops, &[])?) {
+            let (best, confidence) = answer.distribution.first().cloned().unwrap_or_default();
+            eval.add_other(OtherAnswer {
+                name: o.name.clone(),
+                source: o.source.to_string(),
+                expected: o.expected.clone(),
+                doubt: answer.nearest.as_ref().map_or(f64::NAN, |n| n.distance / n.threshold),
+                unknown: answer.is_unknown(),
+                label: answer.label,
+                best,
+                confidence,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,11 +3,13 @@
 //! embedded once, each class becomes a Gaussian over the embeddings, and a
 //! query embedding is classified by Bayes' rule over the class likelihoods.
 //!
+//! - [`augment`]: random photometric / geometric copies of bank images (transfer to real images).
 //! - [`bank`]: the Gaussian class bank (fit, classify, incremental update, file format).
 //! - [`backbone`]: image encoders producing the embeddings (feature `torch`).
 //! - [`encoder`], [`bank_builder`]: backbones behind one interface; banks from image folders.
 //! - [`classifier`]: encoder + bank → per-crop class probabilities (what the node serves).
 //! - [`crop_dataset`], [`evaluate`]: labelled object crops from KITTI frames; accuracy on crop folders.
+//! - [`other_domain`]: real photos and real KITTI crops, to judge a bank built on simulated crops.
 //! - [`reliability`]: expected calibration error, reliability diagrams, accuracy-coverage.
 //! - [`bench`]: CPU latency per crop (preprocess, embed, score).
 //! - [`crops`]: camera crops of 3D boxes, image ↔ cloud stamp matching.
@@ -15,6 +17,7 @@
 //! - [`preprocess`]: image → normalised input tensor, as the reference processors.
 //! - [`generator`]: text-to-image diffusion (SD, SDXL, turbo) for banks from class names.
 
+pub mod augment;
 #[cfg(feature = "torch")]
 pub mod backbone;
 #[cfg(feature = "torch")]
@@ -27,6 +30,8 @@ pub mod classifier;
 pub mod encoder;
 #[cfg(feature = "torch")]
 pub mod generator;
+#[cfg(feature = "torch")]
+pub mod other_domain;
 #[cfg(feature = "torch")]
 pub mod preprocess;
 pub mod bank;

@@ -50,12 +50,16 @@ pub enum GdcCmd {
         /// Embedding recipe: cls or cls+meanpatch (DINOv2), pooled (EfficientNet)
         #[arg(long, default_value = "cls")]
         recipe: String,
-        /// Covariance model: full, diagonal or shared
-        #[arg(long, default_value = "full")]
+        /// Covariance model: full, diagonal or shared (docs/gdc_bank.md, "Choices that transfer")
+        #[arg(long, default_value = "shared")]
         covariance: String,
         /// Ridge relative to the mean eigenvalue of each covariance
-        #[arg(long, default_value_t = eloss_perception::gdc::bank::DEFAULT_RIDGE_REL)]
+        #[arg(long, default_value_t = eloss_perception::gdc::bank::IMAGE_BANK_RIDGE_REL)]
         ridge: f64,
+        /// Augmented copies of every image (crop, flip, colour jitter, blur,
+        /// noise; with --images only), embedded with it (docs/gdc_bank.md, "Choices that transfer")
+        #[arg(long, default_value_t = 4)]
+        augment: usize,
         #[arg(long, default_value_t = 16)]
         batch: usize,
         #[arg(long)]
@@ -105,6 +109,14 @@ pub enum GdcCmd {
         /// Write the reliability diagram (accuracy against confidence, 15 bins) to this PNG
         #[arg(long)]
         reliability_png: Option<PathBuf>,
+        /// Also answer darknet's photos and drawn objects from this folder
+        /// ($ELOSS_CACHE/darknet/root/usr/share/darknet/data): another domain, classes mostly outside the bank
+        #[arg(long)]
+        darknet: Option<PathBuf>,
+        /// Also answer the ground-truth object crops of a KITTI frame folder
+        /// with info.json and 000008.png (../shared/data/kitti_000008)
+        #[arg(long)]
+        kitti: Option<PathBuf>,
     },
     /// CPU latency per crop: preprocess, embed, score against a 5-class bank
     Bench {
@@ -164,7 +176,7 @@ pub fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
     use eloss_perception::gdc::{bank_builder, classifier::GdcClassifier, encoder};
     let device = tch::Device::cuda_if_available();
     match cmd {
-        GdcCmd::Bank { images, classes, generator, per_class, templates, steps, guidance, size, seed, gen_batch, cache, backbone, recipe, covariance, ridge, batch, out } => {
+        GdcCmd::Bank { images, classes, generator, per_class, templates, steps, guidance, size, seed, gen_batch, cache, backbone, recipe, covariance, ridge, augment, batch, out } => {
             let recipe = EmbeddingRecipe::from_id(&recipe).with_context(|| format!("unknown recipe {recipe:?}"))?;
             let kind = match covariance.as_str() {
                 "full" => CovarianceKind::Full { ridge_rel: ridge },
@@ -199,7 +211,10 @@ pub fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
                     }
                     bank
                 }
-                (None, Some(images)) => bank_builder::build_bank(images, enc.as_ref(), kind.into(), batch, progress)?,
+                (None, Some(images)) => {
+                    let augmentation = bank_builder::Augmentation { copies: augment, seed };
+                    bank_builder::fit_bank_augmented(&bank_builder::images_by_class(images)?, enc.as_ref(), kind.into(), batch, augmentation, progress)?
+                }
                 (None, None) => anyhow::bail!("give --images DIR, or --classes and --generator"),
             };
             bar.finish();
@@ -241,11 +256,20 @@ pub fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
             println!("written to {}", out.display());
             Ok(())
         }
-        GdcCmd::Eval { bank, backbone, images, per_class, reliability_png } => {
+        GdcCmd::Eval { bank, backbone, images, per_class, reliability_png, darknet, kitti } => {
+            use eloss_perception::gdc::other_domain;
             let bank = GaussianBank::load(&bank)?;
             let recipe = EmbeddingRecipe::from_id(&bank.spec().recipe).context("bank has an unknown embedding recipe")?;
             let classifier = GdcClassifier::new(encoder::load_encoder(&backbone, recipe, device)?, bank)?;
-            let eval = eloss_perception::gdc::evaluate::evaluate_folder(&classifier, &images, per_class)?;
+            let mut eval = eloss_perception::gdc::evaluate::evaluate_folder(&classifier, &images, per_class)?;
+            let mut others = Vec::new();
+            if let Some(dir) = &darknet {
+                others.extend(other_domain::darknet_images(dir)?);
+            }
+            if let Some(dir) = &kitti {
+                others.extend(other_domain::kitti_crops(dir, "000008.png")?);
+            }
+            eloss_perception::gdc::evaluate::evaluate_other_domain(&classifier, &others, &mut eval)?;
             print!("{}", eval.markdown());
             if let Some(path) = &reliability_png {
                 let title = format!("GDC reliability ({} images, ECE {:.3})", eval.scored.len(), eval.ece().unwrap_or(f64::NAN));

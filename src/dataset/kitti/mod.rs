@@ -24,6 +24,7 @@
 
 pub mod calib;
 pub mod fov;
+pub mod info_json;
 pub mod label;
 pub mod project;
 #[cfg(test)]

@@ -27,21 +27,10 @@ fn info(dir: &Path) -> Value {
     info["data_list"][0].clone()
 }
 
-/// The frame's calibration from info.json's separate matrices: `P0..P3` are
-/// the cameras' `cam2img` (4x4, padded), `R0_rect` and `Tr_velo_to_cam` /
-/// `Tr_imu_to_velo` as stored (4x4 padded, top rows taken).
+/// The frame's calibration from info.json's separate matrices
+/// ([`info_json`](super::info_json)).
 fn calibration(frame: &Value) -> Calibration {
-    let p = |cam: &str| -> [f64; 12] { matrix(&frame["images"][cam]["cam2img"], 3, 4).try_into().expect("3x4") };
-    let r0 = matrix(&frame["images"]["R0_rect"], 3, 4);
-    Calibration {
-        p0: Some(p("CAM0")),
-        p1: Some(p("CAM1")),
-        p2: p("CAM2"),
-        p3: Some(p("CAM3")),
-        r0_rect: [r0[0], r0[1], r0[2], r0[4], r0[5], r0[6], r0[8], r0[9], r0[10]],
-        tr_velo_to_cam: matrix(&frame["lidar_points"]["Tr_velo_to_cam"], 3, 4).try_into().expect("3x4"),
-        tr_imu_to_velo: Some(matrix(&frame["lidar_points"]["Tr_imu_to_velo"], 3, 4).try_into().expect("3x4")),
-    }
+    super::info_json::InfoFrame::from_value(frame).expect("info.json frame").calib
 }
 
 /// An info.json instance and the label it describes.
@@ -53,45 +42,20 @@ struct Instance {
     num_lidar_pts: i64,
 }
 
-/// The instances as labels. `bbox_3d` is x, y, z (bottom centre), then
-/// **l, h, w** (mmdetection3d's order, unlike the file's h, w, l), then
-/// rotation_y; `labels_convert_to_lidar_boxes_and_back` checks that order.
+/// The instances as labels ([`info_json`](super::info_json));
+/// `labels_convert_to_lidar_boxes_and_back` checks its dimension order.
 fn instances(frame: &Value) -> Vec<Instance> {
+    let labels = super::info_json::InfoFrame::from_value(frame).expect("info.json frame").labels;
     let list = frame["instances"].as_array().expect("instances");
     list.iter()
+        .zip(labels)
         .enumerate()
-        .map(|(index, inst)| {
-            let bbox: [f64; 4] = matrix(&Value::Array(vec![inst["bbox"].clone()]), 1, 4).try_into().expect("4");
-            let b: Vec<f64> = inst["bbox_3d"].as_array().expect("bbox_3d").iter().map(num).collect();
-            let class = match inst["bbox_label_3d"].as_i64() {
-                Some(0) => ObjectClass::Pedestrian,
-                Some(1) => ObjectClass::Cyclist,
-                Some(2) => ObjectClass::Car,
-                Some(-1) => ObjectClass::DontCare,
-                other => panic!("instance {index}: unexpected bbox_label_3d {other:?}"),
-            };
-            let label = if class == ObjectClass::DontCare {
-                ObjectLabel::dont_care(bbox)
-            } else {
-                ObjectLabel {
-                    class,
-                    truncated: num(&inst["truncated"]),
-                    occluded: u8::try_from(inst["occluded"].as_i64().expect("occluded")).expect("0..3"),
-                    alpha: num(&inst["alpha"]),
-                    bbox,
-                    dimensions: [b[4], b[5], b[3]],
-                    location: [b[0], b[1], b[2]],
-                    rotation_y: b[6],
-                    score: None,
-                }
-            };
-            Instance {
-                index,
-                label,
-                alpha: num(&inst["alpha"]),
-                difficulty: inst["difficulty"].as_i64().expect("difficulty"),
-                num_lidar_pts: inst["num_lidar_pts"].as_i64().expect("num_lidar_pts"),
-            }
+        .map(|(index, (inst, label))| Instance {
+            index,
+            label,
+            alpha: num(&inst["alpha"]),
+            difficulty: inst["difficulty"].as_i64().expect("difficulty"),
+            num_lidar_pts: inst["num_lidar_pts"].as_i64().expect("num_lidar_pts"),
         })
         .collect()
 }

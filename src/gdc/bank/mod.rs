@@ -94,6 +94,13 @@ use size::check_size;
 /// Default relative ridge: ε = 1e-3 · tr(S)/d (see the module docs for why).
 pub const DEFAULT_RIDGE_REL: f64 = 1e-3;
 
+/// Relative ridge of banks fitted from camera crops (`eloss gdc bank`, the
+/// demo's bank), with shared covariance: on simulated crops (EfficientNet-Lite0,
+/// 100 per class) it answered 94.6 % of val crops right with 1.8 % unknown
+/// (96.3 % of the answered ones) and ECE 0.020, against 91.8 %, 0.7 % and
+/// 0.032 at 1e-3 (docs/gdc_bank.md, "Choices that transfer").
+pub const IMAGE_BANK_RIDGE_REL: f64 = 0.1;
+
 
 /// The covariance model of every class in a bank.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -568,7 +575,8 @@ impl GaussianBank {
                 sample_var: s.sample_var,
                 factor,
             });
-            // a class added after calibration has no held-out distances: it cannot reject
+            // a class added after calibration has no held-out distances (it cannot
+            // reject) until add_class_calibrated sets them
             if let Some(c) = &mut self.calibration {
                 c.heldout_sq.push(Vec::new());
             }

@@ -28,9 +28,11 @@
 //! class cannot reject: t_c = ∞. A query is **unknown** when it is outside
 //! every class considered, m_c(x) > t_c(α) for all c, and is then reported
 //! with its nearest class (smallest m_c) and that class's distance √m_c.
-//! A class without held-out distances (fitted from one image, added at run
-//! time without calibration, or every class of an uncalibrated bank) cannot
-//! reject either, so a query near it is answered as before.
+//! A class without held-out distances (fitted from one image, added with
+//! plain [`GaussianBank::add_class`], or every class of an uncalibrated
+//! bank) cannot reject either, so a query near it is answered as before.
+//! Classes added at run time through the classifier are calibrated on their
+//! own embeddings ([`GaussianBank::add_class_calibrated`]).
 //!
 //! # Temperature
 //! The temperature T of p(c | x) = softmax(log p(x | c) / T) is the one that
@@ -154,6 +156,20 @@ impl GaussianBank {
     /// same classes, in the bank's order) and stores the held-out distances
     /// and the fitted temperature (module docs). `folds` ≥ 2.
     pub fn calibrate(&mut self, classes: &[(&str, Samples<'_>)], folds: usize) -> Result<CalibrationReport, BankError> {
+        self.calibrate_grouped(classes, folds, 1)
+    }
+
+    /// [`Self::calibrate`] for classes whose embeddings come in runs of
+    /// `group` made from one image (the image and its augmented copies,
+    /// [`crate::gdc::augment`]): run r (embeddings r·group … r·group+group−1)
+    /// is in fold r mod k, so no copy of a held-out image is in the bank
+    /// that scores it. Every member of a held-out run is scored. `group` = 1
+    /// is [`Self::calibrate`].
+    pub fn calibrate_grouped(&mut self, classes: &[(&str, Samples<'_>)], folds: usize, group: usize) -> Result<CalibrationReport, BankError> {
+        if group == 0 {
+            return Err(BankError::InvalidParameter { name: "group", reason: "must be >= 1".into() });
+        }
+        let fold_of = |j: usize| (j / group) % folds;
         if folds < 2 {
             return Err(BankError::InvalidParameter { name: "folds", reason: format!("must be >= 2, got {folds}") });
         }
@@ -174,7 +190,7 @@ impl GaussianBank {
         for fold in 0..folds {
             let train: Vec<Vec<f64>> = data
                 .iter()
-                .map(|(rows, _)| rows.chunks_exact(d).enumerate().filter(|(j, _)| j % folds != fold).flat_map(|(_, r)| r.iter().copied()).collect())
+                .map(|(rows, _)| rows.chunks_exact(d).enumerate().filter(|(j, _)| fold_of(*j) != fold).flat_map(|(_, r)| r.iter().copied()).collect())
                 .collect();
             let present: Vec<usize> = (0..classes.len()).filter(|&c| !train[c].is_empty()).collect();
             let fold_classes: Vec<(&str, Samples<'_>)> =
@@ -184,7 +200,7 @@ impl GaussianBank {
             }
             let fold_bank = GaussianBank::fit(self.spec.clone(), &fold_classes, self.options)?;
             for (k, &c) in present.iter().enumerate() {
-                for x in data[c].0.chunks_exact(d).skip(fold).step_by(folds) {
+                for x in data[c].0.chunks_exact(d).enumerate().filter(|(j, _)| fold_of(*j) == fold).map(|(_, x)| x) {
                     let m = fold_bank.mahalanobis_sq_of(x, &[k])?[0];
                     heldout_sq[c].push(m);
                     let ll_fold = fold_bank.log_likelihoods(x)?;
@@ -209,6 +225,53 @@ impl GaussianBank {
         };
         self.calibration = Some(Calibration { temperature, folds, heldout_sq });
         Ok(report)
+    }
+
+    /// Adds a class (as [`Self::add_class`]) with its own held-out
+    /// distances, so that it can answer `unknown` like the classes calibrated
+    /// with the bank: its embeddings are split into `folds` folds (embedding
+    /// j in fold j mod k); for each fold, a copy of the bank with the class
+    /// fitted from the other folds scores the held-out fold's distances to
+    /// it. The temperature is left as fitted. An empty bank without
+    /// calibration (the zero-shot start of `~/add_classes`) becomes
+    /// calibrated with T = 1 (what it used before) and this class's
+    /// distances. A non-empty bank without calibration (a version-1 file), or
+    /// a class with fewer than 2 embeddings, gets the class without held-out
+    /// distances (it cannot reject). Returns how many distances were kept.
+    pub fn add_class_calibrated(&mut self, name: &str, samples: Samples<'_>, folds: usize) -> Result<usize, BankError> {
+        if folds < 2 {
+            return Err(BankError::InvalidParameter { name: "folds", reason: format!("must be >= 2, got {folds}") });
+        }
+        let fresh = self.calibration.is_none() && self.classes.is_empty();
+        if self.calibration.is_none() && !fresh {
+            return self.add_class(name, samples).map(|()| 0);
+        }
+        let (rows, n, d) = samples.to_f64(&format!("class {name:?}"), (self.dim > 0).then_some(self.dim))?;
+        let mut heldout = Vec::with_capacity(n);
+        if n >= 2 {
+            let folds = folds.min(n);
+            for fold in 0..folds {
+                let train: Vec<f64> = rows.chunks_exact(d).enumerate().filter(|(j, _)| j % folds != fold).flat_map(|(_, r)| r.iter().copied()).collect();
+                let mut fold_bank = self.clone();
+                fold_bank.add_class(name, Samples::MatrixF64 { data: &train, dim: d })?;
+                let index = fold_bank.classes.len() - 1;
+                for x in rows.chunks_exact(d).skip(fold).step_by(folds) {
+                    heldout.push(fold_bank.mahalanobis_sq_of(x, &[index])?[0]);
+                }
+            }
+        }
+        self.add_class(name, Samples::MatrixF64 { data: &rows, dim: d })?;
+        heldout.sort_by(f64::total_cmp);
+        let kept = heldout.len();
+        match &mut self.calibration {
+            Some(c) => {
+                if let Some(last) = c.heldout_sq.last_mut() {
+                    *last = heldout;
+                }
+            }
+            None => self.calibration = Some(Calibration { temperature: 1.0, folds, heldout_sq: vec![heldout] }),
+        }
+        Ok(kept)
     }
 
     /// Fit and calibrate in one step ([`Self::fit`], then [`Self::calibrate`]).

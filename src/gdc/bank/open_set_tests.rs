@@ -189,3 +189,53 @@ fn classes_added_after_calibration_cannot_reject() {
     bank.remove_class("a").unwrap();
     assert_eq!(bank.calibration().unwrap().heldout_sq.len(), 3);
 }
+
+/// Issue 16: a class added at run time (`~/add_classes`) is calibrated on
+/// its own embeddings, so it can reject: its new members are answered
+/// `unknown` at about the configured rate and queries far from every class,
+/// it included, are `unknown`. With plain `add_class` the added class has no
+/// held-out distances, cannot reject, and a far query near its side of the
+/// space is answered with a class (asserted below on the plain bank). The
+/// fitted Gaussian is the one `add_class` gives.
+#[test]
+fn a_class_added_at_run_time_is_calibrated_on_its_own_embeddings() {
+    for kind in [CovarianceKind::Full { ridge_rel: DEFAULT_RIDGE_REL }, CovarianceKind::Shared { ridge_rel: DEFAULT_RIDGE_REL }] {
+        let (mut bank, _) = calibrated_bank(kind, 200, 6.0, 7);
+        let temperature = bank.fitted_temperature();
+        let mut rng = Rng::new(5);
+        let added = draw(&mut rng, 3, 8, 200, 6.0);
+        let mut plain = bank.clone();
+        plain.add_class("d", Samples::from(&added)).unwrap();
+        assert_eq!(bank.add_class_calibrated("d", Samples::from(&added), DEFAULT_FOLDS).unwrap(), 200);
+        assert_eq!(bank.classes()[3].mean, plain.classes()[3].mean);
+        assert_eq!(bank.fitted_temperature(), temperature);
+        assert!(bank.unknown_threshold(3, 0.05).unwrap().is_finite() && plain.unknown_threshold(3, 0.05) == Some(f64::INFINITY));
+        let all = [0, 1, 2, 3];
+        let mut unknown = 0;
+        for x in draw(&mut rng, 3, 8, 1000, 6.0) {
+            unknown += bank.open_set(&x, &all, 0.05).unwrap().unknown as usize;
+        }
+        let f = unknown as f64 / 1000.0;
+        println!("{}: new members of the added class unknown {f:.3} at rate 0.05", kind.name());
+        assert!((0.01..=0.10).contains(&f), "{}: {f}", kind.name());
+        // 30 units out along the added class's axis: nearest is "d", outside it
+        let mut far = vec![0.0; 8];
+        far[3] = 30.0;
+        let v = bank.open_set(&far, &all, 0.05).unwrap();
+        assert!(v.unknown && v.nearest == 3, "{}: {v:?}", kind.name());
+        // the same query with the class added by plain add_class: forced into it
+        let forced = plain.open_set(&far, &all, 0.05).unwrap();
+        assert!(!forced.unknown && forced.nearest == 3, "{}: {forced:?}", kind.name());
+        // an uncalibrated bank with classes (a version-1 file) adds the class without held-out distances
+        let mut raw = GaussianBank::fit(spec(), &[("a", Samples::from(&added))], kind).unwrap();
+        assert_eq!(raw.add_class_calibrated("e", Samples::from(&added), DEFAULT_FOLDS).unwrap(), 0);
+        assert!(raw.calibration().is_none());
+        // the empty bank of a zero-shot start becomes calibrated, T = 1
+        let mut zero_shot = GaussianBank::empty(spec(), kind).unwrap();
+        assert_eq!(zero_shot.add_class_calibrated("d", Samples::from(&added), DEFAULT_FOLDS).unwrap(), 200);
+        assert_eq!(zero_shot.fitted_temperature(), Some(1.0));
+        assert!(zero_shot.open_set(&far, &[0], 0.05).unwrap().unknown);
+        let reloaded = GaussianBank::from_bytes(&zero_shot.to_bytes().unwrap()).unwrap();
+        assert_eq!(reloaded.calibration(), zero_shot.calibration());
+    }
+}
