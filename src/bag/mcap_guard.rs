@@ -178,11 +178,20 @@ fn check_sequence(bytes: &[u8], in_chunk: Option<usize>) -> Result<(), Malformed
     let mut at = 0usize;
     while at < bytes.len() {
         let opcode = bytes[at];
-        let Some(len) = length_at(bytes, at + 1, 8) else { return Ok(()) };
-        let start = at + 9;
-        let Some(content) = start.checked_add(len).and_then(|end| bytes.get(start..end)) else { return Ok(()) };
         let offset = in_chunk.unwrap_or(at);
         let malformed = |reason: String| Malformed { offset, opcode, reason };
+        let cut = |len: Option<usize>| match (in_chunk, len) {
+            // a chunk's records are whole: one that runs past its end makes the reader reserve its length
+            (Some(_), _) => Err(malformed(format!("a record inside a chunk runs past the chunk's end ({len:?} bytes)"))),
+            (None, Some(len)) if len > CHUNK_LIMIT => {
+                Err(malformed(format!("a record of {len} bytes, the limit is {CHUNK_LIMIT}")))
+            }
+            // a file cut off mid-write: the reader stops at the damage
+            (None, _) => Ok(()),
+        };
+        let Some(len) = length_at(bytes, at + 1, 8) else { return cut(None) };
+        let start = at + 9;
+        let Some(content) = start.checked_add(len).and_then(|end| bytes.get(start..end)) else { return cut(Some(len)) };
         if opcode == OP_CHUNK && in_chunk.is_some() {
             return Err(malformed("a chunk inside a chunk".into()));
         }
@@ -330,6 +339,18 @@ mod tests {
             bytes[9 + 16..9 + 24].copy_from_slice(&0x9000000677209u64.to_le_bytes());
             assert!(check_records(&bytes).unwrap_err().reason.contains("limit"), "{compression:?}");
         }
+    }
+
+    #[test]
+    fn a_record_running_past_its_chunk_is_refused() {
+        // the second fuzz finding: an inner record declaring ~2.5e15 bytes in a 23 KB bag
+        let mut inner = schema(None);
+        inner[1..9].copy_from_slice(&2_533_274_797_175_305u64.to_le_bytes());
+        let packed = zstd::bulk::compress(&inner, 3).unwrap();
+        assert!(check_records(&chunk("zstd", &inner, &packed)).unwrap_err().reason.contains("past the chunk"));
+        assert!(check_records(&chunk("", &inner, &inner)).is_err());
+        // at the top level a huge cut-off record is refused too, a plausible one is left to the reader
+        assert!(check_records(&inner).unwrap_err().reason.contains("limit"));
     }
 
     #[test]
