@@ -87,10 +87,15 @@ impl NodeProcess {
     /// `/tf`, `/tf_static` and `/clock` are always remapped into the
     /// namespace, so parallel tests never see each other's transforms or time.
     pub fn start_with(ns: &str, params: &[String], ros_args: &[&str]) -> Self {
-        let own = [format!("/tf:={ns}/tf"), format!("/tf_static:={ns}/tf_static"), format!("/clock:={ns}/clock")];
+        let own = Self::namespaced_remaps(ns);
         let mut args: Vec<&str> = own.iter().flat_map(|r| ["-r", r.as_str()]).collect();
         args.extend_from_slice(ros_args);
         Self::start_raw(ns, params, &args)
+    }
+
+    /// `/tf`, `/tf_static` and `/clock` remapped into the namespace.
+    fn namespaced_remaps(ns: &str) -> [String; 3] {
+        [format!("/tf:={ns}/tf"), format!("/tf_static:={ns}/tf_static"), format!("/clock:={ns}/clock")]
     }
 
     /// The node on the global `/tf`, `/tf_static` and `/clock` (a bag replay):
@@ -103,7 +108,7 @@ impl NodeProcess {
     /// points (`FAILPOINTS`, e.g. `detector_load=panic(why)`; the node is
     /// built with the `failpoints` feature in scripts/test.sh).
     pub fn start_with_failpoints(ns: &str, params: &[String], failpoints: &str) -> Self {
-        let own = [format!("/tf:={ns}/tf"), format!("/tf_static:={ns}/tf_static"), format!("/clock:={ns}/clock")];
+        let own = Self::namespaced_remaps(ns);
         let args: Vec<&str> = own.iter().flat_map(|r| ["-r", r.as_str()]).collect();
         Self::spawn(ns, params, &args, &[("FAILPOINTS", failpoints)])
     }
