@@ -9,6 +9,8 @@
 //! against the bytes its record really holds, with the field layouts of the
 //! MCAP specification (<https://mcap.dev/spec>); compressed chunks are
 //! unpacked (at most [`CHUNK_LIMIT`]) and their records checked the same way.
+//! A chunk cut off by the end of the file is refused: the linear reader
+//! parses a chunk's records as they arrive, before the chunk is whole.
 //!
 //! Used on the summary section before `SummaryReader` sees it, and on the
 //! whole file before the linear scan of an unindexed file. The indexed reader
@@ -186,6 +188,12 @@ fn check_sequence(bytes: &[u8], in_chunk: Option<usize>) -> Result<(), Malformed
             (None, Some(len)) if len > CHUNK_LIMIT => {
                 Err(malformed(format!("a record of {len} bytes, the limit is {CHUNK_LIMIT}")))
             }
+            // the linear reader parses a chunk's records as they arrive, before the chunk is
+            // whole, so the records of a cut-off chunk would reach the parser unchecked (the
+            // third fuzz finding: an attachment index in one, declaring a 1.9 GB name)
+            (None, Some(len)) if opcode == OP_CHUNK => {
+                Err(malformed(format!("a chunk of {len} bytes runs past the end of the file")))
+            }
             // a file cut off mid-write: the reader stops at the damage
             (None, _) => Ok(()),
         };
@@ -351,6 +359,27 @@ mod tests {
         assert!(check_records(&chunk("", &inner, &inner)).is_err());
         // at the top level a huge cut-off record is refused too, a plausible one is left to the reader
         assert!(check_records(&inner).unwrap_err().reason.contains("limit"));
+    }
+
+    #[test]
+    fn a_chunk_cut_off_by_the_end_of_the_file_is_refused() {
+        // the third fuzz finding: a cut-off uncompressed chunk whose records the reader parses anyway
+        let mut name = 1_885_303_655u32.to_le_bytes().to_vec();
+        name.extend(b"x");
+        let mut inner = vec![0u8; 40];
+        inner.extend(name);
+        let inner = record(0x0a, &inner);
+        let mut bytes = schema(None);
+        let at = bytes.len();
+        let whole = chunk("", &inner, &inner);
+        bytes.extend(&whole[..whole.len() - 3]);
+        let err = check_records(&bytes).unwrap_err();
+        assert_eq!((err.offset, err.opcode), (at, OP_CHUNK));
+        assert!(err.reason.contains("past the end of the file"), "{err}");
+        // cut before its length is complete, nothing in it can be parsed: left to the reader
+        let mut bytes = schema(None);
+        bytes.extend(&whole[..5]);
+        assert_eq!(check_records(&bytes), Ok(()));
     }
 
     #[test]
