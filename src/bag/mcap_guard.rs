@@ -173,10 +173,18 @@ fn decompress(compression: &str, data: &[u8], declared: usize) -> Result<Option<
 /// reports it, without allocating more than the file holds). Inside a chunk
 /// a chunk is an error.
 pub fn check_records(bytes: &[u8]) -> Result<(), Malformed> {
-    check_sequence(bytes, None)
+    check_sequence(bytes, None, false)
 }
 
-fn check_sequence(bytes: &[u8], in_chunk: Option<usize>) -> Result<(), Malformed> {
+/// Checks the summary section and the footer (the bytes from the footer's
+/// `summary_start` to the closing magic), as `SummaryReader` reads them: one
+/// record after another to the end, so a record running past the end is
+/// malformed here (a file cut off mid-write has no footer to point here).
+pub fn check_summary(bytes: &[u8]) -> Result<(), Malformed> {
+    check_sequence(bytes, None, true)
+}
+
+fn check_sequence(bytes: &[u8], in_chunk: Option<usize>, whole: bool) -> Result<(), Malformed> {
     let mut at = 0usize;
     while at < bytes.len() {
         let opcode = bytes[at];
@@ -185,6 +193,8 @@ fn check_sequence(bytes: &[u8], in_chunk: Option<usize>) -> Result<(), Malformed
         let cut = |len: Option<usize>| match (in_chunk, len) {
             // a chunk's records are whole: one that runs past its end makes the reader reserve its length
             (Some(_), _) => Err(malformed(format!("a record inside a chunk runs past the chunk's end ({len:?} bytes)"))),
+            // the summary reader parses every record up to the end of the file
+            (None, _) if whole => Err(malformed(format!("a summary record runs past the end of the file ({len:?} bytes)"))),
             (None, Some(len)) if len > CHUNK_LIMIT => {
                 Err(malformed(format!("a record of {len} bytes, the limit is {CHUNK_LIMIT}")))
             }
@@ -214,7 +224,7 @@ fn check_sequence(bytes: &[u8], in_chunk: Option<usize>) -> Result<(), Malformed
             } else {
                 decompress(compression, records, declared).map_err(malformed)?
             };
-            check_sequence(unpacked.as_deref().unwrap_or(records), Some(at))?;
+            check_sequence(unpacked.as_deref().unwrap_or(records), Some(at), true)?;
         }
         at = start + len;
     }
@@ -230,9 +240,10 @@ pub fn check_file(bytes: &[u8]) -> Result<(), Malformed> {
     check_records(records).map_err(|m| Malformed { offset: m.offset + MAGIC.len(), ..m })
 }
 
-/// The byte range of the summary section named by the footer of a file of
-/// `file_size` bytes whose last [`FOOTER_RECORD_LEN`] + 8 bytes are `tail`;
-/// `None` without a footer or summary.
+/// The bytes `SummaryReader` parses in a file of `file_size` bytes whose
+/// last [`FOOTER_RECORD_LEN`] + 8 bytes are `tail`: from the footer's
+/// `summary_start` to the closing magic (the summary section and the footer;
+/// check them with [`check_summary`]); `None` without a footer or summary.
 pub fn summary_range(tail: &[u8], file_size: u64) -> Option<std::ops::Range<u64>> {
     let footer = tail.strip_suffix(MAGIC.as_slice())?;
     let footer = footer.get(footer.len().checked_sub(FOOTER_RECORD_LEN)?..)?;
@@ -240,8 +251,8 @@ pub fn summary_range(tail: &[u8], file_size: u64) -> Option<std::ops::Range<u64>
         return None;
     }
     let start = length_at(footer, 9, 8)? as u64;
-    let end = file_size.checked_sub((FOOTER_RECORD_LEN + MAGIC.len()) as u64)?;
-    (start > MAGIC.len() as u64 && start <= end).then_some(start..end)
+    let footer_start = file_size.checked_sub((FOOTER_RECORD_LEN + MAGIC.len()) as u64)?;
+    (start > MAGIC.len() as u64 && start <= footer_start).then_some(start..file_size - MAGIC.len() as u64)
 }
 
 /// Bytes the caller reads from the end of the file for [`summary_range`].
@@ -380,6 +391,30 @@ mod tests {
         let mut bytes = schema(None);
         bytes.extend(&whole[..5]);
         assert_eq!(check_records(&bytes), Ok(()));
+    }
+
+    #[test]
+    fn the_summary_is_read_to_the_end_so_a_record_running_past_it_is_refused() {
+        // the fourth fuzz finding: a schema at the end of the summary whose record runs over
+        // the footer, which SummaryReader parses anyway (its name declared 704 MB)
+        let footer = record(OP_FOOTER, &[0u8; 20]);
+        let mut summary = schema(None);
+        summary.extend(&footer);
+        assert_eq!(check_summary(&summary), Ok(()));
+        let mut bytes = schema(None);
+        let at = bytes.len();
+        let mut over = schema(Some(704_643_099));
+        let claimed = over.len() - 9 + footer.len();
+        over[1..9].copy_from_slice(&(claimed as u64).to_le_bytes());
+        bytes.extend(&over);
+        bytes.extend(&footer);
+        let err = check_summary(&bytes).unwrap_err();
+        assert_eq!((err.offset, err.opcode), (at, 0x03), "{err}");
+        // one that runs past the end of the bytes altogether
+        let mut cut = schema(None);
+        cut.extend(&schema(None)[..10]);
+        assert!(check_summary(&cut).unwrap_err().reason.contains("past the end of the file"));
+        assert_eq!(check_records(&cut), Ok(()), "outside the summary a cut-off tail is left to the reader");
     }
 
     #[test]

@@ -470,7 +470,7 @@ fn read_summary(path: &Path) -> Result<Option<Summary>, BagError> {
     }
     let mut section = vec![0u8; (range.end - range.start) as usize];
     file.seek(SeekFrom::Start(range.start)).and_then(|_| file.read_exact(&mut section)).map_err(io_err(path))?;
-    mcap_guard::check_records(&section)?;
+    mcap_guard::check_summary(&section)?;
     file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
     let options = SummaryReaderOptions::default().with_file_size(size).with_record_length_limit(RECORD_LIMIT);
     let mut reader = SummaryReader::new_with_options(options);

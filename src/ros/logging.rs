@@ -27,7 +27,7 @@ use tracing_subscriber::EnvFilter;
 pub const MAX_LINE_BYTES: usize = 2048;
 
 /// The logger events go to before the node exists (rcutils console only).
-const DEFAULT_LOGGER: &str = super::node::NODE_NAME;
+const DEFAULT_LOGGER: &str = super::NODE_NAME;
 
 static LOGGER: OnceLock<CString> = OnceLock::new();
 

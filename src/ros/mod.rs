@@ -10,3 +10,6 @@ pub mod param_guard;
 pub mod params;
 pub mod relabel;
 pub mod replay;
+
+/// The node's name (its logger's too).
+pub const NODE_NAME: &str = "eloss_perception_node";

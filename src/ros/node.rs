@@ -72,7 +72,7 @@ pub mod frames;
 mod gdc;
 pub use gdc::{MAX_ADD_CLASSES_IN_FLIGHT, MAX_RELABEL_IN_FLIGHT, MAX_RELABEL_RUNNING};
 
-pub const NODE_NAME: &str = "eloss_perception_node";
+pub use super::NODE_NAME;
 pub const TOPIC_POINTS: &str = "points";
 pub const TOPIC_IMAGE: &str = "image";
 pub const TOPIC_COMPRESSED_IMAGE: &str = "image/compressed";
@@ -423,7 +423,9 @@ fn load_pipeline(sh: &Shared, p: &NodeParams) -> Option<FramePipeline> {
     let loaded = if matches!(device, tch::Device::Cuda(_)) && !tch::Cuda::is_available() {
         Err("detector.device is cuda but no CUDA device is available".to_string())
     } else {
-        p.eloss.settings().map_err(|e| e.to_string()).and_then(|eloss| FramePipeline::load(&p.detector.model_path, device, &eloss).map_err(|e| e.to_string()))
+        injected_load_allocation(device)
+            .and_then(|()| p.eloss.settings().map_err(|e| e.to_string()))
+            .and_then(|eloss| FramePipeline::load(&p.detector.model_path, device, &eloss).map_err(|e| e.to_string()))
     };
     let mut stats = lock(&sh.stats);
     match loaded {
@@ -442,6 +444,17 @@ fn load_pipeline(sh: &Shared, p: &NodeParams) -> Option<FramePipeline> {
             None
         }
     }
+}
+
+/// Fail point `detector_load_alloc(BYTES)`: before loading, asks libtorch
+/// for BYTES on the detector's device, so a test can make loading meet a
+/// real allocation failure (out of memory); a no-op without the fail point.
+fn injected_load_allocation(device: tch::Device) -> Result<(), String> {
+    fail::fail_point!("detector_load_alloc", |bytes: Option<String>| {
+        let bytes = bytes.and_then(|b| b.parse::<i64>().ok()).unwrap_or(i64::MAX);
+        tch::Tensor::f_empty([bytes], (tch::Kind::Uint8, device)).map(drop).map_err(|e| format!("allocating {bytes} bytes: {e}"))
+    });
+    Ok(())
 }
 
 fn cloud_worker(sh: &Shared, out: Outputs, heartbeat: &Heartbeat) {

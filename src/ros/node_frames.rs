@@ -11,6 +11,8 @@ use super::{lock, Shared};
 use crate::stats::TransformSource;
 use futures::StreamExt;
 use nalgebra::{Isometry3, Translation3, UnitQuaternion};
+use crate::frames::TransformBuffer;
+use r2r::geometry_msgs::msg::TransformStamped;
 use r2r::tf2_msgs::msg::TFMessage;
 use r2r::QosProfile;
 use std::sync::Arc;
@@ -47,20 +49,25 @@ pub fn isometry(t: &r2r::geometry_msgs::msg::Transform) -> Result<Isometry3<f64>
     crate::frames::isometry_from_parts([v.x, v.y, v.z], [q.x, q.y, q.z, q.w])
 }
 
-fn ingest(sh: &Shared, msg: &TFMessage, is_static: bool) {
-    let mut rejected = msg.transforms.len().saturating_sub(MAX_TRANSFORMS_PER_MESSAGE) as u64;
+/// Puts at most [`MAX_TRANSFORMS_PER_MESSAGE`] of one message's transforms
+/// into `buffer`; returns how many were rejected (the rest beyond the cap,
+/// and invalid ones) and the last rejection's reason.
+fn ingest_transforms(buffer: &mut TransformBuffer, transforms: &[TransformStamped], is_static: bool) -> (u64, Option<String>) {
+    let mut rejected = transforms.len().saturating_sub(MAX_TRANSFORMS_PER_MESSAGE) as u64;
     let mut last_error = None;
-    {
-        let mut buffer = lock(&sh.tf);
-        for t in msg.transforms.iter().take(MAX_TRANSFORMS_PER_MESSAGE) {
-            let stamp_ns = super::convert::stamp_ns(&t.header.stamp);
-            let set = isometry(&t.transform).and_then(|iso| buffer.set_transform(&t.header.frame_id, &t.child_frame_id, stamp_ns, iso, is_static));
-            if let Err(e) = set {
-                rejected += 1;
-                last_error = Some(e.to_string());
-            }
+    for t in transforms.iter().take(MAX_TRANSFORMS_PER_MESSAGE) {
+        let stamp_ns = super::convert::stamp_ns(&t.header.stamp);
+        let set = isometry(&t.transform).and_then(|iso| buffer.set_transform(&t.header.frame_id, &t.child_frame_id, stamp_ns, iso, is_static));
+        if let Err(e) = set {
+            rejected += 1;
+            last_error = Some(e.to_string());
         }
     }
+    (rejected, last_error)
+}
+
+fn ingest(sh: &Shared, msg: &TFMessage, is_static: bool) {
+    let (rejected, last_error) = ingest_transforms(&mut lock(&sh.tf), &msg.transforms, is_static);
     let mut stats = lock(&sh.stats);
     let f = &mut stats.frames;
     if is_static {
@@ -156,5 +163,24 @@ mod tests {
         assert!((m[1] + 1.0).abs() < 1e-12 && (m[3] - 1.0).abs() < 1e-12 && (m[11] - 2.0).abs() < 1e-12);
         let pose = pose_isometry([1.0, 0.0, 2.0, 0.0, 0.0, std::f64::consts::FRAC_PI_2]);
         assert!((pose.to_homogeneous() - iso.to_homogeneous()).norm() < 1e-12);
+    }
+    #[test]
+    fn one_message_adds_at_most_the_cap_and_counts_the_rest_rejected() {
+        let transform = |i: usize| {
+            let mut t = TransformStamped::default();
+            t.header.frame_id = "base_link".into();
+            t.child_frame_id = format!("sensor_{i}");
+            t.transform.rotation.w = 1.0;
+            t
+        };
+        let mut transforms: Vec<TransformStamped> = (0..MAX_TRANSFORMS_PER_MESSAGE + 5).map(transform).collect();
+        transforms[0].transform.rotation.w = f64::NAN;
+        let mut buffer = TransformBuffer::default();
+        let (rejected, last_error) = ingest_transforms(&mut buffer, &transforms, true);
+        assert_eq!(rejected, 5 + 1, "5 beyond the cap, 1 invalid");
+        assert!(last_error.is_some());
+        let known = |i: usize| buffer.parent_of(&format!("sensor_{i}")).is_some();
+        assert!(known(1) && known(MAX_TRANSFORMS_PER_MESSAGE - 1));
+        assert!(!known(0) && !known(MAX_TRANSFORMS_PER_MESSAGE), "the invalid one and those beyond the cap are not stored");
     }
 }

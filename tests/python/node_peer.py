@@ -388,6 +388,37 @@ def add_classes(ns, cache_dir):
     p.close()
 
 
+def add_after_failed_load(ns, class_name):
+    """Adds `class_name` twice with wait=true while the node's generator
+    loader fails once (a fail point): the first answer, the bank status
+    after it, the node's diagnostics then, and the second answer."""
+    from eloss_perception_msgs.srv import AddClasses
+
+    p = Peer(ns)
+    base = f"{ns}/eloss_perception_node"
+    add = p.node.create_client(AddClasses, f"{base}/add_classes")
+    statuses = []
+    follow_bank_status(p, base, lambda m: statuses.append({"classes": list(m.classes), "failed": dict(zip(m.failed_classes, m.failed_errors))}))
+    p.spin_until(add.service_is_ready, 30, "the add_classes service")
+    p.spin_until(lambda: statuses, 30, "the first gdc_bank status")
+
+    def call():
+        fut = add.call_async(AddClasses.Request(class_names=[class_name], wait=True))
+        p.spin_until(fut.done, 120, f"an add_classes response for {class_name}")
+        r = fut.result()
+        return {"success": r.success, "error": r.error, "ready": r.ready, "classes": list(r.classes)}
+
+    out = {"first": call()}
+    p.spin_until(lambda: class_name in statuses[-1]["failed"], 30, "the failure in ~/gdc_bank")
+    out["status_after_failure"] = statuses[-1]
+    p.diag = None
+    p.spin_until(lambda: p.diag is not None and "workers" in p.diag, 30, "diagnostics after the failure")
+    out["diagnostics_after_failure"] = p.diag
+    out["second"] = call()
+    print(json.dumps(out))
+    p.close()
+
+
 def zero_shot(ns, cache_dir, classes):
     from eloss_perception_msgs.srv import RelabelObjects
 
@@ -666,5 +697,5 @@ def alive(ns, hardware_id):
 
 
 if __name__ == "__main__":
-    {"alive": alive, "drive": drive, "status": status, "listen": listen, "relabel": relabel, "relabel_frame": relabel_frame, "add_classes": add_classes, "zero_shot": zero_shot,
+    {"alive": alive, "drive": drive, "status": status, "listen": listen, "relabel": relabel, "relabel_frame": relabel_frame, "add_classes": add_classes, "add_after_failed_load": add_after_failed_load, "zero_shot": zero_shot,
      "detect": detect}[sys.argv[1]](*sys.argv[2:])

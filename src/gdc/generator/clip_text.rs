@@ -157,7 +157,7 @@ impl ClipTextModel {
     /// The projection is built when the checkpoint has `text_projection.weight`.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, GeneratorError> {
         let (config, cfg_path): (ClipTextConfig, _) = read_config(&dir.join("config.json"))?;
-        let file = super::pipeline::weights_file(dir, "model", device)?;
+        let file = super::weights_file(dir, "model", device)?;
         let source = file.display().to_string();
         let tensors = Tensor::read_safetensors(&file).map_err(|e| GeneratorError::Weights(weights::WeightsError::Unreadable { path: source.clone(), reason: e.to_string() }))?;
         let tensors: Vec<(String, Tensor)> =

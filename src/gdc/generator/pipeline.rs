@@ -34,19 +34,6 @@ pub enum Family {
     Sdxl,
 }
 
-/// The weights file of a component: `stem.fp16.safetensors` first on CUDA
-/// (half the bytes, loaded as fp16 anyway), `stem.safetensors` first on CPU.
-pub fn weights_file(dir: &Path, stem: &str, device: Device) -> Result<PathBuf, GeneratorError> {
-    let full = dir.join(format!("{stem}.safetensors"));
-    let half = dir.join(format!("{stem}.fp16.safetensors"));
-    let order = if device.is_cuda() { [&half, &full] } else { [&full, &half] };
-    let found = order.into_iter().find(|p| p.is_file()).cloned();
-    found.ok_or_else(|| GeneratorError::Io {
-        path: full.clone(),
-        reason: format!("no weights: neither {} nor {} exists (sharded checkpoints are not supported)", full.display(), half.display()),
-    })
-}
-
 /// How to sample.
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {

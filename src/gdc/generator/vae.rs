@@ -161,7 +161,7 @@ impl VaeDecoder {
         let (config, cfg_path): (VaeConfig, _) = read_config(&dir.join("config.json"))?;
         let mut model = Self::new(config, device).map_err(|e| e.at_config(&cfg_path))?;
         model.vs.set_kind(kind);
-        let file = super::pipeline::weights_file(dir, "diffusion_pytorch_model", device)?;
+        let file = super::weights_file(dir, "diffusion_pytorch_model", device)?;
         let source = file.display().to_string();
         let tensors = Tensor::read_safetensors(&file)
             .map_err(|e| crate::weights::WeightsError::Unreadable { path: source.clone(), reason: e.to_string() })?

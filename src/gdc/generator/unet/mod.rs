@@ -283,7 +283,7 @@ impl UNet2DConditionModel {
         let (config, cfg_path): (UNetConfig, _) = read_config(&dir.join("config.json"))?;
         let mut model = Self::new(config, device).map_err(|e| e.at_config(&cfg_path))?;
         model.vs.set_kind(kind);
-        let file = super::pipeline::weights_file(dir, "diffusion_pytorch_model", device)?;
+        let file = crate::gdc::generator::weights_file(dir, "diffusion_pytorch_model", device)?;
         crate::weights::load_strict(&mut model.vs, &file, &Default::default())?;
         Ok(model)
     }
