@@ -61,9 +61,11 @@ fn a_panic_while_the_gdc_classifier_loads_is_an_error_naming_it() {
 /// the reason "GDC is still loading"; after the load the node labels at once.
 #[test]
 fn while_gdc_loads_relabel_waits_and_auto_relabel_says_so() {
-    let (Some(py), Some(kitti)) = (common::python(), common::kitti_dir()) else { return };
+    let Some(py) = common::python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (bank, backbone) = common::dinov2_colour_bank(&py, dir.path());
+    // a simulated HDL-64E scan with cars ahead (no ../shared data needed)
+    let (cloud, _) = common::simulated_frame(dir.path());
     let png = dir.path().join("patches.png");
     let mut scene = ::image::RgbImage::new(200, 100);
     for (c, (_, rgb)) in common::COLOUR_CLASSES.iter().take(2).enumerate() {
@@ -80,7 +82,7 @@ fn while_gdc_loads_relabel_waits_and_auto_relabel_says_so() {
     let out = Command::new(&py)
         .arg(common::repo().join("tests/python/gdc_loading_peer.py"))
         .args(["gdc_loading", &ns])
-        .arg(kitti.join("000008.bin"))
+        .arg(&cloud)
         .arg(&png)
         .arg("10,10,90,90;110,10,190,90")
         .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
