@@ -1,8 +1,8 @@
 //! `eloss eval` end to end on the stored OpenPCDet fixture
 //! (tests/data/kitti_eval_openpcdet, docs/kitti_eval.md): its printout is
 //! OpenPCDet's own printout for the same folders (`expected.json["text"]`),
-//! line for line, less OpenPCDet's `aos` lines (we do not compute AOS) and
-//! its second overlap set (the command evaluates the official one).
+//! line for line (AOS with OpenPCDet's 2 decimals included), less its second
+//! overlap set (the command evaluates the official one).
 
 use std::process::Command;
 
@@ -11,13 +11,14 @@ fn fixture() -> std::path::PathBuf {
 }
 
 /// OpenPCDet's printout: per class four blocks (AP@set 1, AP_R40@set 1, AP@set 2,
-/// AP_R40@set 2) of a header and bbox/bev/3d/aos lines; keeps set 1 without aos.
+/// AP_R40@set 2) of a header and bbox/bev/3d/aos lines; keeps set 1.
 fn openpcdet_official_blocks() -> String {
     let text = std::fs::read_to_string(fixture().join("expected.json")).expect("expected.json");
     let json: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let lines: Vec<&str> = json["text"].as_str().expect("text").lines().filter(|l| !l.starts_with("aos")).collect();
-    assert_eq!(lines.len(), 3 * 4 * 4, "OpenPCDet printout layout");
-    lines.chunks(16).flat_map(|class| class[..8].iter()).map(|l| format!("{l}\n")).collect()
+    let lines: Vec<&str> = json["text"].as_str().expect("text").lines().collect();
+    assert_eq!(lines.len(), 3 * 4 * 5, "OpenPCDet printout layout");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("aos  AP:")).count(), 3 * 4, "OpenPCDet printed AOS");
+    lines.chunks(20).flat_map(|class| class[..10].iter()).map(|l| format!("{l}\n")).collect()
 }
 
 #[test]
@@ -49,7 +50,9 @@ fn eval_command_markdown_and_errors() {
     assert!(out.status.success());
     let md = String::from_utf8(out.stdout).unwrap();
     assert!(md.starts_with("| class @ IoU | metric | R40 Easy |"), "{md}");
-    assert_eq!(md.lines().filter(|l| l.starts_with("| Car")).count(), 3, "{md}");
+    // bbox, bev, 3d and aos rows
+    assert_eq!(md.lines().filter(|l| l.starts_with("| Car")).count(), 4, "{md}");
+    assert!(md.contains("| Car @ 0.70 | aos | 0.7129 | 33.6037 | 48.4573 | 1.2962 | 35.0185 | 48.9625 |"), "{md}");
     // ground truth given as detections (no score column): a clear error, not a panic
     let out = run(&["--gt".as_ref(), gt.as_os_str(), "--dt".as_ref(), gt.as_os_str()]);
     assert!(!out.status.success());

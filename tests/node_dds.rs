@@ -4,13 +4,9 @@
 #![cfg(feature = "ros")]
 mod common;
 
-use common::NodeProcess;
+use common::{counter, NodeProcess};
 use serde_json::Value;
 use std::process::Command;
-
-fn counter(v: &Value, key: &str) -> u64 {
-    v[key].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{key} missing in {v}"))
-}
 
 /// Checks one exchange of the peer: the message (sent `sends` times, as
 /// best-effort delivery may lose some) moved exactly the expected counter
@@ -83,22 +79,13 @@ fn node_decodes_real_and_malformed_input_over_dds() {
 /// still decoded and counted.
 #[test]
 fn corrupt_weights_are_errors_in_diagnostics_and_the_node_keeps_serving() {
-    let (Some(py), Some(kitti)) = (common::python(), common::kitti_dir()) else { return };
     let dir = tempfile::tempdir().unwrap();
     let (model, bank) = (dir.path().join("broken_model.safetensors"), dir.path().join("broken_bank.safetensors"));
     std::fs::write(&model, b"PK\x03\x04 a zip, not safetensors").unwrap();
     std::fs::write(&bank, [0u8; 3]).unwrap();
     let ns = format!("/eloss_broken_{}", std::process::id());
     let node = NodeProcess::start(&ns, &[format!("detector.model_path:={}", model.display()), format!("gdc.bank_path:={}", bank.display())]);
-    let out = Command::new(py)
-        .arg(common::repo().join("tests/python/node_peer.py"))
-        .args(["status", &ns])
-        .arg(kitti.join("000008.bin"))
-        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        .output()
-        .expect("run node_peer.py");
-    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
-    let d: Value = serde_json::from_slice(&out.stdout).expect("peer prints JSON");
+    let Some(d) = common::peer_status(&ns, 1) else { return };
     assert_eq!(d["detector"]["level"], 2, "{}", d["detector"]);
     assert!(d["detector"]["message"].as_str().unwrap().contains("broken_model.safetensors"), "{}", d["detector"]);
     assert_eq!(d["gdc"]["level"], 2, "{}", d["gdc"]);
@@ -112,22 +99,13 @@ fn corrupt_weights_are_errors_in_diagnostics_and_the_node_keeps_serving() {
 /// decoding clouds. (On a machine with CUDA the device is used instead.)
 #[test]
 fn cuda_requested_without_a_gpu_is_reported_and_the_node_keeps_decoding() {
-    let (Some(py), Some(kitti)) = (common::python(), common::kitti_dir()) else { return };
     if tch::Cuda::is_available() {
         common::skip_note("a CUDA device is present: detector.device:=cuda is valid here");
         return;
     }
     let ns = format!("/eloss_cuda_{}", std::process::id());
     let node = NodeProcess::start(&ns, &["detector.device:=cuda".to_string()]);
-    let out = Command::new(py)
-        .arg(common::repo().join("tests/python/node_peer.py"))
-        .args(["status", &ns])
-        .arg(kitti.join("000008.bin"))
-        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        .output()
-        .expect("run node_peer.py");
-    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
-    let d: Value = serde_json::from_slice(&out.stdout).expect("peer prints JSON");
+    let Some(d) = common::peer_status(&ns, 1) else { return };
     assert_eq!(d["detector"]["level"], 2, "{}", d["detector"]);
     assert!(d["detector"]["message"].as_str().unwrap().contains("no CUDA device is available"), "{}", d["detector"]);
     assert!(counter(&d["point cloud input"], "frames_processed") >= 1, "{}", d["point cloud input"]);

@@ -9,10 +9,9 @@
 mod common;
 
 use common::NodeProcess;
-use eloss_perception::gdc::backbone::EmbeddingRecipe;
 use eloss_perception::gdc::bank::FitOptions;
 use eloss_perception::gdc::bank_builder::build_bank;
-use eloss_perception::gdc::encoder::{Dinov2Encoder, EfficientNetLite0Encoder};
+use eloss_perception::gdc::encoder::EfficientNetLite0Encoder;
 use serde_json::Value;
 use std::process::Command;
 
@@ -20,14 +19,7 @@ use std::process::Command;
 fn relabel_service_returns_probabilities_and_clear_errors() {
     let Some(py) = common::python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(&py).arg(common::repo().join("tests/python/dinov2_reference.py")).arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let backbone = dir.path().join("registers");
-    let encoder = Dinov2Encoder::load(&backbone, EmbeddingRecipe::ClsMeanPatch, tch::Device::Cpu).unwrap();
-    common::write_colour_classes(&dir.path().join("images"), 8);
-    let bank = build_bank(&dir.path().join("images"), &encoder, FitOptions::default(), 8, |_, _| {}).unwrap();
-    let bank_path = dir.path().join("bank.safetensors");
-    bank.save(&bank_path).unwrap();
+    let (bank_path, backbone) = common::dinov2_colour_bank(&py, dir.path());
 
     // an image with the three colour patches side by side
     let mut scene = ::image::RgbImage::new(300, 100);

@@ -212,6 +212,22 @@ mod tests {
         DetectorConfig::full().validate().unwrap();
     }
 
+    /// docs/model_card.md: the compact model has 1.2 M parameters (the shipped
+    /// file 4.9 MB), the full-size one 4.8 M (trainable variables; batch-norm
+    /// running statistics are not parameters).
+    #[test]
+    fn preset_parameter_counts_are_the_model_cards() {
+        let count = |cfg: DetectorConfig| -> usize {
+            let d = Detector::new(cfg, Device::Cpu).unwrap();
+            d.vs.trainable_variables().iter().map(|t| t.numel()).sum()
+        };
+        let (compact, full) = (count(DetectorConfig::compact()), count(DetectorConfig::full()));
+        assert!((1_150_000..1_250_000).contains(&compact), "compact: {compact} parameters");
+        assert!((4_750_000..4_850_000).contains(&full), "full: {full} parameters");
+        let shipped = std::fs::metadata(concat!(env!("CARGO_MANIFEST_DIR"), "/config/detector/compact_eloss.safetensors")).unwrap().len();
+        assert!((4_850_000..4_950_000).contains(&shipped), "shipped file: {shipped} bytes");
+    }
+
     /// One broken config per rule, with the field its error must name.
     fn broken() -> Vec<(&'static str, DetectorConfig)> {
         type Edit = fn(&mut DetectorConfig);

@@ -125,11 +125,14 @@ pub(crate) fn clean(
 }
 
 /// Counts of one frame at one score threshold.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Counts {
     pub tp: usize,
     pub fp: usize,
     pub fn_: usize,
+    /// Orientation similarity summed over the true positives, `(1 + cos Δα) / 2`
+    /// each (0 unless the case carries alphas).
+    pub similarity: f64,
 }
 
 /// Inputs of [`statistics`] for one frame, class, difficulty and metric.
@@ -141,6 +144,9 @@ pub(crate) struct FrameCase<'a> {
     pub scores: &'a [f64],
     pub gt_roles: &'a [GtRole],
     pub dt_roles: &'a [DtRole],
+    /// Observation angles (ground truth, detections) when orientation
+    /// similarity is accumulated (the bbox metric's AOS), else `None`.
+    pub alphas: Option<(&'a [f64], &'a [f64])>,
 }
 
 /// `computeStatistics`. Without `thresh` (the recall pass) each ground truth
@@ -148,7 +154,9 @@ pub(crate) struct FrameCase<'a> {
 /// scores of the true positives are returned; with `thresh` (the precision
 /// pass) detections scoring below it are dropped, each ground truth takes the
 /// free valid detection of largest overlap (an ignored one only if no valid
-/// one qualifies), and false positives are counted, less those inside DontCare regions.
+/// one qualifies), and false positives are counted, less those inside DontCare
+/// regions. With `case.alphas`, each true positive adds its orientation
+/// similarity `(1 + cos(α_gt − α_dt)) / 2` to `Counts::similarity`.
 pub(crate) fn statistics(
     case: &FrameCase<'_>,
     min_overlap: f64,
@@ -206,6 +214,9 @@ pub(crate) fn statistics(
                 if role == GtRole::Valid && case.dt_roles[j] == DtRole::Valid {
                     counts.tp += 1;
                     tp_scores.push(case.scores[j]);
+                    if let Some((gt_alpha, dt_alpha)) = case.alphas {
+                        counts.similarity += (1.0 + (gt_alpha[i] - dt_alpha[j]).cos()) / 2.0;
+                    }
                 }
             }
         }
@@ -259,6 +270,10 @@ pub(crate) struct Curve {
     pub precision: Vec<f64>,
     /// (recall, precision) at each evaluated score threshold, highest threshold first.
     pub points: Vec<(f64, f64)>,
+    /// Interpolated orientation similarity at the same samples (summed
+    /// similarity over TP + FP, then interpolated as precision is), when the
+    /// cases carry alphas.
+    pub orientation: Option<Vec<f64>>,
 }
 
 pub(crate) fn curve(
@@ -279,7 +294,8 @@ pub(crate) fn curve(
             tp_scores
         }
     };
-    let points: Vec<(f64, f64)> = thresholds
+    // (recall, precision, orientation similarity over TP + FP) per threshold
+    let triples: Vec<(f64, f64, f64)> = thresholds
         .iter()
         .map(|&t| {
             let total = cases.iter().fold(Counts::default(), |acc, c| {
@@ -288,39 +304,58 @@ pub(crate) fn curve(
                     tp: acc.tp + k.tp,
                     fp: acc.fp + k.fp,
                     fn_: acc.fn_ + k.fn_,
+                    similarity: acc.similarity + k.similarity,
                 }
             });
-            let frac = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+            let div = |a: f64, b: usize| if b == 0 { 0.0 } else { a / b as f64 };
             (
-                frac(total.tp, total.tp + total.fn_),
-                frac(total.tp, total.tp + total.fp),
+                div(total.tp as f64, total.tp + total.fn_),
+                div(total.tp as f64, total.tp + total.fp),
+                div(total.similarity, total.tp + total.fp),
             )
         })
         .collect();
-    let mut precision = vec![0.0; N_SAMPLE_PTS];
+    let points: Vec<(f64, f64)> = triples.iter().map(|t| (t.0, t.1)).collect();
+    let recalls: Vec<f64> = triples.iter().map(|t| t.0).collect();
+    let precision = interpolate(&recalls, &points.iter().map(|p| p.1).collect::<Vec<_>>(), mode);
+    let with_alphas = cases.iter().any(|c| c.alphas.is_some());
+    let orientation = with_alphas
+        .then(|| interpolate(&recalls, &triples.iter().map(|t| t.2).collect::<Vec<_>>(), mode));
+    Curve {
+        precision,
+        points,
+        orientation,
+    }
+}
+
+/// The [`N_SAMPLE_PTS`] samples of a per-threshold value (precision, or
+/// orientation similarity), thresholds highest first with their recalls.
+fn interpolate(recalls: &[f64], values: &[f64], mode: ApMode) -> Vec<f64> {
+    let mut out = vec![0.0; N_SAMPLE_PTS];
     match mode {
         ApMode::Devkit => {
-            // precision at threshold i, then max over i.. (the devkit's filter)
-            for (i, p) in points.iter().enumerate() {
-                precision[i] = p.1;
+            // value at threshold i, then max over i.. (the devkit's filter)
+            for (o, &v) in out.iter_mut().zip(values) {
+                *o = v;
             }
             for i in (0..N_SAMPLE_PTS.saturating_sub(1)).rev() {
-                precision[i] = precision[i].max(precision[i + 1]);
+                out[i] = out[i].max(out[i + 1]);
             }
         }
         ApMode::Exact => {
-            for (k, p) in precision.iter_mut().enumerate() {
+            for (k, o) in out.iter_mut().enumerate() {
                 let r = k as f64 / (N_SAMPLE_PTS as f64 - 1.0);
                 // a small tolerance so that recall 3/10 counts as reaching sample 12/40
-                *p = points
+                *o = recalls
                     .iter()
-                    .filter(|q| q.0 >= r - 1e-12)
-                    .map(|q| q.1)
+                    .zip(values)
+                    .filter(|(q, _)| **q >= r - 1e-12)
+                    .map(|(_, v)| *v)
                     .fold(0.0, f64::max);
             }
         }
     }
-    Curve { precision, points }
+    out
 }
 
 /// The overlaps of `metric` in a frame.

@@ -2,7 +2,8 @@
 //! metric (2D image box, bird's-eye view, 3D) and difficulty (Easy, Moderate,
 //! Hard), at 40 recall points (`AP_R40`, the official metric since 2019) and
 //! 11 (`AP_R11`), with the devkit's rules for DontCare regions, neighbouring
-//! classes, ignored ground truths and small detections. See docs/kitti_eval.md.
+//! classes, ignored ground truths and small detections, and the average
+//! orientation similarity (AOS) of the 2D boxes. See docs/kitti_eval.md.
 //!
 //! ```no_run
 //! use eloss_perception::eval::{evaluate_folders, EvalConfig, ids_in_dir};
@@ -13,6 +14,8 @@
 
 mod iou;
 mod kitti_ap;
+#[cfg(test)]
+mod aos_tests;
 #[cfg(test)]
 mod openpcdet_parity;
 #[cfg(test)]
@@ -168,6 +171,14 @@ pub struct ApResult {
     pub precision: Vec<f64>,
     /// (recall, precision) at each evaluated score threshold, highest first.
     pub pr_points: Vec<(f64, f64)>,
+    /// Average orientation similarity, percent, sampled as `ap_r40`/`ap_r11`:
+    /// the `bbox` metric only (as the devkit and OpenPCDet), and only when
+    /// every detection carries an observation angle (alpha ≠ −10); `None`
+    /// otherwise and without valid ground truth.
+    pub aos_r40: Option<f64>,
+    pub aos_r11: Option<f64>,
+    /// Interpolated orientation similarity at recall k/40 (empty without AOS).
+    pub orientation: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -184,6 +195,8 @@ pub struct EvalReport {
     pub classes: Vec<ClassReport>,
     pub num_frames: usize,
     pub ap_mode: ApMode,
+    /// AOS was computed: every detection has an alpha (not KITTI's −10 "unknown").
+    pub orientation: bool,
 }
 
 impl EvalReport {
@@ -208,8 +221,19 @@ impl EvalReport {
         }
     }
 
-    /// A Markdown table: one row per class and metric, R40 then R11 for
-    /// Easy/Moderate/Hard.
+    /// AOS_R40 (or AOS_R11) of the first entry for `class`, percent: the
+    /// orientation similarity of the 2D boxes (`None` without AOS).
+    pub fn aos(&self, class: ObjectClass, difficulty: Difficulty, r40: bool) -> Option<f64> {
+        let r = &self.class(class)?.results[Metric::Bbox as usize][difficulty as usize];
+        if r40 {
+            r.aos_r40
+        } else {
+            r.aos_r11
+        }
+    }
+
+    /// A Markdown table: one row per class and metric (and `aos`, at the
+    /// bbox threshold, when computed), R40 then R11 for Easy/Moderate/Hard.
     pub fn markdown_table(&self) -> String {
         let mut s = String::from(
             "| class @ IoU | metric | R40 Easy | R40 Mod. | R40 Hard | R11 Easy | R11 Mod. | R11 Hard |\n\
@@ -231,6 +255,20 @@ impl EvalReport {
                     cells.join(" | ")
                 ));
             }
+            if self.orientation {
+                let r = &c.results[Metric::Bbox as usize];
+                let cells: Vec<String> = r
+                    .iter()
+                    .map(|x| fmt_ap(x.aos_r40))
+                    .chain(r.iter().map(|x| fmt_ap(x.aos_r11)))
+                    .collect();
+                s.push_str(&format!(
+                    "| {} @ {:.2} | aos | {} |\n",
+                    c.config.class,
+                    c.config.min_overlap[0],
+                    cells.join(" | ")
+                ));
+            }
         }
         s
     }
@@ -240,8 +278,14 @@ fn fmt_ap(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.4}"))
 }
 
+/// OpenPCDet prints AOS with 2 decimals.
+fn fmt_aos(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"))
+}
+
 impl fmt::Display for EvalReport {
-    /// OpenPCDet's layout: per class, an `AP@` (R11) and an `AP_R40@` block.
+    /// OpenPCDet's layout: per class, an `AP@` (R11) and an `AP_R40@` block,
+    /// each with an `aos` line (2 decimals) when AOS was computed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in &self.classes {
             let o = c.config.min_overlap;
@@ -257,6 +301,13 @@ impl fmt::Display for EvalReport {
                         .map(|r| fmt_ap(if r40 { r.ap_r40 } else { r.ap_r11 }))
                         .collect();
                     writeln!(f, "{:<4} AP:{}", m.as_str(), vals.join(", "))?;
+                }
+                if self.orientation {
+                    let vals: Vec<String> = c.results[Metric::Bbox as usize]
+                        .iter()
+                        .map(|r| fmt_aos(if r40 { r.aos_r40 } else { r.aos_r11 }))
+                        .collect();
+                    writeln!(f, "aos  AP:{}", vals.join(", "))?;
                 }
             }
         }
@@ -313,6 +364,12 @@ pub fn evaluate(
         }
         scores.push(s);
     }
+    // AOS needs an observation angle on every detection (−10: KITTI's "unknown")
+    let orientation = dt.iter().flatten().all(|d| d.alpha != -10.0 && d.alpha.is_finite());
+    let alphas = |frames: &[Vec<ObjectLabel>]| -> Vec<Vec<f64>> {
+        frames.iter().map(|f| f.iter().map(|o| o.alpha).collect()).collect()
+    };
+    let (gt_alphas, dt_alphas) = (alphas(gt), alphas(dt));
     let overlaps: Vec<FrameOverlaps> = gt
         .iter()
         .zip(dt)
@@ -333,27 +390,39 @@ pub fn evaluate(
             num_gt[di] = n_valid;
             for m in Metric::ALL {
                 let use_dc = m == Metric::Bbox || config.dont_care_all_metrics;
+                let with_alphas = orientation && m == Metric::Bbox;
                 let cases: Vec<FrameCase<'_>> = roles
                     .iter()
                     .zip(&overlaps)
                     .zip(&scores)
-                    .map(|((r, o), s)| FrameCase {
+                    .enumerate()
+                    .map(|(i, ((r, o), s))| FrameCase {
                         overlaps: metric_overlaps(o, m),
                         n_gt: o.n_gt,
                         dont_care: use_dc.then_some((o.dt_dc.as_slice(), o.n_dc)),
                         scores: s,
                         gt_roles: &r.0,
                         dt_roles: &r.1,
+                        alphas: with_alphas
+                            .then(|| (gt_alphas[i].as_slice(), dt_alphas[i].as_slice())),
                     })
                     .collect();
                 let cv = curve(&cases, n_valid, cc.min_overlap[m as usize], config.ap_mode);
                 let (r40, r11) = ap_from_precision(&cv.precision);
                 let valid = n_valid > 0;
+                let aos = cv
+                    .orientation
+                    .as_deref()
+                    .filter(|_| valid)
+                    .map(ap_from_precision);
                 results[m as usize][di] = Some(ApResult {
                     ap_r40: valid.then_some(r40),
                     ap_r11: valid.then_some(r11),
                     precision: cv.precision,
                     pr_points: cv.points,
+                    aos_r40: aos.map(|a| a.0),
+                    aos_r11: aos.map(|a| a.1),
+                    orientation: cv.orientation.unwrap_or_default(),
                 });
             }
         }
@@ -364,6 +433,9 @@ pub fn evaluate(
                     ap_r11: None,
                     precision: vec![0.0; N_SAMPLE_PTS],
                     pr_points: vec![],
+                    aos_r40: None,
+                    aos_r11: None,
+                    orientation: vec![],
                 })
             })
         });
@@ -377,10 +449,12 @@ pub fn evaluate(
         classes,
         num_frames: gt.len(),
         ap_mode: config.ap_mode,
+        orientation,
     })
 }
 
-/// (AP_R40, AP_R11) in percent from the 41 interpolated precision samples:
+/// (AP_R40, AP_R11) in percent from the 41 interpolated precision samples
+/// (or AOS from the orientation similarity samples):
 /// R40 averages samples 1..=40 (recall 1/40..1), R11 samples 0, 4, ..., 40
 /// (recall 0, 0.1, ..., 1).
 pub fn ap_from_precision(precision: &[f64]) -> (f64, f64) {

@@ -90,6 +90,54 @@ fn ap_matches_openpcdet_eval_py() {
     assert!(nonzero >= 90, "only {nonzero} of {compared} values are non-zero");
 }
 
+/// AOS (orientation similarity of the 2D boxes, alphas of the matched pairs)
+/// for every class, difficulty, overlap set and R11/R40 agrees with
+/// OpenPCDet's `do_eval(..., compute_aos=True)` to 1e-4.
+#[test]
+fn aos_matches_openpcdet_eval_py() {
+    let r = report();
+    assert!(r.orientation, "the fixture's detections all carry alphas");
+    let mut mismatches = Vec::new();
+    let mut nonzero = 0;
+    let mut below_ap = 0;
+    for (key, r40) in [("aos", false), ("aos_R40", true)] {
+        let want = expected(key);
+        for ci in 0..3 {
+            for set in 0..2 {
+                let entry = &r.classes[ci * 2 + set];
+                for d in 0..3 {
+                    let res = &entry.results[Metric::Bbox as usize][d];
+                    let (aos, ap) = if r40 {
+                        (res.aos_r40, res.ap_r40)
+                    } else {
+                        (res.aos_r11, res.ap_r11)
+                    };
+                    let (aos, ap) = (aos.expect("aos"), ap.expect("ap"));
+                    let w = want[ci][d][set];
+                    if w > 0.0 {
+                        nonzero += 1;
+                    }
+                    // similarity ≤ 1 per TP: AOS never exceeds AP, and the
+                    // fixture's backward-facing detections keep it below
+                    assert!(aos <= ap + 1e-9, "{key} {ci} {set} {d}: AOS {aos} > AP {ap}");
+                    if aos < ap - 0.01 {
+                        below_ap += 1;
+                    }
+                    if (aos - w).abs() > TOL {
+                        mismatches.push(format!(
+                            "{} set {set} {key} difficulty {d}: ours {aos:.6}, OpenPCDet {w:.6}",
+                            entry.config.class
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    assert!(nonzero >= 30, "only {nonzero} of 36 AOS values are non-zero");
+    assert!(below_ap >= 30, "AOS equals AP in {} of 36 cases", 36 - below_ap);
+}
+
 /// The fixture covers what the comparison is about: all three classes at
 /// every difficulty, the neighbouring classes, DontCare regions, a frame
 /// without detections.

@@ -11,7 +11,7 @@ const TOL: f64 = 1e-9;
 
 /// An Easy object (2D height 60, no occlusion or truncation) of size
 /// h 1.5, w 1.8, l 4.0 at camera (x, 1.5, z), heading camera +x.
-fn obj(class: C, x: f64, z: f64) -> ObjectLabel {
+pub(super) fn obj(class: C, x: f64, z: f64) -> ObjectLabel {
     let bx = 20.0 * x + 600.0;
     ObjectLabel {
         class,
@@ -26,14 +26,14 @@ fn obj(class: C, x: f64, z: f64) -> ObjectLabel {
     }
 }
 
-fn det(o: &ObjectLabel, score: f64) -> ObjectLabel {
+pub(super) fn det(o: &ObjectLabel, score: f64) -> ObjectLabel {
     ObjectLabel {
         score: Some(score),
         ..o.clone()
     }
 }
 
-fn exact() -> EvalConfig {
+pub(super) fn exact() -> EvalConfig {
     EvalConfig {
         ap_mode: ApMode::Exact,
         ..EvalConfig::default()
@@ -154,7 +154,7 @@ fn devkit_thresholds_sample_recall() {
 // ---------------------------------------------------------------- protocol
 
 /// `n` frames with one Easy Car, Pedestrian and Cyclist each, detected exactly.
-fn perfect(n: usize) -> (Vec<Vec<ObjectLabel>>, Vec<Vec<ObjectLabel>>) {
+pub(super) fn perfect(n: usize) -> (Vec<Vec<ObjectLabel>>, Vec<Vec<ObjectLabel>>) {
     let gt: Vec<Vec<ObjectLabel>> = (0..n)
         .map(|_| {
             vec![
@@ -190,6 +190,13 @@ fn perfect_detections_score_100() {
     let r = evaluate(&gt, &dt, &EvalConfig::default()).expect("eval");
     assert_all(&r, C::Car, true, 100.0 / 40.0);
     assert_all(&r, C::Car, false, 100.0 / 11.0);
+    // docs/kitti_eval.md: one perfect car scores R40 0 (R11 9.09), 40 perfect cars R40 97.5
+    for (n, r40, r11) in [(1, 0.0, 100.0 / 11.0), (40, 97.5, 1000.0 / 11.0)] {
+        let (gt, dt) = perfect(n);
+        let r = evaluate(&gt, &dt, &EvalConfig::default()).expect("eval");
+        assert_all(&r, C::Car, true, r40);
+        assert_all(&r, C::Car, false, r11);
+    }
 }
 
 #[test]

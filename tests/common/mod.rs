@@ -59,6 +59,45 @@ pub fn kitti_dir() -> Option<PathBuf> {
     }
 }
 
+/// A numeric value of one diagnostic status as the peer reports it
+/// (diagnostic values are strings); panics naming the key when absent.
+pub fn counter(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// `node_peer.py status`: publishes the real KITTI cloud to the node in `ns`
+/// until it counts `clouds` processed, then returns its diagnostics by name;
+/// `None` (skip) when the venv or the frame is missing and skips are allowed.
+pub fn peer_status(ns: &str, clouds: u32) -> Option<serde_json::Value> {
+    let (py, kitti) = (python()?, kitti_dir()?);
+    let out = Command::new(py)
+        .arg(repo().join("tests/python/node_peer.py"))
+        .args(["status", ns])
+        .arg(kitti.join("000008.bin"))
+        .arg(clouds.to_string())
+        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        .output()
+        .expect("run node_peer.py");
+    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    Some(serde_json::from_slice(&out.stdout).expect("peer prints JSON"))
+}
+
+/// A GDC bank of the three colour classes ([`write_colour_classes`], 8 images
+/// each) built with the small random DINOv2 with registers of
+/// tests/python/dinov2_reference.py; returns (bank, backbone folder) under `dir`.
+pub fn dinov2_colour_bank(py: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    use eloss_perception::gdc::{backbone::EmbeddingRecipe, bank::FitOptions, bank_builder::build_bank, encoder::Dinov2Encoder};
+    let out = Command::new(py).arg(repo().join("tests/python/dinov2_reference.py")).arg(dir).output().unwrap();
+    assert!(out.status.success(), "dinov2_reference.py: {}", String::from_utf8_lossy(&out.stderr));
+    let backbone = dir.join("registers");
+    let encoder = Dinov2Encoder::load(&backbone, EmbeddingRecipe::ClsMeanPatch, tch::Device::Cpu).unwrap();
+    write_colour_classes(&dir.join("images"), 8);
+    let bank = build_bank(&dir.join("images"), &encoder, FitOptions::default(), 8, |_, _| {}).unwrap();
+    let bank_path = dir.join("bank.safetensors");
+    bank.save(&bank_path).unwrap();
+    (bank_path, backbone)
+}
+
 /// EfficientNet-Lite0 weights converted by scripts/setup.sh, or `None` (skip)
 /// when missing and skips are allowed.
 pub fn efficientnet_weights() -> Option<PathBuf> {
