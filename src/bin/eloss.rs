@@ -71,6 +71,9 @@ enum Cmd {
     /// Per-stage CPU latency of the detector on one cloud, the inference graphs side by side (+ a dump for the PyTorch comparison)
     #[cfg(feature = "torch")]
     BenchDetector(bench_detector::BenchArgs),
+    /// Build the ground-truth sampling database of a KITTI-format folder (objects with their points; `eloss train` builds it itself when missing)
+    #[cfg(feature = "torch")]
+    GtDatabase(detector_cmds::GtDatabaseArgs),
     /// Strip a training checkpoint to a deployable model (weights + metadata)
     #[cfg(feature = "torch")]
     ExportModel(detector_cmds::ExportArgs),
@@ -317,6 +320,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Detect(a) => detector_cmds::detect(a),
         #[cfg(feature = "torch")]
         Cmd::BenchDetector(a) => bench_detector::bench(a),
+        #[cfg(feature = "torch")]
+        Cmd::GtDatabase(a) => detector_cmds::gt_database(a),
         #[cfg(feature = "torch")]
         Cmd::ExportModel(a) => detector_cmds::export(a),
         #[cfg(feature = "torch")]

@@ -1,15 +1,19 @@
-//! Global data augmentation of one training frame (OpenPCDet's KITTI
-//! recipe): random flip across the x axis, rotation about z and uniform
-//! scaling, applied identically to the points and the ground-truth boxes so
-//! the labels stay exact.
+//! Data augmentation of one training frame (OpenPCDet's KITTI PointPillars
+//! recipe, in its order): ground-truth sampling when enabled
+//! ([`super::gt_sampling`]), then the global random flip across the x axis,
+//! rotation about z and uniform scaling, applied identically to the points
+//! and the ground-truth boxes so the labels stay exact.
 
 use crate::cloud::Points;
+use super::gt_sampling::GtSamplingConfig;
 use crate::dataset::sim::Rng;
 use crate::geometry::{wrap_angle, Box3D};
 
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct AugmentConfig {
+    /// Pasting objects from the ground-truth database (before the global transform).
+    pub gt_sampling: GtSamplingConfig,
     /// Probability of mirroring y → −y.
     pub flip_probability: f64,
     /// Rotation drawn uniformly in ±this (radians; OpenPCDet: π/4).
@@ -20,13 +24,13 @@ pub struct AugmentConfig {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        Self { flip_probability: 0.5, max_rotation: std::f64::consts::FRAC_PI_4, scale: [0.95, 1.05] }
+        Self { gt_sampling: GtSamplingConfig::default(), flip_probability: 0.5, max_rotation: std::f64::consts::FRAC_PI_4, scale: [0.95, 1.05] }
     }
 }
 
 impl AugmentConfig {
     pub fn none() -> Self {
-        Self { flip_probability: 0.0, max_rotation: 0.0, scale: [1.0, 1.0] }
+        Self { gt_sampling: GtSamplingConfig::default(), flip_probability: 0.0, max_rotation: 0.0, scale: [1.0, 1.0] }
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::augment::{AugmentConfig, GlobalTransform};
 use super::data::{gts_in_range, DataError, FrameSource};
+use super::gt_sampling::GtSampler;
 use super::losses::DenseTargets;
 use crate::cloud::Points;
 use crate::dataset::sim::Rng;
@@ -13,6 +14,7 @@ use crate::detect::box_coder::DirectionBins;
 use crate::detect::pillars::{pillarize, PillarBatch, PillarBatchError, PillarConfig, PillarError, Pillars};
 use crate::detect::targets::{assign, MatchThresholds, TargetError};
 use crate::geometry::Box3D;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -100,6 +102,8 @@ pub struct FramePreparer {
     pub source: FrameSource,
     pub ids: Vec<String>,
     pub augment: AugmentConfig,
+    /// Ground-truth sampling, when the config enables it (pasted before the global transform).
+    pub gt_sampler: Option<Arc<GtSampler>>,
     pub seed: u64,
     pub spec: TargetSpec,
 }
@@ -108,6 +112,9 @@ impl FramePreparer {
     pub fn prepare(&self, index: usize, sample: u64) -> Result<PreparedFrame, BatchError> {
         let id = self.ids.get(index).ok_or(BatchError::Index { index, frames: self.ids.len() })?;
         let mut frame = self.source.load(id)?;
+        if let Some(sampler) = &self.gt_sampler {
+            sampler.paste(&mut frame, self.seed, sample);
+        }
         let mut rng = Rng::stream(self.seed ^ 0x5eed, sample);
         let t = GlobalTransform::draw(&self.augment, &mut rng);
         t.apply_points(&mut frame.points);

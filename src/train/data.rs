@@ -14,6 +14,11 @@ pub struct TrainFrame {
     pub points: Points,
     /// Ground truth: box and index into the model's classes.
     pub gts: Vec<(Box3D, usize)>,
+    /// The frame's other labelled objects (classes the model does not
+    /// detect, DontCare excluded): not taught, but ground-truth sampling
+    /// pastes nothing onto them (OpenPCDet checks collisions against every
+    /// labelled box but DontCare).
+    pub others: Vec<Box3D>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,21 +34,28 @@ pub struct FrameSource {
     classes: Vec<ObjectClass>,
 }
 
+/// The KITTI object classes named by `class_names` (the model's), in order.
+pub fn parse_classes(class_names: &[String]) -> Result<Vec<ObjectClass>, DataError> {
+    class_names.iter().map(|n| ObjectClass::from_str(n).map_err(|_| DataError::Class(n.clone()))).collect()
+}
+
 impl FrameSource {
     pub fn new(dataset: KittiDataset, class_names: &[String]) -> Result<Self, DataError> {
-        let classes = class_names.iter().map(|n| ObjectClass::from_str(n).map_err(|_| DataError::Class(n.clone()))).collect::<Result<_, _>>()?;
-        Ok(Self { dataset, classes })
+        Ok(Self { dataset, classes: parse_classes(class_names)? })
     }
 
     pub fn load(&self, id: &str) -> Result<TrainFrame, DataError> {
         let mut frame = self.dataset.frame(id)?;
         cut_to_camera_view(&mut frame);
-        let gts = frame
-            .labels
-            .iter()
-            .filter_map(|l| Some((l.to_lidar_box(&frame.calib), self.classes.iter().position(|c| *c == l.class)?)))
-            .collect();
-        Ok(TrainFrame { id: id.to_owned(), points: frame.points, gts })
+        let (mut gts, mut others) = (Vec::new(), Vec::new());
+        for l in frame.labels.iter().filter(|l| l.class != ObjectClass::DontCare) {
+            let b = l.to_lidar_box(&frame.calib);
+            match self.classes.iter().position(|c| *c == l.class) {
+                Some(k) => gts.push((b, k)),
+                None => others.push(b),
+            }
+        }
+        Ok(TrainFrame { id: id.to_owned(), points: frame.points, gts, others })
     }
 }
 

@@ -13,6 +13,8 @@ use super::augment::AugmentConfig;
 use super::batch::{FramePreparer, TargetSpec};
 use super::csv_log::{CsvLog, RateWindow};
 use super::data::{DataError, FrameSource};
+use super::gt_database::{self, GtDatabase, GtDatabaseError};
+use super::gt_sampling::{GtSampler, GtSamplingError};
 use super::loader::{BatchLoader, LoaderError, SampleRef};
 use super::losses::LossWeights;
 use super::mixed_precision::LossScaler;
@@ -137,6 +139,10 @@ pub enum TrainError {
     Empty(PathBuf),
     #[error(transparent)]
     Loader(#[from] LoaderError),
+    #[error("ground-truth database: {0}")]
+    GtDatabase(#[from] GtDatabaseError),
+    #[error(transparent)]
+    GtSampling(#[from] GtSamplingError),
 }
 
 impl TrainConfig {
@@ -220,6 +226,24 @@ fn run_detector_config(config: &TrainConfig) -> Result<DetectorConfig, TrainErro
     }
 }
 
+/// The ground-truth sampler of a run: its database of the training frames
+/// from the cache ([`gt_database::cache_dir`]), built there on first use.
+fn open_gt_sampler(config: &TrainConfig, run_dir: &Path, dataset: &KittiDataset, ids: &[String], class_names: &[String]) -> Result<GtSampler, TrainError> {
+    let dir = gt_database::cache_dir(&config.augment.gt_sampling.database_dir, run_dir);
+    let t0 = Instant::now();
+    let (db, path, built) = GtDatabase::open_or_build(&dir, dataset, ids, class_names)?;
+    let sampler = GtSampler::new(Arc::new(db), &config.augment.gt_sampling)?;
+    tracing::info!(
+        database = %path.display(),
+        built,
+        seconds = format_args!("{:.1}", t0.elapsed().as_secs_f64()),
+        objects = ?class_names.iter().zip(sampler.database().counts()).collect::<Vec<_>>(),
+        after_filters = ?class_names.iter().zip(sampler.pool_sizes()).collect::<Vec<_>>(),
+        "ground-truth sampling"
+    );
+    Ok(sampler)
+}
+
 impl Trainer {
     /// A new run, or the continuation of `run_dir/last.safetensors` when it exists.
     pub fn open(config: TrainConfig, data: &Path, run_dir: &Path, device: Device) -> Result<Self, TrainError> {
@@ -272,8 +296,10 @@ impl Trainer {
         if train_ids.is_empty() {
             return Err(TrainError::Empty(data.to_path_buf()));
         }
-        let source = FrameSource::new(train_ds, &detector.config.class_names())?;
-        let preparer = Arc::new(FramePreparer { source, ids: train_ids, augment: config.augment, seed: config.seed, spec: TargetSpec::kitti(&detector) });
+        let class_names = detector.config.class_names();
+        let gt_sampler = if config.augment.gt_sampling.enabled { Some(Arc::new(open_gt_sampler(&config, run_dir, &train_ds, &train_ids, &class_names)?)) } else { None };
+        let source = FrameSource::new(train_ds, &class_names)?;
+        let preparer = Arc::new(FramePreparer { source, ids: train_ids, augment: config.augment.clone(), gt_sampler, seed: config.seed, spec: TargetSpec::kitti(&detector) });
         let val = if config.val_frames > 0 && has_set(ImageSet::Val) { Some(KittiDataset::open_image_set(data, ImageSet::Val)?) } else { None };
         Ok(Self { config, run_dir: run_dir.to_path_buf(), detector, optimizer, scaler, preparer, val, position })
     }

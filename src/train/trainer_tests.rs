@@ -1,7 +1,7 @@
 //! Trainer tests on a few simulated frames: the loader's batches are the
-//! same for any number of threads and follow the seed, and a run stopped in
+//! same for any number of threads and follow the seed, a run stopped in
 //! the middle of an epoch with B > 1 resumes to exactly the weights of an
-//! uninterrupted run.
+//! uninterrupted run, and ground-truth sampling trains.
 
 use super::trainer::{Position, TrainConfig, TrainError, Trainer};
 use crate::dataset::sim::dataset_writer::{simulate, SimulateOptions};
@@ -112,6 +112,12 @@ fn configs_bound_the_batch_and_the_loader() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let full = TrainConfig::from_yaml(&std::fs::read_to_string(root.join("config/train_full.yaml")).unwrap()).unwrap();
     assert_eq!((full.model.as_str(), full.batch_size, full.epochs, full.schedule.lr_max), ("full", 4, 80, 3e-3));
+    // OpenPCDet's KITTI PointPillars gt_sampling
+    let gs = &full.augment.gt_sampling;
+    assert!(gs.enabled && gs.drop_unknown_difficulty);
+    assert_eq!(gs.sample_groups.values().copied().collect::<Vec<_>>(), [15, 15, 15]);
+    assert_eq!(gs.min_points.values().copied().collect::<Vec<_>>(), [5, 5, 5]);
+    assert!(TrainConfig::from_yaml(&yaml("augment:\n  gt_sampling:\n    enabled: true\n    typo: 1")).is_err(), "unknown gt_sampling keys are refused");
     let compact = TrainConfig::from_yaml(&std::fs::read_to_string(root.join("config/train_compact.yaml")).unwrap()).unwrap();
     assert_eq!(compact.batch_size, 1);
 }
@@ -139,7 +145,7 @@ fn a_broken_frame_is_an_error_naming_the_file() {
     let ds = KittiDataset::open(copy.path(), Split::Training).unwrap();
     let ids = ds.ids().to_vec();
     let source = FrameSource::new(ds, &det.config.class_names()).unwrap();
-    let preparer = std::sync::Arc::new(FramePreparer { source, ids, augment: Default::default(), seed: 0, spec: TargetSpec::kitti(&det) });
+    let preparer = std::sync::Arc::new(FramePreparer { source, ids, augment: Default::default(), gt_sampler: None, seed: 0, spec: TargetSpec::kitti(&det) });
     let samples: Vec<SampleRef> = (0..FRAMES).map(|i| SampleRef { frame: i, sample: i as u64 }).collect();
     for threads in [0, 2] {
         let mut loader = BatchLoader::new(preparer.clone(), samples.clone(), 2, threads).unwrap();
@@ -147,4 +153,39 @@ fn a_broken_frame_is_an_error_naming_the_file() {
         let err = loader.next_batch().unwrap_err().to_string();
         assert!(err.contains("000002.bin"), "{threads} threads: {err}");
     }
+}
+
+/// With ground-truth sampling on, the run builds the database of its
+/// training frames once (the next run finds it), its batches carry more
+/// ground truth than without, and training runs its steps.
+#[test]
+fn training_with_gt_sampling_runs_and_adds_objects() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let mut cfg = TrainConfig { epochs: 1, ..config(2, 1, 3) };
+    cfg.augment.gt_sampling.enabled = true;
+    cfg.augment.gt_sampling.database_dir = db_dir.path().to_string_lossy().into_owned();
+    let gts = |cfg: TrainConfig| -> usize {
+        let run = tempfile::tempdir().unwrap();
+        let trainer = Trainer::open(cfg, data(), run.path(), Device::Cpu).unwrap();
+        let mut loader = trainer.epoch_loader(0, 0).unwrap();
+        std::iter::from_fn(|| loader.next_batch().unwrap()).map(|b| b.ground_truths).sum()
+    };
+    let without = gts(TrainConfig { augment: Default::default(), ..cfg.clone() });
+    let with = gts(cfg.clone());
+    assert!(with > without, "ground truths per epoch: {with} with gt sampling, {without} without");
+    // pasted objects follow the seed and the sample, not the loader's threads
+    assert!(all_batches(TrainConfig { loader_threads: 0, ..cfg.clone() }) == all_batches(TrainConfig { loader_threads: 2, ..cfg.clone() }));
+    let files: Vec<_> = std::fs::read_dir(db_dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.iter().filter(|p| p.extension().is_some_and(|e| e == "json")).count(), 1, "one database: {files:?}");
+    let modified = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let stamps: Vec<_> = files.iter().map(|p| modified(p)).collect();
+    let run = tempfile::tempdir().unwrap();
+    let steps = Cell::new(0usize);
+    let mut trainer = Trainer::open(cfg, data(), run.path(), Device::Cpu).unwrap();
+    trainer.run(|e| {
+        assert!(e.detection.is_finite());
+        steps.set(steps.get() + 1)
+    }, |_| {}, || false).unwrap();
+    assert_eq!(steps.get(), 3, "5 frames in batches of 2");
+    assert_eq!(files.iter().map(|p| modified(p)).collect::<Vec<_>>(), stamps, "the cached database is reused, not rebuilt");
 }

@@ -39,6 +39,9 @@ pub struct TrainArgs {
     /// Stop (with a checkpoint) after this many minutes; run again to resume
     #[arg(long)]
     minutes: Option<f64>,
+    /// Override the config's ground-truth sampling switch (augment.gt_sampling.enabled)
+    #[arg(long)]
+    gt_sampling: Option<bool>,
 }
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
@@ -57,6 +60,9 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     }
     if let Some(t) = a.loader_threads {
         cfg.loader_threads = t;
+    }
+    if let Some(on) = a.gt_sampling {
+        cfg.augment.gt_sampling.enabled = on;
     }
     // the overrides go through the same bounds as the file's values
     let cfg = TrainConfig::from_yaml(&serde_yaml::to_string(&cfg)?)?;
@@ -254,5 +260,52 @@ pub fn plot_runs(a: PlotRunsArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     eloss_perception::train::curves::plot_comparison(&runs, &a.out)?;
     println!("wrote {}_loss.png and {}_ap.png", a.out.display(), a.out.display());
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct GtDatabaseArgs {
+    /// KITTI-format folder
+    #[arg(long)]
+    data: PathBuf,
+    /// Frames: train (ImageSets/train.txt, what `eloss train` uses) or all (every training frame)
+    #[arg(long, default_value = "train")]
+    set: String,
+    /// Use at most this many frames (0 = all; `eloss train` keys its database by its frames: match max_train_frames)
+    #[arg(long, default_value_t = 0)]
+    frames: usize,
+    /// Folder of the databases (default: $ELOSS_CACHE/gt_database, where `eloss train` looks)
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Object classes, in the model's order
+    #[arg(long, value_delimiter = ',', default_value = "Car,Pedestrian,Cyclist")]
+    classes: Vec<String>,
+}
+
+/// `eloss gt-database`: builds (or finds) the ground-truth sampling database of a dataset.
+pub fn gt_database(a: GtDatabaseArgs) -> anyhow::Result<()> {
+    use eloss_perception::train::gt_database::{cache_dir, GtDatabase};
+    let ds = match a.set.as_str() {
+        "train" => KittiDataset::open_image_set(&a.data, ImageSet::Train)?,
+        "all" => KittiDataset::open(&a.data, eloss_perception::dataset::kitti::Split::Training)?,
+        other => anyhow::bail!("--set must be train or all, not {other}"),
+    };
+    let mut ids = ds.ids().to_vec();
+    if a.frames > 0 {
+        ids.truncate(a.frames);
+    }
+    let dir = match &a.out {
+        Some(d) => d.clone(),
+        None => cache_dir("", std::path::Path::new(".")),
+    };
+    let t0 = std::time::Instant::now();
+    let (db, path, built) = GtDatabase::open_or_build(&dir, &ds, &ids, &a.classes)?;
+    println!("{} {} ({} frames) in {:.1} s", if built { "built" } else { "found" }, path.display(), db.frames, t0.elapsed().as_secs_f64());
+    for (name, n) in db.classes.iter().zip(db.counts()) {
+        let k = db.classes.iter().position(|c| c == name).unwrap_or(0);
+        let with5 = db.objects.iter().filter(|o| o.class == k && o.num_points >= 5).count();
+        let known = db.objects.iter().filter(|o| o.class == k && o.num_points >= 5 && o.difficulty >= 0).count();
+        println!("{name}: {n} objects, {with5} with >= 5 points, {known} of them with a KITTI difficulty");
+    }
     Ok(())
 }
