@@ -76,7 +76,13 @@ def main():
             prob = max((c.probability for c in d.gdc_probabilities if c.class_name == d.gdc_label), default=0.0)
             dets.append({"id": d.id, "class_name": d.class_name, "score": float(d.score),
                          "center": [p.x, p.y, p.z], "size": [d.size.x, d.size.y, d.size.z], "yaw": d.yaw,
-                         "has_gdc": d.has_gdc, "gdc_label": d.gdc_label, "gdc_probability": float(prob)})
+                         "has_gdc": d.has_gdc, "gdc_label": d.gdc_label, "gdc_probability": float(prob),
+                         # the open-set test (JSON has no NaN/inf: distance null when
+                         # absent, and the comparison with the threshold made here)
+                         "gdc_unknown": d.gdc_unknown, "gdc_nearest_class": d.gdc_nearest_class,
+                         "gdc_nearest_distance": None if d.gdc_nearest_distance != d.gdc_nearest_distance
+                         else float(d.gdc_nearest_distance),
+                         "gdc_beyond_threshold": bool(d.gdc_nearest_distance > d.gdc_nearest_threshold)})
         frame(stamp_ns(m.header.stamp))["detections"] = dets
         state["last_msg"] = time.monotonic()
 

@@ -61,6 +61,10 @@ fn relabel_service_returns_probabilities_and_clear_errors() {
         let sum: f64 = p.values().map(|v| v.as_f64().unwrap()).sum();
         assert!((sum - 1.0).abs() < 1e-5, "{l}");
     }
+    let names: Vec<&str> = common::COLOUR_CLASSES.iter().map(|(n, _)| *n).collect();
+    for l in labels {
+        assert_open_set_of_a_small_bank(l, &names);
+    }
     assert_eq!(labels[3]["valid"], false);
     assert!(labels[3]["error"].as_str().unwrap().contains("not visible") || labels[3]["error"].as_str().unwrap().contains("outside"));
     assert!(labels[4]["error"].as_str().unwrap().contains("px"), "{}", labels[4]);
@@ -74,6 +78,7 @@ fn relabel_service_returns_probabilities_and_clear_errors() {
     // candidates restrict the distribution; brick is not among them
     let subset = &r["subset"]["labels"].as_array().unwrap()[0];
     assert_eq!(subset["probabilities"].as_object().unwrap().len(), 2);
+    assert_open_set_of_a_small_bank(subset, &["sky", "grass"]);
     assert_eq!(r["unknown_class"]["success"], false);
     assert!(r["unknown_class"]["error"].as_str().unwrap().contains("unicorn"), "{}", r["unknown_class"]);
     assert_eq!(r["bad_encoding"]["success"], false);
@@ -134,6 +139,24 @@ fn probabilities(label: &Value) -> Vec<(String, f64)> {
         label["probabilities"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect();
     p.sort_by(|a, b| a.0.cmp(&b.0));
     p
+}
+
+/// The open-set fields of a label (issue 16). The banks of these tests hold
+/// 8 images a class: calibrated, so the nearest candidate class and the
+/// distance to it are given, but a class needs ⌈(n+1)(1-α)⌉ = 19 held-out
+/// images to reject at the default gdc.unknown_rate 0.05 (n = 8 gives 9 > 8),
+/// so every threshold is +inf and nothing is unknown. A label without an
+/// answer carries no test.
+fn assert_open_set_of_a_small_bank(l: &Value, candidates: &[&str]) {
+    if l["valid"] == false {
+        let none = (Some(false), Some(""), &Value::Null, &Value::Null);
+        assert_eq!((l["unknown"].as_bool(), l["nearest_class"].as_str(), &l["nearest_distance"], &l["nearest_threshold"]), none, "{l}");
+        return;
+    }
+    assert!(candidates.contains(&l["nearest_class"].as_str().unwrap()), "nearest class among {candidates:?}: {l}");
+    assert!(l["nearest_distance"].as_f64().is_some_and(|m| m >= 0.0), "{l}");
+    assert_eq!(l["nearest_threshold"], "inf", "{l}");
+    assert_eq!(l["unknown"], false, "{l}");
 }
 
 fn assert_distribution(label: &Value, classes: usize) {
@@ -204,10 +227,18 @@ fn relabel_by_detection_id_and_auto_relabel_on_a_simulated_frame() {
         } else {
             assert!(!l["error"].as_str().unwrap().is_empty(), "{l}");
         }
+        assert_open_set_of_a_small_bank(l, &["brick", "grass", "sky"]);
         // auto_relabel: the published detection carries the same label from the same crop
         assert_eq!(d["has_gdc"], l["valid"], "{d} vs {l}");
+        let auto_open_set = &d["gdc_open_set"];
+        let mut auto = auto_open_set.clone();
+        auto["valid"] = d["has_gdc"].clone();
+        assert_open_set_of_a_small_bank(&auto, &["brick", "grass", "sky"]);
         if d["has_gdc"] == true {
             assert_eq!(d["gdc_label"], l["label"], "{d} vs {l}");
+            assert_eq!(auto_open_set["nearest_class"], l["nearest_class"], "{d} vs {l}");
+            let (a, b) = (auto_open_set["nearest_distance"].as_f64().unwrap(), l["nearest_distance"].as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-3 * b.max(1.0), "same crop, same distance: {d} vs {l}");
             let auto: Vec<(String, f64)> = {
                 let mut p: Vec<_> = d["gdc_probabilities"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect();
                 p.sort_by(|a, b| a.0.cmp(&b.0));
@@ -236,6 +267,7 @@ fn relabel_by_detection_id_and_auto_relabel_on_a_simulated_frame() {
     assert!(e.contains("1501.250000000") && e.contains("held frames") && e.contains("1500.250000000"), "{e}");
     for l in r["candidates"]["labels"].as_array().unwrap().iter().filter(|l| l["valid"] == true) {
         assert_distribution(l, 2);
+        assert_open_set_of_a_small_bank(l, &["sky", "grass"]);
     }
 
     // auto relabelling's latency is in the detector diagnostics

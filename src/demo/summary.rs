@@ -25,6 +25,17 @@ pub struct RecordedDetection {
     /// Probability of the GDC label (0 when unknown or unlabelled).
     #[serde(default)]
     pub gdc_probability: f64,
+    /// The open-set test of the GDC answer: unknown, the nearest bank class,
+    /// the crop's distance to it (None without calibration data) and
+    /// whether that distance exceeds the class's threshold.
+    #[serde(default)]
+    pub gdc_unknown: bool,
+    #[serde(default)]
+    pub gdc_nearest_class: String,
+    #[serde(default)]
+    pub gdc_nearest_distance: Option<f64>,
+    #[serde(default)]
+    pub gdc_beyond_threshold: bool,
 }
 
 impl RecordedDetection {
@@ -328,6 +339,10 @@ mod tests {
             has_gdc: !label.is_empty(),
             gdc_label: label.into(),
             gdc_probability: 0.9,
+            gdc_unknown: label == "unknown",
+            gdc_nearest_class: "Car".into(),
+            gdc_nearest_distance: Some(10.0),
+            gdc_beyond_threshold: label == "unknown",
         };
         let story = Story {
             format: crate::demo::story::STORY_FORMAT,

@@ -42,6 +42,8 @@ pub fn detection_array(header: &Header, model_id: &str, dets: &[Detection], clas
             class_id: d.class as u16,
             class_name: class_names.get(d.class).cloned().unwrap_or_default(),
             score: d.score,
+            gdc_nearest_distance: f32::NAN,
+            gdc_nearest_threshold: f32::NAN,
             ..Default::default()
         })
         .collect();

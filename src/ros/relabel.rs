@@ -97,6 +97,15 @@ fn log_unknown(a: &Answer) {
     }
 }
 
+/// The open-set fields of both messages: (unknown, nearest class, distance,
+/// threshold); false, empty and NaN for a bank without calibration data.
+fn open_set(a: &Answer) -> (bool, String, f32, f32) {
+    match &a.nearest {
+        Some(n) => (a.is_unknown(), n.class.clone(), n.distance as f32, n.threshold as f32),
+        None => (false, String::new(), f32::NAN, f32::NAN),
+    }
+}
+
 /// One label per object: `ids[i]` is object i's id, `results[i]` its answer
 /// or why it has none. A crop outside every class is labelled `unknown`.
 fn labels(ids: impl IntoIterator<Item = u32>, results: Vec<Result<Answer, CropSkip>>) -> Vec<ObjectLabel> {
@@ -105,14 +114,33 @@ fn labels(ids: impl IntoIterator<Item = u32>, results: Vec<Result<Answer, CropSk
         .map(|(id, r)| match r {
             Ok(a) => {
                 log_unknown(&a);
-                ObjectLabel { object_id: id, valid: true, error: String::new(), probabilities: probabilities(&a.distribution), label: a.label }
+                let (unknown, nearest_class, nearest_distance, nearest_threshold) = open_set(&a);
+                ObjectLabel {
+                    object_id: id,
+                    valid: true,
+                    error: String::new(),
+                    probabilities: probabilities(&a.distribution),
+                    label: a.label,
+                    unknown,
+                    nearest_class,
+                    nearest_distance,
+                    nearest_threshold,
+                }
             }
-            Err(e) => ObjectLabel { object_id: id, valid: false, error: e.to_string(), ..Default::default() },
+            Err(e) => ObjectLabel {
+                object_id: id,
+                valid: false,
+                error: e.to_string(),
+                nearest_distance: f32::NAN,
+                nearest_threshold: f32::NAN,
+                ..Default::default()
+            },
         })
         .collect()
 }
 
-/// Fills has_gdc / gdc_label / gdc_probabilities of `dets` from their crops
+/// Fills the GDC fields of `dets` (has_gdc, gdc_label, gdc_probabilities and
+/// the open-set test: gdc_unknown, gdc_nearest_*) from their crops
 /// (`dets[i]` is the box `boxes[i]`); boxes without a crop keep has_gdc =
 /// false. Returns the number of crops classified.
 pub fn attach_labels(
@@ -130,6 +158,7 @@ pub fn attach_labels(
             log_unknown(&a);
             d.has_gdc = true;
             d.gdc_probabilities = probabilities(&a.distribution);
+            (d.gdc_unknown, d.gdc_nearest_class, d.gdc_nearest_distance, d.gdc_nearest_threshold) = open_set(&a);
             d.gdc_label = a.label;
         }
     }
@@ -226,6 +255,21 @@ mod tests {
         let unknown = Answer { label: crate::gdc::bank::UNKNOWN_LABEL.into(), nearest, ..dist("car", 0.9, "tree") };
         let out = labels([1], vec![Ok(unknown)]);
         assert!(out[0].valid && out[0].label == "unknown" && out[0].probabilities.len() == 2, "{:?}", out[0]);
+        // ... and says so, with the nearest class, its distance and threshold (issue 16)
+        let l = &out[0];
+        assert!(l.unknown, "{l:?}");
+        assert_eq!((l.nearest_class.as_str(), l.nearest_distance, l.nearest_threshold), ("car", 40.0, 9.0));
+        // a class inside its threshold is not unknown; a bank without calibration data has no open-set test
+        let near = Some(crate::gdc::classifier::Nearest { class: "car".into(), distance: 3.5, threshold: f64::INFINITY });
+        let known = labels([2, 3], vec![Ok(Answer { nearest: near, ..dist("car", 0.9, "tree") }), Ok(dist("car", 0.9, "tree"))]);
+        assert!(!known[0].unknown && known[0].label == "car" && known[0].nearest_class == "car", "{:?}", known[0]);
+        assert_eq!((known[0].nearest_distance, known[0].nearest_threshold), (3.5, f32::INFINITY));
+        assert!(!known[1].unknown && known[1].nearest_class.is_empty() && known[1].nearest_distance.is_nan() && known[1].nearest_threshold.is_nan());
+        assert!(out_skipped_has_no_open_set_test(&labels([5], vec![Err(CropSkip::NotVisible)])[0]));
+    }
+
+    fn out_skipped_has_no_open_set_test(l: &ObjectLabel) -> bool {
+        !l.valid && !l.unknown && l.nearest_class.is_empty() && l.nearest_distance.is_nan() && l.nearest_threshold.is_nan()
     }
 
     #[test]

@@ -278,7 +278,8 @@ def relabel(ns, image_png, boxes):
         r = fut.result()
         return {"success": r.success, "error": r.error,
                 "labels": [{"object_id": l.object_id, "valid": l.valid, "error": l.error, "label": l.label,
-                            "probabilities": {c.class_name: c.probability for c in l.probabilities}}
+                            "probabilities": {c.class_name: c.probability for c in l.probabilities},
+                            **open_set_fields(l)}
                            for l in r.labels]}
 
     def explicit(candidates=(), encoding="rgb8"):
@@ -314,6 +315,25 @@ def relabel(ns, image_png, boxes):
 def finite_or_none(x):
     """NaN ("not known yet") as JSON null."""
     return None if x != x else x
+
+
+def json_float(x):
+    """A float as strict JSON: NaN as null, +-inf as the strings "inf"/"-inf"."""
+    if x != x:
+        return None
+    return x if abs(x) != float("inf") else ("inf" if x > 0 else "-inf")
+
+
+def open_set_fields(l):
+    """The open-set test of an ObjectLabel (unknown, nearest class, distance, threshold)."""
+    return {"unknown": l.unknown, "nearest_class": l.nearest_class,
+            "nearest_distance": json_float(l.nearest_distance), "nearest_threshold": json_float(l.nearest_threshold)}
+
+
+def gdc_open_set_fields(d):
+    """The same fields of an auto-relabelled Detection3D, under the ObjectLabel names."""
+    return {"unknown": d.gdc_unknown, "nearest_class": d.gdc_nearest_class,
+            "nearest_distance": json_float(d.gdc_nearest_distance), "nearest_threshold": json_float(d.gdc_nearest_threshold)}
 
 
 def follow_bank_status(p, base, on_status):
@@ -455,7 +475,8 @@ def relabel_frame(ns, cloud_bin, image_png):
         key = {stamp: "detections", early: "early"}.get((m.header.stamp.sec, m.header.stamp.nanosec))
         if key:
             got[key] = [{"id": d.id, "class_name": d.class_name, "has_gdc": d.has_gdc, "gdc_label": d.gdc_label,
-                         "gdc_probabilities": {c.class_name: c.probability for c in d.gdc_probabilities}}
+                         "gdc_probabilities": {c.class_name: c.probability for c in d.gdc_probabilities},
+                         "gdc_open_set": gdc_open_set_fields(d)}
                         for d in m.detections]
 
     p.node.create_subscription(Detection3DArray, f"{ns}/annotated_detections", on_dets, 10)
@@ -481,7 +502,8 @@ def relabel_frame(ns, cloud_bin, image_png):
         r = fut.result()
         return {"success": r.success, "error": r.error, "call_ms": ms,
                 "labels": [{"object_id": l.object_id, "valid": l.valid, "error": l.error, "label": l.label,
-                            "probabilities": {c.class_name: c.probability for c in l.probabilities}}
+                            "probabilities": {c.class_name: c.probability for c in l.probabilities},
+                            **open_set_fields(l)}
                            for l in r.labels]}
 
     def image_msg(at):

@@ -58,7 +58,9 @@
 //!
 //! Layout: this file (types, fitting, incremental updates, file entry
 //! points), `gaussian.rs` (Cholesky, solves, sample statistics),
-//! `classify.rs` (likelihoods, posteriors, top-k), `file.rs` (the
+//! `classify.rs` (likelihoods, posteriors, top-k), `samples.rs` (input
+//! embeddings checked into f64 matrices), `options.rs` (covariance kind,
+//! fit options, embedding spec, creation info), `file.rs` (the
 //! safetensors format, also described in docs/gdc_bank.md), `tests.rs`.
 
 #[cfg(feature = "torch")]
@@ -67,6 +69,8 @@ mod classify;
 mod file;
 mod gaussian;
 mod open_set;
+mod options;
+mod samples;
 mod size;
 #[cfg(test)]
 mod tests;
@@ -77,8 +81,6 @@ mod open_set_tests;
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
 #[cfg(feature = "torch")]
 pub use batched::BatchScorer;
 pub use classify::{bayes_posterior, top_k, Prediction};
@@ -88,6 +90,8 @@ pub use open_set::{
     DEFAULT_FOLDS, DEFAULT_UNKNOWN_RATE, UNKNOWN_LABEL,
 };
 use gaussian::{Factor, FactorError};
+pub use options::{CovarianceKind, CreationInfo, EmbeddingSpec, FitOptions};
+pub use samples::Samples;
 pub use size::{bank_bytes, MAX_BANK_BYTES, MAX_CLASSES};
 use size::check_size;
 
@@ -100,257 +104,6 @@ pub const DEFAULT_RIDGE_REL: f64 = 1e-3;
 /// (96.3 % of the answered ones) and ECE 0.020, against 91.8 %, 0.7 % and
 /// 0.032 at 1e-3 (docs/gdc_bank.md, "Choices that transfer").
 pub const IMAGE_BANK_RIDGE_REL: f64 = 0.1;
-
-
-/// The covariance model of every class in a bank.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum CovarianceKind {
-    /// Per-class full covariance (QDA, the paper's): S_c + ridge_rel·tr(S_c)/d · I.
-    Full { ridge_rel: f64 },
-    /// Per-class diagonal covariance: diag(S_c) + ridge_rel·mean(diag S_c) · I.
-    Diagonal { ridge_rel: f64 },
-    /// One pooled within-class covariance (LDA): S_w + ridge_rel·tr(S_w)/d · I.
-    Shared { ridge_rel: f64 },
-}
-
-impl Default for CovarianceKind {
-    fn default() -> Self {
-        CovarianceKind::Full {
-            ridge_rel: DEFAULT_RIDGE_REL,
-        }
-    }
-}
-
-impl CovarianceKind {
-    pub fn ridge_rel(&self) -> f64 {
-        match *self {
-            CovarianceKind::Full { ridge_rel }
-            | CovarianceKind::Diagonal { ridge_rel }
-            | CovarianceKind::Shared { ridge_rel } => ridge_rel,
-        }
-    }
-
-    /// The name used in the file's metadata.
-    pub fn name(&self) -> &'static str {
-        match self {
-            CovarianceKind::Full { .. } => "full",
-            CovarianceKind::Diagonal { .. } => "diagonal",
-            CovarianceKind::Shared { .. } => "shared",
-        }
-    }
-
-    fn from_name(name: &str, ridge_rel: f64) -> Option<CovarianceKind> {
-        match name {
-            "full" => Some(CovarianceKind::Full { ridge_rel }),
-            "diagonal" => Some(CovarianceKind::Diagonal { ridge_rel }),
-            "shared" => Some(CovarianceKind::Shared { ridge_rel }),
-            _ => None,
-        }
-    }
-}
-
-/// Fitting options: the covariance model and the one-shot variance override.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct FitOptions {
-    pub kind: CovarianceKind,
-    /// v in Σ = v I for classes with one sample (or zero spread). `None`:
-    /// estimate it from the other classes (see the module docs).
-    pub one_shot_variance: Option<f64>,
-}
-
-impl From<CovarianceKind> for FitOptions {
-    fn from(kind: CovarianceKind) -> Self {
-        FitOptions {
-            kind,
-            one_shot_variance: None,
-        }
-    }
-}
-
-impl FitOptions {
-    fn validate(&self) -> Result<(), BankError> {
-        let r = self.kind.ridge_rel();
-        if !(r.is_finite() && r >= 0.0) {
-            return Err(BankError::InvalidParameter {
-                name: "ridge_rel",
-                reason: format!("must be finite and >= 0, got {r}"),
-            });
-        }
-        if let Some(v) = self.one_shot_variance {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(BankError::InvalidParameter {
-                    name: "one_shot_variance",
-                    reason: format!("must be finite and > 0, got {v}"),
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Which embedding the bank's Gaussians live in; a bank only makes sense for
-/// queries embedded the same way, so the file records it and
-/// [`GaussianBank::load_expecting`] enforces it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EmbeddingSpec {
-    /// Backbone id, e.g. "dinov2-vits14", "efficientnet-lite0".
-    pub backbone: String,
-    /// How the embedding is read from the backbone, e.g. "cls", "cls+meanpatch".
-    pub recipe: String,
-}
-
-impl EmbeddingSpec {
-    pub fn new(backbone: impl Into<String>, recipe: impl Into<String>) -> Self {
-        EmbeddingSpec {
-            backbone: backbone.into(),
-            recipe: recipe.into(),
-        }
-    }
-}
-
-/// Who made the bank and when; carried through save/load unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreationInfo {
-    /// Seconds since the Unix epoch when the bank was fitted.
-    pub unix_time_s: u64,
-    /// The software that fitted it, e.g. "eloss_perception 0.1.0".
-    pub software: String,
-    /// Free text (e.g. the generator and prompt set).
-    pub note: String,
-}
-
-impl CreationInfo {
-    fn now() -> Self {
-        let unix_time_s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0); // a clock before 1970 is not worth failing a fit for
-        CreationInfo {
-            unix_time_s,
-            software: format!("eloss_perception {}", env!("CARGO_PKG_VERSION")),
-            note: String::new(),
-        }
-    }
-}
-
-/// Embeddings of one class (or a batch of queries): rows of a matrix.
-#[derive(Debug, Clone, Copy)]
-pub enum Samples<'a> {
-    RowsF32(&'a [Vec<f32>]),
-    RowsF64(&'a [Vec<f64>]),
-    /// n×dim row-major.
-    MatrixF32 {
-        data: &'a [f32],
-        dim: usize,
-    },
-    /// n×dim row-major.
-    MatrixF64 {
-        data: &'a [f64],
-        dim: usize,
-    },
-}
-
-impl<'a> From<&'a [Vec<f32>]> for Samples<'a> {
-    fn from(rows: &'a [Vec<f32>]) -> Self {
-        Samples::RowsF32(rows)
-    }
-}
-impl<'a> From<&'a Vec<Vec<f32>>> for Samples<'a> {
-    fn from(rows: &'a Vec<Vec<f32>>) -> Self {
-        Samples::RowsF32(rows)
-    }
-}
-impl<'a> From<&'a [Vec<f64>]> for Samples<'a> {
-    fn from(rows: &'a [Vec<f64>]) -> Self {
-        Samples::RowsF64(rows)
-    }
-}
-impl<'a> From<&'a Vec<Vec<f64>>> for Samples<'a> {
-    fn from(rows: &'a Vec<Vec<f64>>) -> Self {
-        Samples::RowsF64(rows)
-    }
-}
-
-impl Samples<'_> {
-    /// The row length (of the first row for row lists), without copying.
-    fn dim(&self) -> usize {
-        match *self {
-            Samples::RowsF32(rows) => rows.first().map_or(0, Vec::len),
-            Samples::RowsF64(rows) => rows.first().map_or(0, Vec::len),
-            Samples::MatrixF32 { dim, .. } | Samples::MatrixF64 { dim, .. } => dim,
-        }
-    }
-
-    /// Copy into an n×d row-major f64 matrix, checking shape and finiteness.
-    /// `what` names the data in errors; `expected_dim` is the bank's d, if known.
-    fn to_f64(&self, what: &str, expected_dim: Option<usize>) -> Result<(Vec<f64>, usize, usize), BankError> {
-        let (out, n, dim) = match *self {
-            Samples::RowsF32(rows) => rows_to_f64(rows.iter().map(|r| r.as_slice()), what)?,
-            Samples::RowsF64(rows) => rows_to_f64(rows.iter().map(|r| r.as_slice()), what)?,
-            Samples::MatrixF32 { data, dim } => matrix_to_f64(data, dim, what)?,
-            Samples::MatrixF64 { data, dim } => matrix_to_f64(data, dim, what)?,
-        };
-        if n == 0 {
-            return Err(BankError::NoSamples(what.to_string()));
-        }
-        if dim == 0 {
-            return Err(BankError::DimensionMismatch {
-                what: what.to_string(),
-                expected: 1,
-                got: 0,
-            });
-        }
-        if let Some(expected) = expected_dim {
-            if dim != expected {
-                return Err(BankError::DimensionMismatch {
-                    what: what.to_string(),
-                    expected,
-                    got: dim,
-                });
-            }
-        }
-        if out.iter().any(|v| !v.is_finite()) {
-            return Err(BankError::NonFinite(what.to_string()));
-        }
-        Ok((out, n, dim))
-    }
-}
-
-fn rows_to_f64<'r, T: Copy + Into<f64> + 'r>(
-    rows: impl Iterator<Item = &'r [T]>,
-    what: &str,
-) -> Result<(Vec<f64>, usize, usize), BankError> {
-    let mut out = Vec::new();
-    let (mut n, mut dim) = (0, 0);
-    for row in rows {
-        if n == 0 {
-            dim = row.len();
-        } else if row.len() != dim {
-            return Err(BankError::DimensionMismatch {
-                what: format!("{what}, row {n}"),
-                expected: dim,
-                got: row.len(),
-            });
-        }
-        out.extend(row.iter().map(|&v| v.into()));
-        n += 1;
-    }
-    Ok((out, n, dim))
-}
-
-fn matrix_to_f64<T: Copy + Into<f64>>(
-    data: &[T],
-    dim: usize,
-    what: &str,
-) -> Result<(Vec<f64>, usize, usize), BankError> {
-    if dim == 0 || data.len() % dim != 0 {
-        return Err(BankError::InvalidParameter {
-            name: "dim",
-            reason: format!("{what}: {} values do not form rows of length {dim}", data.len()),
-        });
-    }
-    Ok((data.iter().map(|&v| v.into()).collect(), data.len() / dim, dim))
-}
 
 /// Everything that can go wrong with a bank. File errors say which file.
 #[derive(Debug, thiserror::Error)]
