@@ -449,6 +449,7 @@ fn load_pipeline(sh: &Shared, p: &NodeParams) -> Option<FramePipeline> {
 /// Fail point `detector_load_alloc(BYTES)`: before loading, asks libtorch
 /// for BYTES on the detector's device, so a test can make loading meet a
 /// real allocation failure (out of memory); a no-op without the fail point.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
 fn injected_load_allocation(device: tch::Device) -> Result<(), String> {
     fail::fail_point!("detector_load_alloc", |bytes: Option<String>| {
         let bytes = bytes.and_then(|b| b.parse::<i64>().ok()).unwrap_or(i64::MAX);
