@@ -34,17 +34,23 @@ pub fn detection_array(header: &Header, model_id: &str, dets: &[Detection], clas
     let detections = dets
         .iter()
         .enumerate()
-        .map(|(i, d)| Detection3D {
-            id: i as u32,
-            pose: yaw_pose(d.bbox.center, d.bbox.yaw),
-            size: Vector3 { x: d.bbox.size[0], y: d.bbox.size[1], z: d.bbox.size[2] },
-            yaw: d.bbox.yaw,
-            class_id: d.class as u16,
-            class_name: class_names.get(d.class).cloned().unwrap_or_default(),
-            score: d.score,
-            gdc_nearest_distance: f32::NAN,
-            gdc_nearest_threshold: f32::NAN,
-            ..Default::default()
+        .map(|(i, d)| {
+            // GDC fields stay empty until auto-relabel fills them (relabel::attach_labels)
+            let (gdc_unknown, gdc_nearest_class, gdc_nearest_distance, gdc_nearest_threshold) = super::relabel::NO_OPEN_SET_TEST;
+            Detection3D {
+                id: i as u32,
+                pose: yaw_pose(d.bbox.center, d.bbox.yaw),
+                size: Vector3 { x: d.bbox.size[0], y: d.bbox.size[1], z: d.bbox.size[2] },
+                yaw: d.bbox.yaw,
+                class_id: d.class as u16,
+                class_name: class_names.get(d.class).cloned().unwrap_or_default(),
+                score: d.score,
+                gdc_unknown,
+                gdc_nearest_class,
+                gdc_nearest_distance,
+                gdc_nearest_threshold,
+                ..Default::default()
+            }
         })
         .collect();
     Detection3DArray { header: header.clone(), model_id: model_id.to_string(), detections, anomaly_score: f64::NAN, anomaly: false, on_alarm: String::new(), score_factor: 1.0 }

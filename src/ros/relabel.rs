@@ -97,12 +97,16 @@ fn log_unknown(a: &Answer) {
     }
 }
 
-/// The open-set fields of both messages: (unknown, nearest class, distance,
-/// threshold); false, empty and NaN for a bank without calibration data.
+/// The open-set fields of both messages (unknown, nearest class, distance,
+/// threshold) when there is no test: no answer, or a bank without
+/// calibration data.
+pub const NO_OPEN_SET_TEST: (bool, String, f32, f32) = (false, String::new(), f32::NAN, f32::NAN);
+
+/// The open-set fields of both messages for an answer.
 fn open_set(a: &Answer) -> (bool, String, f32, f32) {
     match &a.nearest {
         Some(n) => (a.is_unknown(), n.class.clone(), n.distance as f32, n.threshold as f32),
-        None => (false, String::new(), f32::NAN, f32::NAN),
+        None => NO_OPEN_SET_TEST,
     }
 }
 
@@ -127,14 +131,19 @@ fn labels(ids: impl IntoIterator<Item = u32>, results: Vec<Result<Answer, CropSk
                     nearest_threshold,
                 }
             }
-            Err(e) => ObjectLabel {
-                object_id: id,
-                valid: false,
-                error: e.to_string(),
-                nearest_distance: f32::NAN,
-                nearest_threshold: f32::NAN,
-                ..Default::default()
-            },
+            Err(e) => {
+                let (unknown, nearest_class, nearest_distance, nearest_threshold) = NO_OPEN_SET_TEST;
+                ObjectLabel {
+                    object_id: id,
+                    valid: false,
+                    error: e.to_string(),
+                    unknown,
+                    nearest_class,
+                    nearest_distance,
+                    nearest_threshold,
+                    ..Default::default()
+                }
+            }
         })
         .collect()
 }
@@ -265,10 +274,10 @@ mod tests {
         assert!(!known[0].unknown && known[0].label == "car" && known[0].nearest_class == "car", "{:?}", known[0]);
         assert_eq!((known[0].nearest_distance, known[0].nearest_threshold), (3.5, f32::INFINITY));
         assert!(!known[1].unknown && known[1].nearest_class.is_empty() && known[1].nearest_distance.is_nan() && known[1].nearest_threshold.is_nan());
-        assert!(out_skipped_has_no_open_set_test(&labels([5], vec![Err(CropSkip::NotVisible)])[0]));
+        assert!(skipped_has_no_open_set_test(&labels([5], vec![Err(CropSkip::NotVisible)])[0]));
     }
 
-    fn out_skipped_has_no_open_set_test(l: &ObjectLabel) -> bool {
+    fn skipped_has_no_open_set_test(l: &ObjectLabel) -> bool {
         !l.valid && !l.unknown && l.nearest_class.is_empty() && l.nearest_distance.is_nan() && l.nearest_threshold.is_nan()
     }
 
