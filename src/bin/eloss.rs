@@ -22,6 +22,8 @@ mod gdc_cmds;
 #[cfg(feature = "torch")]
 #[path = "eloss/monitor_cmds.rs"]
 mod monitor_cmds;
+#[path = "eloss/realism_cmd.rs"]
+mod realism_cmd;
 
 #[derive(Parser)]
 #[command(name = "eloss", version, about = "eloss_perception command-line tool")]
@@ -39,6 +41,8 @@ enum Cmd {
     Simulate(SimulateArgs),
     /// Draw a KITTI-format frame: bird's-eye view and camera image with boxes
     Render(RenderArgs),
+    /// How close simulated frames are to a real KITTI frame: points, range, intensity, elevation, ground, points per car (table + plots)
+    SimRealism(realism_cmd::RealismArgs),
     /// Calibrate the Eloss anomaly monitor of a detector on normal frames (docs/eloss_monitor.md)
     #[cfg(feature = "torch")]
     Calibrate(CalibrateArgs),
@@ -180,6 +184,9 @@ struct SimulateArgs {
     /// Drive frame rate
     #[arg(long, default_value_t = 10.0)]
     hz: f64,
+    /// Randomise the LiDAR per dataset frame (sim-to-real): all, or any of beams,fov,mount,intensity,dropout
+    #[arg(long, default_value = "")]
+    vary_sensor: String,
 }
 
 #[derive(clap::Args)]
@@ -217,6 +224,7 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     opts.anomaly_fraction = a.anomaly_fraction.unwrap_or(if anomalies.is_empty() { 0.0 } else { 0.5 });
     opts.anomalies = anomalies;
     opts.preset = a.preset.parse()?;
+    opts.sensor_variation = eloss_perception::dataset::sim::SensorVariation::parse(&a.vary_sensor)?;
     opts.bag = a.bag.map(|path| dw::BagOptions { path, hz: a.hz });
     let bar = indicatif::ProgressBar::new(a.frames as u64);
     bar.set_style(
@@ -297,6 +305,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Simulate(a) => simulate(a),
         Cmd::Render(a) => render(a),
+        Cmd::SimRealism(a) => realism_cmd::run(a),
         #[cfg(feature = "torch")]
         Cmd::Calibrate(a) => calibrate(a),
         #[cfg(feature = "torch")]

@@ -2,8 +2,10 @@
 //!
 //! [`kitti`] reads and writes the KITTI object-detection layout (real KITTI
 //! data and simulator output alike); [`sim`] is the synthetic driving world
-//! (scenes, LiDAR ray casting, anomaly injection).
+//! (scenes, LiDAR ray casting, anomaly injection); [`realism`] measures how
+//! close simulated frames are to real ones.
 
 pub mod kitti;
+pub mod realism;
 pub mod render;
 pub mod sim;

@@ -16,7 +16,12 @@
 //!   split's list, existing lists kept; `trainval.txt` is rewritten as their
 //!   union;
 //! * `anomalies.json`: `{ "<id>": { "seed", "split", "lidar", "camera" } }`
-//!   for every frame (null when clean), merged with the file already there.
+//!   for every frame (null when clean), merged with the file already there;
+//! * `sensors.json`: `{ "<id>": SensorDraw }`, the LiDAR each frame was
+//!   scanned with (beams, field of view, mounting height, intensity gain,
+//!   dropout), merged likewise. With `sensor_variation` these are drawn per
+//!   frame ([`SensorVariation`], sim-to-real); the camera moves with the
+//!   LiDAR, so the calibration file stays the same.
 //!
 //! A frame is anomalous with probability `anomaly_fraction` (drawn from the
 //! frame's seed); it then gets one anomaly picked uniformly from the list,
@@ -42,6 +47,7 @@ use super::camera_anomalies::{self, CameraAnomalyKind, CameraAnomalyTag};
 use super::labels::{frame_labels, LabelRules, SimLabel};
 use super::lidar::{Lidar, LidarConfig, KITTI_IMAGE_WINDOW_DEG};
 use super::scene::{DriveConfig, Scene, SceneConfig, Snapshot};
+use super::sensor_variation::{SensorDraw, SensorVariation};
 use super::{Rng, SimError};
 use crate::bag::kitti_drive::camera_info_from_p2;
 use crate::bag::{BagError, BagWriter, Header, Image, PointCloud2, StdString, Time};
@@ -173,6 +179,8 @@ pub struct SimulateOptions {
     /// Fraction of frames that get an anomaly (0..1).
     pub anomaly_fraction: f64,
     pub preset: LidarPreset,
+    /// Per-frame sensor randomisation of the dataset's frames (not the drive's).
+    pub sensor_variation: SensorVariation,
     pub scene: SceneConfig,
     pub bag: Option<BagOptions>,
 }
@@ -187,6 +195,7 @@ impl SimulateOptions {
             anomalies: Vec::new(),
             anomaly_fraction: 0.0,
             preset: LidarPreset::Hdl64e,
+            sensor_variation: SensorVariation::none(),
             scene: SceneConfig::default(),
             bag: None,
         }
@@ -209,6 +218,7 @@ impl SimulateOptions {
             return Err(SimulateError::NoOutput);
         }
         self.scene.validate()?;
+        self.sensor_variation.validate()?;
         Ok(())
     }
 }
@@ -327,6 +337,8 @@ fn write_dataset(
     let first = next_free_index(out)?;
     let sidecar = out.join("anomalies.json");
     let mut record: BTreeMap<String, FrameAnomalies> = read_json_or_default(&sidecar)?;
+    let sensors_path = out.join("sensors.json");
+    let mut sensors: BTreeMap<String, SensorDraw> = read_json_or_default(&sensors_path)?;
     let calib = camera.calibration().clone();
     for i in 0..opts.frames {
         let index = first + i as u64;
@@ -334,6 +346,15 @@ fn write_dataset(
         let seed = opts.seed.wrapping_add(index);
         let scene = opts.scene.generate(seed)?;
         let snapshot = scene.snapshot(0.0);
+        let varied = if opts.sensor_variation.is_none() {
+            None
+        } else {
+            let config = opts.sensor_variation.draw(lidar.config(), seed);
+            let cam = CameraModel::new(calib.clone(), camera.width(), camera.height(), config.mount_height_m)?;
+            Some((Lidar::new(config)?, cam))
+        };
+        let (lidar, camera) = varied.as_ref().map_or((lidar, camera), |(l, c)| (l, c));
+        sensors.insert(id.clone(), SensorDraw::of(lidar.config()));
         let f = simulate_frame(lidar, camera, scene, snapshot, seed, &opts.anomalies, opts.anomaly_fraction)?;
         let cloud = KITTI_IMAGE_WINDOW_DEG.crop(&f.points);
         let labels: Vec<ObjectLabel> = f.labels.iter().map(|l| l.label.clone()).collect();
@@ -348,6 +369,7 @@ fn write_dataset(
         progress(Stage::Dataset, i + 1, opts.frames);
     }
     write_json(&sidecar, &record)?;
+    write_json(&sensors_path, &sensors)?;
     update_image_sets(&writer, out, opts.split, &report.ids)?;
     Ok(())
 }
@@ -581,5 +603,31 @@ mod tests {
             assert_eq!(r.split, SimSplit::Train);
         }
         assert_eq!(rec["000003"], FrameAnomalies { seed: 43, split: SimSplit::Val, lidar: None, camera: None });
+    }
+
+    #[test]
+    fn varied_sensors_are_recorded_and_scanned_with() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut opts = SimulateOptions::new(3, dir.path());
+        opts.seed = 7;
+        opts.sensor_variation = SensorVariation::parse("beams,mount").expect("valid");
+        // flat ground, so the ground level says where the sensor was
+        opts.scene = crate::dataset::sim::tests::empty_config();
+        let report = simulate(&opts, |_, _, _| {}).expect("simulates");
+        let text = std::fs::read_to_string(dir.path().join("sensors.json")).expect("sidecar");
+        let rec: BTreeMap<String, SensorDraw> = serde_json::from_str(&text).expect("json");
+        let ds = KittiDataset::open(dir.path(), Split::Training).expect("opens");
+        for (i, id) in report.ids.iter().enumerate() {
+            let want = opts.sensor_variation.draw(&LidarConfig::hdl64e(), 7 + i as u64);
+            let (got, drawn) = (&rec[id], SensorDraw::of(&want));
+            assert_eq!((got.beams, got.intensity_scale, got.dropout), (drawn.beams, drawn.intensity_scale, drawn.dropout));
+            assert!((got.mount_height_m - drawn.mount_height_m).abs() < 1e-12 && (got.bottom_deg - drawn.bottom_deg).abs() < 1e-12);
+            // the written cloud is that sensor's: its ground lies at the drawn mounting height
+            let frame = ds.frame(id).expect("reads");
+            let ground = crate::dataset::realism::ground_level(&frame.points).expect("ground seen") as f64;
+            assert!((ground + want.mount_height_m).abs() < 0.1, "{id}: ground {ground} for a sensor {} m up", want.mount_height_m);
+        }
+        let beams: std::collections::BTreeSet<usize> = rec.values().map(|d| d.beams).collect();
+        assert!(beams.len() > 1 || report.ids.len() < 2, "beam counts drawn: {beams:?}");
     }
 }

@@ -100,6 +100,14 @@ pub struct LidarConfig {
     /// Range at which a 10 % albedo target at normal incidence is detected
     /// half of the time.
     pub range_10pct_m: f64,
+    /// Gain on the reported reflectance (clamped to 1): sensors and drivers
+    /// calibrate intensity differently (1 for the presets).
+    #[serde(default = "unit_gain")]
+    pub intensity_scale: f64,
+}
+
+fn unit_gain() -> f64 {
+    1.0
 }
 
 impl LidarConfig {
@@ -129,6 +137,7 @@ impl LidarConfig {
             // ~120k in practice; 3 % random loss lands the street scenes there.
             random_dropout: 0.03,
             range_10pct_m: 50.0,
+            intensity_scale: 1.0,
         }
     }
 
@@ -153,6 +162,7 @@ impl LidarConfig {
             intensity_noise: 0.02,
             random_dropout: 0.01,
             range_10pct_m: 80.0,
+            intensity_scale: 1.0,
         }
     }
 
@@ -192,6 +202,9 @@ impl LidarConfig {
         ensure((0.0..=1.0).contains(&self.random_dropout), "random_dropout", || format!("{} not in [0, 1]", self.random_dropout))?;
         ensure(self.range_10pct_m.is_finite() && self.range_10pct_m > 0.0, "range_10pct_m", || {
             format!("{} must be > 0", self.range_10pct_m)
+        })?;
+        ensure(self.intensity_scale.is_finite() && (0.0..=10.0).contains(&self.intensity_scale), "intensity_scale", || {
+            format!("{} not in [0, 10]", self.intensity_scale)
         })?;
         Ok(())
     }
@@ -428,6 +441,7 @@ impl Lidar {
                 // road returns stay around 0.1–0.3 rather than near zero.
                 (mat.albedo as f64 * (0.5 + 0.5 * cos_inc) + cfg.intensity_noise * n_int).clamp(0.0, 1.0)
             };
+            let intensity = if cfg.intensity_scale == 1.0 { intensity } else { (intensity * cfg.intensity_scale).min(1.0) };
             out.push(Return {
                 point: Point {
                     x: (local[0] * r) as f32,
