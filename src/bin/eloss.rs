@@ -187,6 +187,9 @@ struct SimulateArgs {
     /// Randomise the LiDAR per dataset frame (sim-to-real): all, or any of beams,fov,mount,intensity,dropout
     #[arg(long, default_value = "")]
     vary_sensor: String,
+    /// Reflectance model: lambert (the presets') or kitti (fitted to a real KITTI frame; docs/simulator.md)
+    #[arg(long)]
+    intensity_model: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -225,6 +228,7 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     opts.anomalies = anomalies;
     opts.preset = a.preset.parse()?;
     opts.sensor_variation = eloss_perception::dataset::sim::SensorVariation::parse(&a.vary_sensor)?;
+    opts.intensity_model = a.intensity_model.as_deref().map(str::parse).transpose()?;
     opts.bag = a.bag.map(|path| dw::BagOptions { path, hz: a.hz });
     let bar = indicatif::ProgressBar::new(a.frames as u64);
     bar.set_style(

@@ -179,6 +179,8 @@ pub struct SimulateOptions {
     /// Fraction of frames that get an anomaly (0..1).
     pub anomaly_fraction: f64,
     pub preset: LidarPreset,
+    /// The preset's reflectance model unless set.
+    pub intensity_model: Option<super::lidar::IntensityModel>,
     /// Per-frame sensor randomisation of the dataset's frames (not the drive's).
     pub sensor_variation: SensorVariation,
     pub scene: SceneConfig,
@@ -195,6 +197,7 @@ impl SimulateOptions {
             anomalies: Vec::new(),
             anomaly_fraction: 0.0,
             preset: LidarPreset::Hdl64e,
+            intensity_model: None,
             sensor_variation: SensorVariation::none(),
             scene: SceneConfig::default(),
             bag: None,
@@ -296,7 +299,9 @@ pub fn simulate_frame(
 pub fn simulate(opts: &SimulateOptions, progress: impl Fn(Stage, usize, usize)) -> Result<SimulateReport, SimulateError> {
     opts.validate()?;
     let started = Instant::now();
-    let lidar = Lidar::new(opts.preset.config())?;
+    let mut config = opts.preset.config();
+    config.intensity_model = opts.intensity_model.unwrap_or(config.intensity_model);
+    let lidar = Lidar::new(config)?;
     let camera = CameraModel::new(
         crate::dataset::kitti::Calibration::kitti_like_default(),
         crate::dataset::kitti::KITTI_IMAGE_WIDTH,

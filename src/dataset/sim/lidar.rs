@@ -28,7 +28,7 @@ use std::f64::consts::PI;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::raycast::{dot, Body, Material, Ray};
+use super::raycast::{dot, Body, Material, MaterialKind, Ray};
 use super::scene::{Pose, Scene, Snapshot, StaticKind};
 use super::{ensure, Rng, SimError};
 use crate::cloud::{Point, Points};
@@ -104,6 +104,59 @@ pub struct LidarConfig {
     /// calibrate intensity differently (1 for the presets).
     #[serde(default = "unit_gain")]
     pub intensity_scale: f64,
+    /// How a surface's albedo becomes the reported intensity.
+    #[serde(default)]
+    pub intensity_model: IntensityModel,
+}
+
+/// The reflectance model of [`Lidar::scan`].
+///
+/// * `lambert` (the presets' default, what every data set before issue 14
+///   was made with): `albedo · (0.5 + 0.5·cos(incidence))` for every surface.
+/// * `kitti`: fitted to the real KITTI frame 000008 by `eloss sim-realism`
+///   (docs/simulator.md, "Intensity"). Ground surfaces (asphalt, markings,
+///   concrete, grass) read `1.3 · albedo · (0.75 + 0.25·cos)` (KITTI's road
+///   sits at ~0.3 whatever the angle); glossy ones (paint, glass, metal)
+///   return little diffusely and a specular glint near normal incidence,
+///   `0.2 · albedo · (0.5 + 0.5·cos) + 0.6 · cos¹⁶`, which gives KITTI's
+///   near-zero cars and bright spots facing the sensor; the rest (walls,
+///   foliage, people) `0.8 · albedo · (0.5 + 0.5·cos)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntensityModel {
+    #[default]
+    Lambert,
+    Kitti,
+}
+
+impl std::str::FromStr for IntensityModel {
+    type Err = SimError;
+    fn from_str(s: &str) -> Result<Self, SimError> {
+        match s {
+            "lambert" => Ok(Self::Lambert),
+            "kitti" => Ok(Self::Kitti),
+            other => Err(SimError::InvalidConfig { what: "intensity model", why: format!("`{other}` (expected lambert or kitti)") }),
+        }
+    }
+}
+
+impl IntensityModel {
+    /// The noiseless intensity of a non-retroreflective surface.
+    fn intensity(self, material: &Material, cos_incidence: f64) -> f64 {
+        let albedo = material.albedo as f64;
+        match self {
+            Self::Lambert => albedo * (0.5 + 0.5 * cos_incidence),
+            Self::Kitti => match material.kind {
+                MaterialKind::Paint | MaterialKind::Glass | MaterialKind::Metal => {
+                    0.2 * albedo * (0.5 + 0.5 * cos_incidence) + 0.6 * cos_incidence.powi(16)
+                }
+                MaterialKind::Asphalt | MaterialKind::LaneMarking | MaterialKind::Concrete | MaterialKind::Grass => {
+                    1.3 * albedo * (0.75 + 0.25 * cos_incidence)
+                }
+                _ => 0.8 * albedo * (0.5 + 0.5 * cos_incidence),
+            },
+        }
+    }
 }
 
 fn unit_gain() -> f64 {
@@ -138,6 +191,7 @@ impl LidarConfig {
             random_dropout: 0.03,
             range_10pct_m: 50.0,
             intensity_scale: 1.0,
+            intensity_model: IntensityModel::Lambert,
         }
     }
 
@@ -163,6 +217,7 @@ impl LidarConfig {
             random_dropout: 0.01,
             range_10pct_m: 80.0,
             intensity_scale: 1.0,
+            intensity_model: IntensityModel::Lambert,
         }
     }
 
@@ -439,7 +494,7 @@ impl Lidar {
                 // Half Lambertian, half incidence-independent: KITTI's
                 // reflectance is partly normalised by the sensor, so grazing
                 // road returns stay around 0.1–0.3 rather than near zero.
-                (mat.albedo as f64 * (0.5 + 0.5 * cos_inc) + cfg.intensity_noise * n_int).clamp(0.0, 1.0)
+                (cfg.intensity_model.intensity(&mat, cos_inc) + cfg.intensity_noise * n_int).clamp(0.0, 1.0)
             };
             let intensity = if cfg.intensity_scale == 1.0 { intensity } else { (intensity * cfg.intensity_scale).min(1.0) };
             out.push(Return {
@@ -506,6 +561,24 @@ mod tests {
         assert!(bad(|c| c.azimuth_resolution_deg = 0.0));
         assert!(bad(|c| c.random_dropout = 1.5));
         assert!(bad(|c| c.elevations_deg.reverse()));
+    }
+
+    #[test]
+    fn the_kitti_intensity_model_darkens_glossy_surfaces_and_keeps_the_road_near_0_3() {
+        let asphalt = Material::new(MaterialKind::Asphalt, 0.30, [0; 3]);
+        let paint = Material::new(MaterialKind::Paint, 0.45, [0; 3]);
+        let (lambert, kitti) = (IntensityModel::Lambert, IntensityModel::Kitti);
+        // the road seen at grazing incidence (cos 0.1 .. 0.3)
+        for cos in [0.1, 0.2, 0.3] {
+            assert!((lambert.intensity(&asphalt, cos) - 0.3 * (0.5 + 0.5 * cos)).abs() < 1e-6);
+            assert!((0.28..0.33).contains(&kitti.intensity(&asphalt, cos)), "{cos}");
+        }
+        // paint: dark away from the normal, a glint facing the sensor
+        assert!(kitti.intensity(&paint, 0.5) < 0.08 && lambert.intensity(&paint, 0.5) > 0.3);
+        assert!(kitti.intensity(&paint, 1.0) > 0.6);
+        assert_eq!("kitti".parse::<IntensityModel>().unwrap(), kitti);
+        assert!("phong".parse::<IntensityModel>().is_err());
+        assert_eq!(LidarConfig::hdl64e().intensity_model, lambert);
     }
 
     #[test]

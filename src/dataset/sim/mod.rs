@@ -42,7 +42,7 @@ pub mod sensor_variation;
 mod tests;
 
 pub use anomalies::{Anomaly, AnomalyEffect, AnomalyKind, AnomalyTag, Severity, WeatherKind};
-pub use lidar::{crop_to_camera_fov, FovWindow, Lidar, LidarConfig, PointSource, Scan, KITTI_CAMERA_HALF_FOV_DEG, KITTI_IMAGE_WINDOW_DEG};
+pub use lidar::{crop_to_camera_fov, FovWindow, IntensityModel, Lidar, LidarConfig, PointSource, Scan, KITTI_CAMERA_HALF_FOV_DEG, KITTI_IMAGE_WINDOW_DEG};
 pub use objects::SimClass;
 pub use sensor_variation::{SensorDraw, SensorVariation};
 pub use scene::{Drive, DriveConfig, Pose, Scene, SceneConfig, SceneObject, Snapshot};
