@@ -72,6 +72,9 @@ enum Cmd {
     /// Run a detector checkpoint over KITTI-format frames: label_2 files, timings, AP
     #[cfg(feature = "torch")]
     Detect(detector_cmds::DetectArgs),
+    /// Detector checkpoints on one labelled real frame: cars found at BEV IoU 0.5 / 0.7, car boxes on nothing
+    #[cfg(feature = "torch")]
+    RealFrame(detector_cmds::RealFrameArgs),
     /// Per-stage CPU latency of the detector on one cloud, the inference graphs side by side (+ a dump for the PyTorch comparison)
     #[cfg(feature = "torch")]
     BenchDetector(bench_detector::BenchArgs),
@@ -331,6 +334,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Train(a) => detector_cmds::train(a),
         #[cfg(feature = "torch")]
         Cmd::Detect(a) => detector_cmds::detect(a),
+        #[cfg(feature = "torch")]
+        Cmd::RealFrame(a) => detector_cmds::real_frame(a),
         #[cfg(feature = "torch")]
         Cmd::BenchDetector(a) => bench_detector::bench(a),
         #[cfg(feature = "torch")]

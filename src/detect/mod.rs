@@ -20,6 +20,7 @@ pub mod box_coder;
 pub mod iou;
 pub mod nms;
 pub mod pillars;
+pub mod real_frame;
 pub mod targets;
 #[cfg(feature = "torch")]
 pub mod postprocess;

@@ -309,3 +309,55 @@ pub fn gt_database(a: GtDatabaseArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct RealFrameArgs {
+    /// Detector checkpoint(s) (a model, or a run's last/final.safetensors); one line each
+    #[arg(long, required = true, num_args = 1..)]
+    model: Vec<PathBuf>,
+    /// Real frame folder: one velodyne .bin and mmdetection3d's info.json (as ../shared/data/kitti_000008)
+    #[arg(long, default_value = "../shared/data/kitti_000008")]
+    real: PathBuf,
+    /// Count boxes scoring at least this (the node's default publish threshold)
+    #[arg(long, default_value_t = 0.3)]
+    score_threshold: f32,
+}
+
+/// `eloss real-frame`: labelled cars found at BEV IoU 0.5 / 0.7 and car
+/// boxes on no labelled object, per model, on one real labelled frame.
+pub fn real_frame(a: RealFrameArgs) -> anyhow::Result<()> {
+    use eloss_perception::dataset::kitti::info_json::InfoFrame;
+    use eloss_perception::dataset::kitti::ObjectClass;
+    use eloss_perception::detect::real_frame::count_cars;
+    let info = InfoFrame::read(&a.real)?;
+    let bin = std::fs::read_dir(&a.real)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "bin"))
+        .with_context(|| format!("no .bin cloud in {}", a.real.display()))?;
+    let points = eloss_perception::cloud::kitti_bin::read(&bin)?;
+    let labelled: Vec<_> = info.labels.iter().map(|l| l.to_lidar_box(&info.calib)).collect();
+    let cars: Vec<_> = info.labels.iter().filter(|l| l.class == ObjectClass::Car).map(|l| l.to_lidar_box(&info.calib)).collect();
+    println!("| model | detections | car boxes | cars found at BEV IoU 0.5 | at 0.7 | car boxes on no labelled object |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for path in &a.model {
+        let (mut det, info) = checkpoint::load(path, tch::Device::Cpu)?;
+        det.set_score_threshold(a.score_threshold)?;
+        let car = det.config.class_names().iter().position(|n| n == "Car").context("the model has no Car class")?;
+        let out = det.detect(&points)?;
+        let boxes: Vec<_> = out.detections.iter().filter(|d| d.class == car).map(|d| d.bbox).collect();
+        let c = count_cars(&boxes, &cars, &labelled);
+        println!(
+            "| {} ({}) | {} | {} | {}/{} | {}/{} | {} |",
+            path.display(),
+            info.model_id,
+            out.detections.len(),
+            c.car_boxes,
+            c.found_05,
+            c.cars,
+            c.found_07,
+            c.cars,
+            c.false_boxes
+        );
+    }
+    Ok(())
+}

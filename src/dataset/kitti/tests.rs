@@ -350,7 +350,6 @@ fn malformed_files_give_errors_naming_file_and_line() {
 #[test]
 fn default_detector_on_the_real_frame() {
     use crate::dataset::render::{class_colour, draw_bev_box, draw_camera_boxes, render_bev, BevOptions};
-    use crate::detect::iou::iou_bev;
     let Some(dir) = kitti_dir() else { return };
     let frame = info(&dir);
     let calib = calibration(&frame);
@@ -363,8 +362,11 @@ fn default_detector_on_the_real_frame() {
     assert!(labels.iter().all(|l| l.score.is_some_and(|s| s >= 0.3)));
     let cars: Vec<Box3D> = gt.iter().filter(|l| l.class == ObjectClass::Car).map(|l| l.to_lidar_box(&calib)).collect();
     assert_eq!(cars.len(), 6);
-    let found = |iou: f64| cars.iter().filter(|g| out.detections.iter().any(|d| d.class == 0 && iou_bev(&d.bbox, g) >= iou)).count();
-    let false_cars = out.detections.iter().filter(|d| d.class == 0 && !gt.iter().any(|g| iou_bev(&d.bbox, &g.to_lidar_box(&calib)) > 0.1)).count();
+    let car_boxes: Vec<Box3D> = out.detections.iter().filter(|d| d.class == 0).map(|d| d.bbox).collect();
+    let labelled: Vec<Box3D> = gt.iter().map(|g| g.to_lidar_box(&calib)).collect();
+    let counts = crate::detect::real_frame::count_cars(&car_boxes, &cars, &labelled);
+    let found = |iou: f64| if iou == 0.5 { counts.found_05 } else { counts.found_07 };
+    let false_cars = counts.false_boxes;
     eprintln!(
         "000008: {} detections ({} cars); cars found at BEV IoU 0.5: {}/6, at 0.7: {}/6; car boxes on no labelled object: {false_cars}; network {:?}",
         out.detections.len(),
