@@ -75,6 +75,9 @@ enum Cmd {
     /// Detector checkpoints on one labelled real frame: cars found at BEV IoU 0.5 / 0.7, car boxes on nothing
     #[cfg(feature = "torch")]
     RealFrame(detector_cmds::RealFrameArgs),
+    /// Paired seed study of runs with / without the Entropy Loss: mean differences, 95 % intervals, AP curves
+    #[cfg(feature = "torch")]
+    SeedStudy(detector_cmds::SeedStudyArgs),
     /// Per-stage CPU latency of the detector on one cloud, the inference graphs side by side (+ a dump for the PyTorch comparison)
     #[cfg(feature = "torch")]
     BenchDetector(bench_detector::BenchArgs),
@@ -336,6 +339,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Detect(a) => detector_cmds::detect(a),
         #[cfg(feature = "torch")]
         Cmd::RealFrame(a) => detector_cmds::real_frame(a),
+        #[cfg(feature = "torch")]
+        Cmd::SeedStudy(a) => detector_cmds::seed_study(a),
         #[cfg(feature = "torch")]
         Cmd::BenchDetector(a) => bench_detector::bench(a),
         #[cfg(feature = "torch")]

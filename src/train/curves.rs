@@ -75,7 +75,7 @@ fn losses(run: &Path) -> Result<(Vec<(f64, f64)>, Vec<(f64, f64)>), CurvesError>
 }
 
 /// (epoch + 1, AP) per class of a run's `epochs.csv`, for `metric` (`bev_mod_r40` or `3d_mod_r40`).
-fn aps(run: &Path, metric: &str) -> Result<Vec<(String, Vec<(f64, f64)>)>, CurvesError> {
+pub(crate) fn aps(run: &Path, metric: &str) -> Result<Vec<(String, Vec<(f64, f64)>)>, CurvesError> {
     let path = run.join("epochs.csv");
     if !path.exists() {
         return Ok(Vec::new());

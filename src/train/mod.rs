@@ -8,6 +8,7 @@ pub mod augment;
 pub mod batch;
 pub mod csv_log;
 pub mod curves;
+pub mod seed_study;
 pub mod data;
 pub mod gt_database;
 pub mod gt_sampling;

@@ -361,3 +361,30 @@ pub fn real_frame(a: RealFrameArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct SeedStudyArgs {
+    /// Run folders trained with the Entropy Loss, one per seed
+    #[arg(long, required = true, num_args = 2..)]
+    with: Vec<PathBuf>,
+    /// Their pairs without it (same seeds, same order)
+    #[arg(long, required = true, num_args = 2..)]
+    without: Vec<PathBuf>,
+    /// Writes PREFIX.md, PREFIX_bev.png and PREFIX_3d.png
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `eloss seed-study`: paired differences with 95 % intervals and the curves.
+pub fn seed_study(a: SeedStudyArgs) -> anyhow::Result<()> {
+    use eloss_perception::train::seed_study::{markdown, paired_study, plot_curves};
+    let rows = paired_study(&a.with, &a.without)?;
+    let table = markdown(&rows);
+    print!("{table}");
+    let md = PathBuf::from(format!("{}.md", a.out.display()));
+    std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
+    for p in plot_curves(&a.with, &a.without, &a.out)? {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
