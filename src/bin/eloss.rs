@@ -407,6 +407,9 @@ struct CalibrateArgs {
     /// Grouping of ΔH in the Eloss: per_block or reference (default: the one the model was trained with, per_block when the checkpoint records none)
     #[arg(long)]
     grouping: Option<String>,
+    /// Cells the entropies are estimated over: all, or occupied (those seeing a non-empty pillar; docs/eloss_monitor.md)
+    #[arg(long, default_value = "all")]
+    cells: String,
     /// Score the threshold applies to: combined, eloss or mahalanobis
     #[arg(long, default_value = "combined")]
     score: String,
@@ -478,18 +481,19 @@ fn frame_bar(len: usize, msg: &'static str) -> indicatif::ProgressBar {
 #[cfg(feature = "torch")]
 fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     use eloss_perception::eloss::calibration::{default_path, CalibrationOptions, EntropyCalibration};
-    use eloss_perception::eloss::dataset_run::{is_anomalous, kind_name, read_anomalies, run_frames};
+    use eloss_perception::eloss::dataset_run::{is_anomalous, kind_name, read_anomalies, run_frames, ProfileSpec};
     use eloss_perception::eloss::{entropy::Estimator, score::ScoreKind};
     let estimator: Estimator = a.estimator.parse()?;
     let score: ScoreKind = a.score.parse().map_err(anyhow::Error::msg)?;
     let (det, info) = eloss_perception::detect::checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
     let requested = a.grouping.as_deref().map(str::parse::<eloss_perception::eloss::grouping::Grouping>).transpose()?;
     let grouping = eloss_perception::eloss::grouping::Grouping::of_checkpoint(&info.training, requested)?;
+    let spec = ProfileSpec { estimator, grouping, cells: a.cells.parse()? };
     let ds = open_frames(&a.data, &a.split)?;
     let tags = read_anomalies(&a.data)?;
     let ids: Vec<String> = ds.ids().iter().filter(|id| !is_anomalous(&tags, id)).take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
     let bar = frame_bar(ids.len(), "normal");
-    let records = run_frames(&det, &ds, &ids, estimator, grouping, false, |d, _| bar.set_position(d as u64))?;
+    let records = run_frames(&det, &ds, &ids, spec, false, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
     let profiles: Vec<_> = records.iter().map(|r| r.profile.clone()).collect();
     let source = serde_json::json!({
@@ -504,7 +508,7 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
         let lidar = |id: &String| sig_tags.get(id).and_then(Option::as_ref).is_some_and(|t| t.lidar.is_some());
         let sig_ids: Vec<String> = sig_ds.ids().iter().filter(|id| lidar(id)).take(a.signature_frames.unwrap_or(usize::MAX)).cloned().collect();
         let bar = frame_bar(sig_ids.len(), "anomalous");
-        let recs = run_frames(&det, &sig_ds, &sig_ids, estimator, grouping, false, |d, _| bar.set_position(d as u64))?;
+        let recs = run_frames(&det, &sig_ds, &sig_ids, spec, false, |d, _| bar.set_position(d as u64))?;
         bar.finish_and_clear();
         let mut groups: std::collections::BTreeMap<String, Vec<_>> = Default::default();
         for r in recs {
@@ -552,14 +556,14 @@ fn load_calibrated_model(
 
 #[cfg(feature = "torch")]
 fn eloss_eval(a: ElossEvalArgs) -> anyhow::Result<()> {
-    use eloss_perception::eloss::dataset_run::{kind_name, run_frames};
+    use eloss_perception::eloss::dataset_run::{kind_name, run_frames, ProfileSpec};
     use eloss_perception::eloss::evaluation::{markdown, plots, score_frames, summarize};
     use std::fmt::Write as _;
     let (det, _, cal) = load_calibrated_model(&a.model, a.calibration.as_deref())?;
     let ds = open_frames(&a.data, &a.split)?;
     let ids: Vec<String> = ds.ids().iter().take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
     let bar = frame_bar(ids.len(), "frames");
-    let records = run_frames(&det, &ds, &ids, cal.estimator, cal.grouping(), true, |d, _| bar.set_position(d as u64))?;
+    let records = run_frames(&det, &ds, &ids, ProfileSpec::of_calibration(&cal), true, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
     let scores = score_frames(&cal, &records)?;
     let summary = summarize(&cal, &records, &scores)?;

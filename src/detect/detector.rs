@@ -338,7 +338,10 @@ impl Detector {
             let t = Instant::now();
             let head_i = HeadOutput { cls: head.cls.narrow(0, i, 1), boxes: head.boxes.narrow(0, i, 1), dir: head.dir.narrow(0, i, 1) };
             let detections = self.postprocess(&head_i, 0)?;
-            let layers_i = LayerOutputs { blocks: layers.blocks.iter().map(|b| b.iter().map(|t| t.narrow(0, i, 1)).collect()).collect() };
+            let layers_i = LayerOutputs {
+                blocks: layers.blocks.iter().map(|b| b.iter().map(|t| t.narrow(0, i, 1)).collect()).collect(),
+                input: layers.input.as_ref().map(|t| t.narrow(0, i, 1)),
+            };
             let timings = StageTimings { pillarize: t1 - t0, network: t2 - t1, postprocess: t.elapsed() };
             out.push(FrameOutput { detections, layers: layers_i, head: head_i, timings });
         }

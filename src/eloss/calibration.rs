@@ -133,14 +133,20 @@ impl EntropyCalibration {
             return Err(CalibrationError::TooFewFrames { got: profiles.len(), need: MIN_FRAMES });
         }
         for (i, p) in profiles.iter().enumerate() {
-            if p.estimator != first.estimator || p.grouping != first.grouping || p.block_layer_counts != first.block_layer_counts {
+            if p.estimator != first.estimator
+                || p.grouping != first.grouping
+                || p.cells != first.cells
+                || p.block_layer_counts != first.block_layer_counts
+            {
                 return Err(CalibrationError::Inconsistent(format!(
-                    "frame {i}: {} ({}) with blocks {:?}, frame 0: {} ({}) with blocks {:?}",
+                    "frame {i}: {} ({}, {} cells) with blocks {:?}, frame 0: {} ({}, {} cells) with blocks {:?}",
                     p.estimator.name(),
                     p.grouping.name(),
+                    p.cells.name(),
                     p.block_layer_counts,
                     first.estimator.name(),
                     first.grouping.name(),
+                    first.cells.name(),
                     first.block_layer_counts
                 )));
             }
@@ -177,6 +183,11 @@ impl EntropyCalibration {
     /// The grouping of ΔH its Eloss uses (the monitor computes profiles with it).
     pub fn grouping(&self) -> Grouping {
         self.normal.grouping
+    }
+
+    /// The cells its entropies are estimated over (the monitor's too).
+    pub fn cells(&self) -> super::cells::Cells {
+        self.normal.cells
     }
 
     /// The scorer of this calibration.
@@ -292,6 +303,7 @@ fn normal_stats(fit: &[EntropyProfile], ridge_rel: f64) -> NormalStats {
     NormalStats {
         block_layer_counts: fit[0].block_layer_counts.clone(),
         grouping: fit[0].grouping,
+        cells: fit[0].cells,
         entropy_mean,
         entropy_cov,
         ridge_rel,

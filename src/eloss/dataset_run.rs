@@ -84,13 +84,27 @@ pub fn detection_label(d: &Detection, class_names: &[String], calib: &Calibratio
     Some(label)
 }
 
+/// How a frame's profile is computed: estimator, grouping of ΔH, cells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProfileSpec {
+    pub estimator: Estimator,
+    pub grouping: Grouping,
+    pub cells: super::cells::Cells,
+}
+
+impl ProfileSpec {
+    /// The spec a calibration was made with (the one to score with).
+    pub fn of_calibration(cal: &super::calibration::EntropyCalibration) -> Self {
+        Self { estimator: cal.estimator, grouping: cal.grouping(), cells: cal.cells() }
+    }
+}
+
 /// Runs `det` over `ids` of `ds`; `progress(done, total)` after every frame.
 pub fn run_frames(
     det: &Detector,
     ds: &KittiDataset,
     ids: &[String],
-    estimator: Estimator,
-    grouping: Grouping,
+    spec: ProfileSpec,
     with_labels: bool,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<FrameRecord>, RunError> {
@@ -101,7 +115,7 @@ pub fn run_frames(
         let points = ds.points(id)?;
         let frame = det.detect(&points).map_err(|source| RunError::Detector { id: id.clone(), source })?;
         let t = frame.timings;
-        let profile = EntropyProfile::compute(&frame.layers, estimator, grouping).map_err(|source| RunError::Profile { id: id.clone(), source })?;
+        let profile = EntropyProfile::compute_on(&frame.layers, spec.estimator, spec.grouping, spec.cells).map_err(|source| RunError::Profile { id: id.clone(), source })?;
         let tag = anomalies.get(id).and_then(Option::as_ref);
         let labels = if with_labels {
             let calib = ds.calib(id)?;

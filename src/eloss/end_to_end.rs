@@ -135,3 +135,44 @@ fn shipped_monitor_reads_the_trained_quantity() {
     assert!(rel < 1e-3, "monitor Eloss {} vs trained term {training_term} (relative difference {rel:.3e}; batch-norm {batchnorm:?})", report.eloss);
 }
 
+
+/// The occupied-cell profile (issue 19 item 3) on a real detector pass:
+/// computed from the forward pass's own input, it keeps only part of each
+/// layer's cells, differs from the all-cell profile, and a calibration made
+/// with it makes the monitor compute it (the scorer refuses the other kind).
+#[test]
+fn occupied_cell_profiles_come_from_the_frames_pillars() {
+    use super::cells::{occupied_indices, Cells};
+    let det = tiny_detector();
+    let cl = clouds(10);
+    let out = det.detect(&cl[0]).unwrap();
+    let idx = occupied_indices(&out.layers).unwrap();
+    let first = out.layers.blocks[0][0].size();
+    let kept = idx[0].size()[0] as f64 / (first[2] * first[3]) as f64;
+    assert!(kept > 0.02 && kept < 0.9, "layer 1 keeps {kept} of its cells");
+    // deeper layers see wider: a growing share
+    let share = |j: usize, x: &tch::Tensor| idx[j].size()[0] as f64 / (x.size()[2] * x.size()[3]) as f64;
+    let layers: Vec<&tch::Tensor> = out.layers.blocks.iter().flatten().collect();
+    assert!(share(layers.len() - 1, layers[layers.len() - 1]) >= share(0, layers[0]));
+    // the Gaussian estimator's samples are the cells: dropping the empty ones changes the estimate
+    // where some are dropped (the deepest layers of this 20 m map see occupied pillars everywhere)
+    let gauss = Estimator::Gaussian { ridge_rel: 1e-3 };
+    let all = EntropyProfile::compute(&out.layers, gauss, Grouping::PerBlock).unwrap();
+    let occ_gauss = EntropyProfile::compute_on(&out.layers, gauss, Grouping::PerBlock, Cells::Occupied).unwrap();
+    assert!((occ_gauss.entropies[0] - all.entropies[0]).abs() > 1e-3, "{:?} vs {:?}", occ_gauss.entropies, all.entropies);
+    // (the kNN estimator's samples are the channels: empty cells only add the distance between the
+    // channels' constant background values, zero for this untrained network, so its estimate is unchanged here)
+    let occ = EntropyProfile::compute_on(&out.layers, Estimator::Knn, Grouping::PerBlock, Cells::Occupied).unwrap();
+    assert_eq!(occ.cells, Cells::Occupied);
+    // a calibration over occupied cells: the monitor scores with it
+    let profiles: Vec<EntropyProfile> = cl
+        .iter()
+        .map(|c| EntropyProfile::compute_on(&det.detect(c).unwrap().layers, Estimator::Knn, Grouping::PerBlock, Cells::Occupied).unwrap())
+        .collect();
+    let cal = EntropyCalibration::fit("tiny", &profiles, &CalibrationOptions::default(), serde_json::Value::Null).unwrap();
+    assert_eq!(cal.cells(), Cells::Occupied);
+    let mut monitor = Monitor::new("tiny", Some(cal), MonitorConfig::default()).unwrap();
+    let report = monitor.observe(&out.layers).unwrap();
+    assert!(report.calibrated && report.anomaly_score.is_finite());
+    assert_eq!(report.layer_entropies, occ.entropies, "the monitor computed the occupied-cell profile");
+}

@@ -19,6 +19,7 @@
 //! - [`numeric`]: small f64 helpers (Cholesky, quantiles, AUROC).
 
 pub mod calibration;
+pub mod cells;
 pub mod dose_response;
 pub mod dataset_run;
 #[cfg(test)]

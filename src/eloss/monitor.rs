@@ -25,6 +25,7 @@
 
 use super::calibration::{CalibrationError, EntropyCalibration};
 use super::entropy::{Estimator, DEFAULT_RIDGE_REL};
+use super::cells::Cells;
 use super::grouping::Grouping;
 use super::hysteresis::{AlarmState, Hysteresis, HysteresisConfig};
 use super::profile::{EntropyProfile, ProfileError};
@@ -171,7 +172,8 @@ impl Monitor {
     /// Profiles, scores and debounces one frame.
     pub fn observe(&mut self, layers: &LayerOutputs) -> Result<MonitorReport, MonitorError> {
         let started = Instant::now();
-        let profile = EntropyProfile::compute(layers, self.estimator, self.grouping)?;
+        let cells = self.calibrated.as_ref().map_or(Cells::All, |c| c.calibration.cells());
+        let profile = EntropyProfile::compute_on(layers, self.estimator, self.grouping, cells)?;
         self.report(profile, started)
     }
 

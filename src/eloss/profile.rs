@@ -19,6 +19,7 @@
 //! println!("Eloss {:.4} in {:?}", p.eloss, p.compute_time);
 //! ```
 
+use super::cells::{occupied_indices, select, Cells, CellsError};
 use super::entropy::{entropy_value, Estimator};
 use super::grouping::Grouping;
 use crate::detect::model::backbone::LayerOutputs;
@@ -32,6 +33,8 @@ pub enum ProfileError {
     Shape { block: usize, layer: usize, shape: Vec<i64> },
     #[error("block {block}, layer {layer}: entropy estimate is {value} (not finite)")]
     NotFinite { block: usize, layer: usize, value: f64 },
+    #[error(transparent)]
+    Cells(#[from] CellsError),
 }
 
 /// One frame's layer-wise entropies and its Eloss.
@@ -40,6 +43,8 @@ pub struct EntropyProfile {
     pub estimator: Estimator,
     /// Which transitions form one variance term of `eloss`.
     pub grouping: Grouping,
+    /// Which cells the entropies are estimated over.
+    pub cells: Cells,
     /// H of every layer output, forward order (nats for the Gaussian
     /// estimator; the kNN one drops the estimator's constants).
     pub entropies: Vec<f64>,
@@ -58,6 +63,11 @@ impl EntropyProfile {
     /// first (tch would panic on a wrong rank) and rejects non-finite
     /// estimates, which would poison the calibration statistics.
     pub fn compute(layers: &LayerOutputs, estimator: Estimator, grouping: Grouping) -> Result<Self, ProfileError> {
+        Self::compute_on(layers, estimator, grouping, Cells::All)
+    }
+
+    /// As [`Self::compute`], the entropies over the chosen [`Cells`].
+    pub fn compute_on(layers: &LayerOutputs, estimator: Estimator, grouping: Grouping, cells: Cells) -> Result<Self, ProfileError> {
         if layers.blocks.iter().all(Vec::is_empty) {
             return Err(ProfileError::Empty);
         }
@@ -70,11 +80,18 @@ impl EntropyProfile {
             }
         }
         let started = Instant::now();
+        let masks = match cells {
+            Cells::All => None,
+            Cells::Occupied => Some(tch::no_grad(|| occupied_indices(layers))?),
+        };
         let mut entropies = Vec::with_capacity(layers.num_layers());
         for (b, block) in layers.blocks.iter().enumerate() {
             for (l, x) in block.iter().enumerate() {
                 // a host value per layer, so on CUDA the clock below sees finished work
-                let value = entropy_value(estimator, x);
+                let value = match &masks {
+                    None => entropy_value(estimator, x),
+                    Some(m) => entropy_value(estimator, &select(x, &m[entropies.len()])),
+                };
                 if !value.is_finite() {
                     return Err(ProfileError::NotFinite { block: b, layer: l, value });
                 }
@@ -84,7 +101,7 @@ impl EntropyProfile {
         let block_layer_counts: Vec<u32> = layers.blocks.iter().map(|b| b.len() as u32).collect();
         let delta_h = grouping.deltas(&entropies, &block_layer_counts);
         let eloss = eloss_of(&delta_h);
-        Ok(Self { estimator, grouping, entropies, block_layer_counts, delta_h, eloss, compute_time: started.elapsed() })
+        Ok(Self { estimator, grouping, cells, entropies, block_layer_counts, delta_h, eloss, compute_time: started.elapsed() })
     }
 
     /// A per-block profile from given entropies (tests, replays of stored profiles).
@@ -96,7 +113,7 @@ impl EntropyProfile {
     pub fn from_grouped_entropies(estimator: Estimator, grouping: Grouping, entropies: Vec<f64>, block_layer_counts: Vec<u32>) -> Self {
         let delta_h = grouping.deltas(&entropies, &block_layer_counts);
         let eloss = eloss_of(&delta_h);
-        Self { estimator, grouping, entropies, block_layer_counts, delta_h, eloss, compute_time: Duration::ZERO }
+        Self { estimator, grouping, cells: Cells::All, entropies, block_layer_counts, delta_h, eloss, compute_time: Duration::ZERO }
     }
 }
 
@@ -122,7 +139,7 @@ mod tests {
     fn layers(seed: i64) -> LayerOutputs {
         tch::manual_seed(seed);
         let block = |c: i64, n: usize, s: i64| (0..n).map(|j| Tensor::randn([1, c, s, s], (Kind::Float, Device::Cpu)) * (1.0 + j as f64)).collect();
-        LayerOutputs { blocks: vec![block(8, 3, 8), block(16, 4, 4)] }
+        LayerOutputs { blocks: vec![block(8, 3, 8), block(16, 4, 4)], input: None }
     }
 
     #[test]
@@ -149,11 +166,11 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_errors_not_panics() {
-        let batch2 = LayerOutputs { blocks: vec![vec![Tensor::zeros([2, 4, 3, 3], (Kind::Float, Device::Cpu))]] };
+        let batch2 = LayerOutputs { blocks: vec![vec![Tensor::zeros([2, 4, 3, 3], (Kind::Float, Device::Cpu))]], input: None };
         assert!(matches!(EntropyProfile::compute(&batch2, Estimator::Knn, Grouping::PerBlock), Err(ProfileError::Shape { .. })));
-        let flat = LayerOutputs { blocks: vec![vec![Tensor::zeros([4, 3], (Kind::Float, Device::Cpu))]] };
+        let flat = LayerOutputs { blocks: vec![vec![Tensor::zeros([4, 3], (Kind::Float, Device::Cpu))]], input: None };
         assert!(matches!(EntropyProfile::compute(&flat, Estimator::Knn, Grouping::PerBlock), Err(ProfileError::Shape { .. })));
-        assert_eq!(EntropyProfile::compute(&LayerOutputs { blocks: vec![] }, Estimator::Knn, Grouping::PerBlock), Err(ProfileError::Empty));
+        assert_eq!(EntropyProfile::compute(&LayerOutputs { blocks: vec![], input: None }, Estimator::Knn, Grouping::PerBlock), Err(ProfileError::Empty));
     }
 
     #[test]

@@ -29,6 +29,7 @@
 //! mean u of that type, unit length) by cosine similarity: the direction of
 //! the deviation says which anomaly, its length how strong.
 
+use super::cells::Cells;
 use super::grouping::Grouping;
 use super::numeric::{chi2_to_z, cholesky, mahalanobis};
 use super::profile::EntropyProfile;
@@ -68,6 +69,10 @@ pub struct NormalStats {
     /// keep their content id because the field is then not written).
     #[serde(default, skip_serializing_if = "Grouping::is_per_block")]
     pub grouping: Grouping,
+    /// The cells the entropies were estimated over (absent: all, and
+    /// all-cell files keep their content id).
+    #[serde(default, skip_serializing_if = "Cells::is_all")]
+    pub cells: Cells,
     pub entropy_mean: Vec<f64>,
     /// Sample covariance of the layer entropies, row-major L×L, without ridge.
     pub entropy_cov: Vec<f64>,
@@ -88,6 +93,8 @@ pub enum ScoreError {
     Layout { got: Vec<u32>, want: Vec<u32> },
     #[error("the profile's Eloss uses the {got} grouping, the calibration {want}")]
     Grouping { got: &'static str, want: &'static str },
+    #[error("the profile's entropies are over {got} cells, the calibration's over {want}")]
+    Cells { got: &'static str, want: &'static str },
     #[error("the normal statistics are unusable: {0}")]
     Stats(String),
 }
@@ -202,6 +209,9 @@ impl Scorer {
         if p.grouping != self.stats.grouping {
             return Err(ScoreError::Grouping { got: p.grouping.name(), want: self.stats.grouping.name() });
         }
+        if p.cells != self.stats.cells {
+            return Err(ScoreError::Cells { got: p.cells.name(), want: self.stats.cells.name() });
+        }
         let l = p.entropies.len();
         let diff: Vec<f64> = p.entropies.iter().zip(&self.stats.entropy_mean).map(|(h, m)| h - m).collect();
         let d = mahalanobis(l, &self.chol, &diff);
@@ -255,6 +265,7 @@ mod tests {
         NormalStats {
             block_layer_counts: vec![3],
             grouping: Grouping::PerBlock,
+            cells: Cells::All,
             entropy_mean: vec![10.0, 8.0, 6.0],
             entropy_cov: vec![1.0, 0.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 0.25],
             ridge_rel: 0.0,
@@ -286,6 +297,10 @@ mod tests {
         assert!((sc.standardized[1] - 1.0).abs() < 1e-9);
         let wrong = EntropyProfile::from_entropies(Estimator::Knn, vec![1.0, 2.0], vec![2]);
         assert!(matches!(s.score(&wrong), Err(ScoreError::Layout { .. })));
+        // entropies over other cells than the calibration's are refused, not scored
+        let mut occupied = p.clone();
+        occupied.cells = Cells::Occupied;
+        assert_eq!(s.score(&occupied).unwrap_err(), ScoreError::Cells { got: "occupied", want: "all" });
         // baseline-aware: normal ΔH (−2, −2) with variances 4 + 1 and 0.25 + 4
         // (diagonal covariance): ((−1 + 2)²/5 + (−3.5 + 2)²/4.25)
         let want = 1.0 / 5.0 + 2.25 / 4.25;

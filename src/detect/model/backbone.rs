@@ -32,6 +32,10 @@ impl BackboneConfig {
 #[derive(Debug)]
 pub struct LayerOutputs {
     pub blocks: Vec<Vec<Tensor>>,
+    /// The backbone's input (the BEV pseudo-image, [B, C, H, W]; zero where
+    /// no pillar is): the Eloss monitor's occupied-cell masks start from it
+    /// (`eloss::cells`). A view, no copy.
+    pub input: Option<Tensor>,
 }
 
 impl LayerOutputs {
@@ -104,7 +108,7 @@ impl Backbone {
             block_outputs.push(x.shallow_clone());
             layers.push(outs);
         }
-        (block_outputs, LayerOutputs { blocks: layers })
+        (block_outputs, LayerOutputs { blocks: layers, input: Some(bev.shallow_clone()) })
     }
 }
 

@@ -217,7 +217,7 @@ impl FoldedNetwork {
             ups.push(deblock.forward_relu(&x));
             layers.push(outs);
         }
-        (LayerOutputs { blocks: layers }, Tensor::cat(&ups, 1))
+        (LayerOutputs { blocks: layers, input: Some(bev.shallow_clone()) }, Tensor::cat(&ups, 1))
     }
 
     /// The layers of backbone block `i` alone on its input (benchmarks).
