@@ -407,7 +407,7 @@ struct CalibrateArgs {
     /// Grouping of ΔH in the Eloss: per_block or reference (default: the one the model was trained with, per_block when the checkpoint records none)
     #[arg(long)]
     grouping: Option<String>,
-    /// Cells the entropies are estimated over: all, or occupied (those seeing a non-empty pillar; docs/eloss_monitor.md)
+    /// Cells the entropies are estimated over: all, occupied (those seeing a non-empty pillar) or subsampled (every second row and column; docs/eloss_monitor.md)
     #[arg(long, default_value = "all")]
     cells: String,
     /// Score the threshold applies to: combined, eloss or mahalanobis

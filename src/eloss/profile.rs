@@ -19,7 +19,7 @@
 //! println!("Eloss {:.4} in {:?}", p.eloss, p.compute_time);
 //! ```
 
-use super::cells::{occupied_indices, select, Cells, CellsError};
+use super::cells::{occupied_indices, select, subsample, Cells, CellsError};
 use super::entropy::{entropy_value, Estimator};
 use super::grouping::Grouping;
 use crate::detect::model::backbone::LayerOutputs;
@@ -81,16 +81,17 @@ impl EntropyProfile {
         }
         let started = Instant::now();
         let masks = match cells {
-            Cells::All => None,
+            Cells::All | Cells::Subsampled => None,
             Cells::Occupied => Some(tch::no_grad(|| occupied_indices(layers))?),
         };
         let mut entropies = Vec::with_capacity(layers.num_layers());
         for (b, block) in layers.blocks.iter().enumerate() {
             for (l, x) in block.iter().enumerate() {
                 // a host value per layer, so on CUDA the clock below sees finished work
-                let value = match &masks {
-                    None => entropy_value(estimator, x),
-                    Some(m) => entropy_value(estimator, &select(x, &m[entropies.len()])),
+                let value = match (&masks, cells) {
+                    (Some(m), _) => entropy_value(estimator, &select(x, &m[entropies.len()])),
+                    (None, Cells::Subsampled) => entropy_value(estimator, &subsample(x)),
+                    (None, _) => entropy_value(estimator, x),
                 };
                 if !value.is_finite() {
                     return Err(ProfileError::NotFinite { block: b, layer: l, value });

@@ -63,7 +63,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     // the node's graph: per-stage times and the Eloss profile
     let _ = det.detect(&points)?; // warm-up
     let (mut pil, mut net, mut post, mut total, mut eloss_knn, mut eloss_gauss) = (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let mut eloss_knn_occupied = vec![];
+    let (mut eloss_knn_occupied, mut eloss_knn_subsampled) = (vec![], vec![]);
     for _ in 0..iters {
         let t = Instant::now();
         let out = det.detect(&points)?;
@@ -84,10 +84,18 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             eloss_perception::eloss::cells::Cells::Occupied,
         );
         eloss_knn_occupied.push(ms_since(t));
+        let t = Instant::now();
+        let _ = EntropyProfile::compute_on(
+            &out.layers,
+            eloss_perception::eloss::entropy::Estimator::Knn,
+            eloss_perception::eloss::grouping::Grouping::PerBlock,
+            eloss_perception::eloss::cells::Cells::Subsampled,
+        );
+        eloss_knn_subsampled.push(ms_since(t));
     }
     let pillars = pillarize(&points, &det.config.pillars)?;
     println!(
-        "{} points, {} pillars, {} threads, graph folded {:?}: pillarize {:.1} ms, network {:.1} ms, postprocess {:.1} ms, total {:.1} ms; Eloss profile knn {:.2} ms, gaussian {:.2} ms, knn over occupied cells {:.2} ms (medians of {iters})",
+        "{} points, {} pillars, {} threads, graph folded {:?}: pillarize {:.1} ms, network {:.1} ms, postprocess {:.1} ms, total {:.1} ms; Eloss profile knn {:.2} ms, gaussian {:.2} ms, knn over occupied cells {:.2} ms, knn over subsampled cells {:.2} ms (medians of {iters})",
         points.len(),
         pillars.len(),
         tch::get_num_threads(),
@@ -99,6 +107,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         median(eloss_knn),
         median(eloss_gauss),
         median(eloss_knn_occupied),
+        median(eloss_knn_subsampled),
     );
     eloss_layers(&det, &points, iters)?;
     graphs_side_by_side(a.model.as_deref(), &points, iters)?;
