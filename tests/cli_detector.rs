@@ -100,3 +100,26 @@ fn calibrate_then_eloss_eval() {
     let csv = std::fs::read_to_string(Path::new(&report).join("frames.csv")).expect("frames.csv");
     assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
 }
+
+/// The prepared device check runs end to end wherever it is started: here on
+/// the CPU (no CUDA), with tiny counts; on a GPU machine scripts/gpu_check.sh
+/// runs the same command with the real ones (docs/gpu_check.md).
+#[test]
+fn gpu_check_runs_and_reports_on_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("check");
+    let o = eloss(&["gpu-check", "--out", out.to_str().unwrap(), "--iters", "1", "--train-steps", "3", "--batch-size", "1", "--frames", "2"]);
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("gpu_check.json")).unwrap()).unwrap();
+    assert_eq!(report, serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap(), "printed = written");
+    let parity = &report["inference"]["parity_with_cpu"];
+    // on the CPU both sides are the same computation: exact
+    if report["device"] == "Cpu" {
+        assert_eq!(parity["cls_max_abs_diff"], 0.0);
+        assert_eq!(parity["same_labels_in_order"], true);
+    }
+    assert!(parity["detections"][0].as_u64().unwrap() > 0, "candidates kept for the box comparison: {report}");
+    assert!(report["inference"]["median_ms"]["network"].as_f64().unwrap() > 0.0);
+    let t = &report["training"];
+    assert_eq!((t["steps"].as_u64(), t["losses_finite"].as_bool(), t["model"].as_str()), (Some(3), Some(true), Some("full")));
+    assert!(t["steps_per_s"].as_f64().unwrap() > 0.0, "{report}");
+}

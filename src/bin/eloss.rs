@@ -20,6 +20,9 @@ mod detector_cmds;
 #[path = "eloss/gdc_cmds.rs"]
 mod gdc_cmds;
 #[cfg(feature = "torch")]
+#[path = "eloss/gpu_check.rs"]
+mod gpu_check;
+#[cfg(feature = "torch")]
 #[path = "eloss/monitor_cmds.rs"]
 mod monitor_cmds;
 #[path = "eloss/realism_cmd.rs"]
@@ -78,6 +81,9 @@ enum Cmd {
     /// Paired seed study of runs with / without the Entropy Loss: mean differences, 95 % intervals, AP curves
     #[cfg(feature = "torch")]
     SeedStudy(detector_cmds::SeedStudyArgs),
+    /// The prepared device check: full-size detector latency and CPU parity, train_full.yaml steps (mixed precision on CUDA)
+    #[cfg(feature = "torch")]
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// Per-stage CPU latency of the detector on one cloud, the inference graphs side by side (+ a dump for the PyTorch comparison)
     #[cfg(feature = "torch")]
     BenchDetector(bench_detector::BenchArgs),
@@ -341,6 +347,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::RealFrame(a) => detector_cmds::real_frame(a),
         #[cfg(feature = "torch")]
         Cmd::SeedStudy(a) => detector_cmds::seed_study(a),
+        #[cfg(feature = "torch")]
+        Cmd::GpuCheck(a) => gpu_check::gpu_check(a),
         #[cfg(feature = "torch")]
         Cmd::BenchDetector(a) => bench_detector::bench(a),
         #[cfg(feature = "torch")]
