@@ -271,6 +271,28 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A labelled real frame folder (as ../shared/data/kitti_000008): mmdetection3d's
+/// `info.json` (calibration, labels) and its one velodyne `.bin` cloud.
+fn read_real_frame(dir: &std::path::Path) -> anyhow::Result<(eloss_perception::dataset::kitti::info_json::InfoFrame, eloss_perception::cloud::Points)> {
+    let info = eloss_perception::dataset::kitti::info_json::InfoFrame::read(dir)?;
+    let bin = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "bin"))
+        .with_context(|| format!("no .bin cloud in {}", dir.display()))?;
+    let points = eloss_perception::cloud::kitti_bin::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+    Ok((info, points))
+}
+
+/// The LiDAR-frame boxes of the labelled cars.
+fn car_boxes(
+    labels: &[eloss_perception::dataset::kitti::ObjectLabel],
+    calib: &eloss_perception::dataset::kitti::Calibration,
+) -> Vec<eloss_perception::geometry::Box3D> {
+    use eloss_perception::dataset::kitti::ObjectClass;
+    labels.iter().filter(|l| l.class == ObjectClass::Car).map(|l| l.to_lidar_box(calib)).collect()
+}
+
 fn render(a: RenderArgs) -> anyhow::Result<()> {
     use eloss_perception::dataset::kitti::{read_labels, Calibration, KittiDataset, Split};
     use eloss_perception::dataset::render::{render_files, BevOptions};
@@ -489,7 +511,8 @@ fn frame_bar(len: usize, msg: &'static str) -> indicatif::ProgressBar {
 #[cfg(feature = "torch")]
 fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     use eloss_perception::eloss::calibration::{default_path, CalibrationOptions, EntropyCalibration};
-    use eloss_perception::eloss::dataset_run::{is_anomalous, kind_name, read_anomalies, run_frames, ProfileSpec};
+    use eloss_perception::eloss::dataset_run::{is_anomalous, kind_name, read_anomalies, run_frames};
+    use eloss_perception::eloss::profile::ProfileSpec;
     use eloss_perception::eloss::{entropy::Estimator, score::ScoreKind};
     let estimator: Estimator = a.estimator.parse()?;
     let score: ScoreKind = a.score.parse().map_err(anyhow::Error::msg)?;
@@ -564,14 +587,14 @@ fn load_calibrated_model(
 
 #[cfg(feature = "torch")]
 fn eloss_eval(a: ElossEvalArgs) -> anyhow::Result<()> {
-    use eloss_perception::eloss::dataset_run::{kind_name, run_frames, ProfileSpec};
+    use eloss_perception::eloss::dataset_run::{kind_name, run_frames};
     use eloss_perception::eloss::evaluation::{markdown, plots, score_frames, summarize};
     use std::fmt::Write as _;
     let (det, _, cal) = load_calibrated_model(&a.model, a.calibration.as_deref())?;
     let ds = open_frames(&a.data, &a.split)?;
     let ids: Vec<String> = ds.ids().iter().take(a.frames.unwrap_or(usize::MAX)).cloned().collect();
     let bar = frame_bar(ids.len(), "frames");
-    let records = run_frames(&det, &ds, &ids, ProfileSpec::of_calibration(&cal), true, |d, _| bar.set_position(d as u64))?;
+    let records = run_frames(&det, &ds, &ids, cal.profile_spec(), true, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
     let scores = score_frames(&cal, &records)?;
     let summary = summarize(&cal, &records, &scores)?;

@@ -190,6 +190,11 @@ impl EntropyCalibration {
         self.normal.cells
     }
 
+    /// How the profiles it scores must be computed (estimator, grouping, cells).
+    pub fn profile_spec(&self) -> super::profile::ProfileSpec {
+        super::profile::ProfileSpec { estimator: self.estimator, grouping: self.grouping(), cells: self.cells() }
+    }
+
     /// The scorer of this calibration.
     pub fn scorer(&self) -> Result<Scorer, CalibrationError> {
         Ok(Scorer::new(self.normal.clone(), self.score)?)

@@ -5,9 +5,7 @@
 //! evaluation, its detections as KITTI label lines next to the ground truth.
 //! Used by `eloss calibrate` and `eloss eloss-eval`.
 
-use super::entropy::Estimator;
-use super::grouping::Grouping;
-use super::profile::{EntropyProfile, ProfileError};
+use super::profile::{EntropyProfile, ProfileError, ProfileSpec};
 use crate::dataset::kitti::{project_box_to_image, Calibration, KittiDataset, KittiError, ObjectClass, ObjectLabel, KITTI_IMAGE_HEIGHT, KITTI_IMAGE_WIDTH};
 use crate::dataset::sim::dataset_writer::FrameAnomalies;
 use crate::dataset::sim::AnomalyKind;
@@ -84,21 +82,6 @@ pub fn detection_label(d: &Detection, class_names: &[String], calib: &Calibratio
     Some(label)
 }
 
-/// How a frame's profile is computed: estimator, grouping of ΔH, cells.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProfileSpec {
-    pub estimator: Estimator,
-    pub grouping: Grouping,
-    pub cells: super::cells::Cells,
-}
-
-impl ProfileSpec {
-    /// The spec a calibration was made with (the one to score with).
-    pub fn of_calibration(cal: &super::calibration::EntropyCalibration) -> Self {
-        Self { estimator: cal.estimator, grouping: cal.grouping(), cells: cal.cells() }
-    }
-}
-
 /// Runs `det` over `ids` of `ds`; `progress(done, total)` after every frame.
 pub fn run_frames(
     det: &Detector,
@@ -115,7 +98,7 @@ pub fn run_frames(
         let points = ds.points(id)?;
         let frame = det.detect(&points).map_err(|source| RunError::Detector { id: id.clone(), source })?;
         let t = frame.timings;
-        let profile = EntropyProfile::compute_on(&frame.layers, spec.estimator, spec.grouping, spec.cells).map_err(|source| RunError::Profile { id: id.clone(), source })?;
+        let profile = EntropyProfile::compute_on(&frame.layers, spec).map_err(|source| RunError::Profile { id: id.clone(), source })?;
         let tag = anomalies.get(id).and_then(Option::as_ref);
         let labels = if with_labels {
             let calib = ds.calib(id)?;

@@ -70,7 +70,7 @@ pub struct DoseSweep {
 
 fn score_cloud(det: &Detector, scorer: &Scorer, cal: &EntropyCalibration, points: &Points) -> Result<Scores, DoseError> {
     let out = det.detect(points)?;
-    Ok(scorer.score(&EntropyProfile::compute_on(&out.layers, cal.estimator, cal.grouping(), cal.cells())?)?)
+    Ok(scorer.score(&EntropyProfile::compute_on(&out.layers, cal.profile_spec())?)?)
 }
 
 /// Runs the sweep: `anomalies` × `severities` over `clouds` (anomaly seeds

@@ -143,6 +143,8 @@ fn shipped_monitor_reads_the_trained_quantity() {
 #[test]
 fn occupied_cell_profiles_come_from_the_frames_pillars() {
     use super::cells::{occupied_indices, Cells};
+    use super::profile::ProfileSpec;
+    let occupied_knn = ProfileSpec { estimator: Estimator::Knn, grouping: Grouping::PerBlock, cells: Cells::Occupied };
     let det = tiny_detector();
     let cl = clouds(10);
     let out = det.detect(&cl[0]).unwrap();
@@ -158,16 +160,16 @@ fn occupied_cell_profiles_come_from_the_frames_pillars() {
     // where some are dropped (the deepest layers of this 20 m map see occupied pillars everywhere)
     let gauss = Estimator::Gaussian { ridge_rel: 1e-3 };
     let all = EntropyProfile::compute(&out.layers, gauss, Grouping::PerBlock).unwrap();
-    let occ_gauss = EntropyProfile::compute_on(&out.layers, gauss, Grouping::PerBlock, Cells::Occupied).unwrap();
+    let occ_gauss = EntropyProfile::compute_on(&out.layers, ProfileSpec { estimator: gauss, grouping: Grouping::PerBlock, cells: Cells::Occupied }).unwrap();
     assert!((occ_gauss.entropies[0] - all.entropies[0]).abs() > 1e-3, "{:?} vs {:?}", occ_gauss.entropies, all.entropies);
     // (the kNN estimator's samples are the channels: empty cells only add the distance between the
     // channels' constant background values, zero for this untrained network, so its estimate is unchanged here)
-    let occ = EntropyProfile::compute_on(&out.layers, Estimator::Knn, Grouping::PerBlock, Cells::Occupied).unwrap();
+    let occ = EntropyProfile::compute_on(&out.layers, occupied_knn).unwrap();
     assert_eq!(occ.cells, Cells::Occupied);
     // a calibration over occupied cells: the monitor scores with it
     let profiles: Vec<EntropyProfile> = cl
         .iter()
-        .map(|c| EntropyProfile::compute_on(&det.detect(c).unwrap().layers, Estimator::Knn, Grouping::PerBlock, Cells::Occupied).unwrap())
+        .map(|c| EntropyProfile::compute_on(&det.detect(c).unwrap().layers, occupied_knn).unwrap())
         .collect();
     let cal = EntropyCalibration::fit("tiny", &profiles, &CalibrationOptions::default(), serde_json::Value::Null).unwrap();
     assert_eq!(cal.cells(), Cells::Occupied);

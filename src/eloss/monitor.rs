@@ -28,7 +28,7 @@ use super::entropy::{Estimator, DEFAULT_RIDGE_REL};
 use super::cells::Cells;
 use super::grouping::Grouping;
 use super::hysteresis::{AlarmState, Hysteresis, HysteresisConfig};
-use super::profile::{EntropyProfile, ProfileError};
+use super::profile::{EntropyProfile, ProfileError, ProfileSpec};
 use super::score::{nearest_type, ScoreError, Scorer, Scores, TypeGuess};
 use crate::detect::model::backbone::LayerOutputs;
 use std::time::{Duration, Instant};
@@ -112,8 +112,8 @@ struct Calibrated {
 
 pub struct Monitor {
     model_id: String,
-    estimator: Estimator,
-    grouping: Grouping,
+    /// The calibration's (estimator, grouping, cells), else the configured ones over all cells.
+    spec: ProfileSpec,
     calibrated: Option<Calibrated>,
     hysteresis: Hysteresis,
 }
@@ -139,23 +139,23 @@ impl Monitor {
                 Some(Calibrated { threshold: config.threshold.unwrap_or(cal.threshold), scorer, calibration: cal })
             }
         };
-        let estimator = match &calibrated {
-            Some(c) => c.calibration.estimator,
-            None => config.estimator.unwrap_or(Estimator::Gaussian { ridge_rel: DEFAULT_RIDGE_REL }),
+        let spec = match &calibrated {
+            Some(c) => c.calibration.profile_spec(),
+            None => ProfileSpec {
+                estimator: config.estimator.unwrap_or(Estimator::Gaussian { ridge_rel: DEFAULT_RIDGE_REL }),
+                grouping: config.grouping.unwrap_or_default(),
+                cells: Cells::All,
+            },
         };
-        let grouping = match &calibrated {
-            Some(c) => c.calibration.grouping(),
-            None => config.grouping.unwrap_or_default(),
-        };
-        Ok(Self { model_id: model_id.to_string(), estimator, grouping, calibrated, hysteresis: Hysteresis::new(config.hysteresis) })
+        Ok(Self { model_id: model_id.to_string(), spec, calibrated, hysteresis: Hysteresis::new(config.hysteresis) })
     }
 
     pub fn estimator(&self) -> Estimator {
-        self.estimator
+        self.spec.estimator
     }
 
     pub fn grouping(&self) -> Grouping {
-        self.grouping
+        self.spec.grouping
     }
 
     pub fn calibration(&self) -> Option<&EntropyCalibration> {
@@ -172,8 +172,7 @@ impl Monitor {
     /// Profiles, scores and debounces one frame.
     pub fn observe(&mut self, layers: &LayerOutputs) -> Result<MonitorReport, MonitorError> {
         let started = Instant::now();
-        let cells = self.calibrated.as_ref().map_or(Cells::All, |c| c.calibration.cells());
-        let profile = EntropyProfile::compute_on(layers, self.estimator, self.grouping, cells)?;
+        let profile = EntropyProfile::compute_on(layers, self.spec)?;
         self.report(profile, started)
     }
 

@@ -37,6 +37,14 @@ pub enum ProfileError {
     Cells(#[from] CellsError),
 }
 
+/// How a frame's profile is computed: estimator, grouping of ΔH, cells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProfileSpec {
+    pub estimator: Estimator,
+    pub grouping: Grouping,
+    pub cells: Cells,
+}
+
 /// One frame's layer-wise entropies and its Eloss.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntropyProfile {
@@ -63,11 +71,12 @@ impl EntropyProfile {
     /// first (tch would panic on a wrong rank) and rejects non-finite
     /// estimates, which would poison the calibration statistics.
     pub fn compute(layers: &LayerOutputs, estimator: Estimator, grouping: Grouping) -> Result<Self, ProfileError> {
-        Self::compute_on(layers, estimator, grouping, Cells::All)
+        Self::compute_on(layers, ProfileSpec { estimator, grouping, cells: Cells::All })
     }
 
-    /// As [`Self::compute`], the entropies over the chosen [`Cells`].
-    pub fn compute_on(layers: &LayerOutputs, estimator: Estimator, grouping: Grouping, cells: Cells) -> Result<Self, ProfileError> {
+    /// As [`Self::compute`], the entropies over the spec's [`Cells`].
+    pub fn compute_on(layers: &LayerOutputs, spec: ProfileSpec) -> Result<Self, ProfileError> {
+        let ProfileSpec { estimator, grouping, cells } = spec;
         if layers.blocks.iter().all(Vec::is_empty) {
             return Err(ProfileError::Empty);
         }
@@ -80,18 +89,15 @@ impl EntropyProfile {
             }
         }
         let started = Instant::now();
-        let masks = match cells {
-            Cells::All | Cells::Subsampled => None,
-            Cells::Occupied => Some(tch::no_grad(|| occupied_indices(layers))?),
-        };
+        let occupied = if cells == Cells::Occupied { tch::no_grad(|| occupied_indices(layers))? } else { Vec::new() };
         let mut entropies = Vec::with_capacity(layers.num_layers());
         for (b, block) in layers.blocks.iter().enumerate() {
             for (l, x) in block.iter().enumerate() {
                 // a host value per layer, so on CUDA the clock below sees finished work
-                let value = match (&masks, cells) {
-                    (Some(m), _) => entropy_value(estimator, &select(x, &m[entropies.len()])),
-                    (None, Cells::Subsampled) => entropy_value(estimator, &subsample(x)),
-                    (None, _) => entropy_value(estimator, x),
+                let value = match cells {
+                    Cells::All => entropy_value(estimator, x),
+                    Cells::Occupied => entropy_value(estimator, &select(x, &occupied[entropies.len()])),
+                    Cells::Subsampled => entropy_value(estimator, &subsample(x)),
                 };
                 if !value.is_finite() {
                     return Err(ProfileError::NotFinite { block: b, layer: l, value });

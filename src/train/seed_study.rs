@@ -7,6 +7,7 @@
 //! `eloss seed-study`; the results are in docs/model_card.md.
 
 use super::curves::{aps, CurvesError};
+use crate::numeric::mean_std;
 use crate::plot::{line_chart, Series};
 use std::path::{Path, PathBuf};
 
@@ -49,14 +50,14 @@ pub fn t_975(df: usize) -> f64 {
 }
 
 fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
+    mean_std(v).0
 }
 
 /// Mean, sample SD and 95 % t interval of the mean of `v`.
 pub fn mean_interval(v: &[f64]) -> (f64, f64, (f64, f64)) {
-    let m = mean(v);
     let n = v.len();
-    let sd = if n < 2 { f64::NAN } else { (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() };
+    let (m, sd) = mean_std(v);
+    let sd = if n < 2 { f64::NAN } else { sd };
     let half = t_975(n.saturating_sub(1)) * sd / (n as f64).sqrt();
     (m, sd, (m - half, m + half))
 }

@@ -12,7 +12,10 @@ use eloss_perception::detect::checkpoint;
 use eloss_perception::detect::detector::{Detector, INFERENCE_FORMAT};
 use eloss_perception::detect::model::folded::MemoryFormat;
 use eloss_perception::detect::pillars::pillarize;
-use eloss_perception::eloss::profile::EntropyProfile;
+use eloss_perception::eloss::cells::Cells;
+use eloss_perception::eloss::entropy::Estimator;
+use eloss_perception::eloss::grouping::Grouping;
+use eloss_perception::eloss::profile::{EntropyProfile, ProfileSpec};
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Kind, Tensor};
@@ -73,25 +76,14 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         post.push(out.timings.postprocess.as_secs_f64() * 1e3);
         for (est, store) in [("knn", &mut eloss_knn), ("gaussian", &mut eloss_gauss)] {
             let t = Instant::now();
-            let _ = EntropyProfile::compute(&out.layers, est.parse()?, eloss_perception::eloss::grouping::Grouping::PerBlock);
+            let _ = EntropyProfile::compute(&out.layers, est.parse()?, Grouping::PerBlock);
             store.push(ms_since(t));
         }
-        let t = Instant::now();
-        let _ = EntropyProfile::compute_on(
-            &out.layers,
-            eloss_perception::eloss::entropy::Estimator::Knn,
-            eloss_perception::eloss::grouping::Grouping::PerBlock,
-            eloss_perception::eloss::cells::Cells::Occupied,
-        );
-        eloss_knn_occupied.push(ms_since(t));
-        let t = Instant::now();
-        let _ = EntropyProfile::compute_on(
-            &out.layers,
-            eloss_perception::eloss::entropy::Estimator::Knn,
-            eloss_perception::eloss::grouping::Grouping::PerBlock,
-            eloss_perception::eloss::cells::Cells::Subsampled,
-        );
-        eloss_knn_subsampled.push(ms_since(t));
+        for (cells, store) in [(Cells::Occupied, &mut eloss_knn_occupied), (Cells::Subsampled, &mut eloss_knn_subsampled)] {
+            let t = Instant::now();
+            let _ = EntropyProfile::compute_on(&out.layers, ProfileSpec { estimator: Estimator::Knn, grouping: Grouping::PerBlock, cells });
+            store.push(ms_since(t));
+        }
     }
     let pillars = pillarize(&points, &det.config.pillars)?;
     println!(

@@ -326,17 +326,10 @@ pub struct RealFrameArgs {
 /// `eloss real-frame`: labelled cars found at BEV IoU 0.5 / 0.7 and car
 /// boxes on no labelled object, per model, on one real labelled frame.
 pub fn real_frame(a: RealFrameArgs) -> anyhow::Result<()> {
-    use eloss_perception::dataset::kitti::info_json::InfoFrame;
-    use eloss_perception::dataset::kitti::ObjectClass;
     use eloss_perception::detect::real_frame::count_cars;
-    let info = InfoFrame::read(&a.real)?;
-    let bin = std::fs::read_dir(&a.real)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "bin"))
-        .with_context(|| format!("no .bin cloud in {}", a.real.display()))?;
-    let points = eloss_perception::cloud::kitti_bin::read(&bin)?;
+    let (info, points) = crate::read_real_frame(&a.real)?;
     let labelled: Vec<_> = info.labels.iter().map(|l| l.to_lidar_box(&info.calib)).collect();
-    let cars: Vec<_> = info.labels.iter().filter(|l| l.class == ObjectClass::Car).map(|l| l.to_lidar_box(&info.calib)).collect();
+    let cars = crate::car_boxes(&info.labels, &info.calib);
     println!("| model | detections | car boxes | cars found at BEV IoU 0.5 | at 0.7 | car boxes on no labelled object |");
     println!("|---|---:|---:|---:|---:|---:|");
     for path in &a.model {

@@ -14,6 +14,7 @@ use eloss_perception::dataset::sim::dataset_writer::{simulate, SimulateOptions};
 use eloss_perception::dataset::sim::{Lidar, LidarConfig, SceneConfig};
 use eloss_perception::detect::checkpoint;
 use eloss_perception::detect::detector::{Detector, DetectorConfig};
+use eloss_perception::numeric::median;
 use eloss_perception::train::trainer::{TrainConfig, Trainer};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -36,11 +37,6 @@ pub struct GpuCheckArgs {
     /// Simulated training frames
     #[arg(long, default_value_t = 16)]
     frames: usize,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
@@ -90,7 +86,7 @@ pub fn gpu_check(a: GpuCheckArgs) -> anyhow::Result<()> {
     let inference = serde_json::json!({
         "points": points.len(),
         "iterations": a.iters,
-        "median_ms": { "pillarize": median(pil), "network": median(net), "postprocess": median(post), "total": median(total) },
+        "median_ms": { "pillarize": median(&pil), "network": median(&net), "postprocess": median(&post), "total": median(&total) },
         "parity_with_cpu": {
             "cls_max_abs_diff": max_abs_diff(&dev_out.head.cls, &cpu_out.head.cls),
             "box_max_abs_diff": max_abs_diff(&dev_out.head.boxes, &cpu_out.head.boxes),
@@ -138,7 +134,7 @@ pub fn gpu_check(a: GpuCheckArgs) -> anyhow::Result<()> {
         "losses_finite": finite,
         "steps_per_s": timed as f64 / sum(&seconds).max(1e-9),
         "frames_per_s": sum(&frames) / sum(&seconds).max(1e-9),
-        "median_step_s": median(seconds.iter().skip(2).copied().collect()),
+        "median_step_s": median(&seconds[2.min(seconds.len())..]),
         "data_wait_fraction": sum(&waits) / sum(&seconds).max(1e-9),
     });
     let report = serde_json::json!({

@@ -1,10 +1,9 @@
 //! `eloss sim-realism`: a simulated KITTI folder against a real KITTI frame
 //! (eloss_perception::dataset::realism; docs/simulator.md).
+use crate::{car_boxes, read_real_frame};
 use anyhow::Context as _;
-use eloss_perception::dataset::kitti::info_json::InfoFrame;
-use eloss_perception::dataset::kitti::{KittiDataset, ObjectClass, ObjectLabel, Split};
+use eloss_perception::dataset::kitti::{KittiDataset, Split};
 use eloss_perception::dataset::realism::{self, CloudStats};
-use eloss_perception::geometry::Box3D;
 use eloss_perception::plot::{line_chart, Series};
 use std::path::{Path, PathBuf};
 
@@ -24,20 +23,10 @@ pub struct RealismArgs {
     out: Option<PathBuf>,
 }
 
-fn cars(labels: &[ObjectLabel], calib: &eloss_perception::dataset::kitti::Calibration) -> Vec<Box3D> {
-    labels.iter().filter(|l| l.class == ObjectClass::Car).map(|l| l.to_lidar_box(calib)).collect()
-}
-
 fn real_stats(dir: &Path) -> anyhow::Result<CloudStats> {
-    let info = InfoFrame::read(dir)?;
-    let bin = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "bin"))
-        .with_context(|| format!("no .bin cloud in {}", dir.display()))?;
-    let points = eloss_perception::cloud::kitti_bin::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+    let (info, points) = read_real_frame(dir)?;
     let mut s = CloudStats::default();
-    s.add_frame(&points, &cars(&info.labels, &info.calib));
+    s.add_frame(&points, &car_boxes(&info.labels, &info.calib));
     Ok(s)
 }
 
@@ -50,7 +39,7 @@ pub fn run(a: RealismArgs) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new(ids.len() as u64);
     for id in &ids {
         let f = ds.frame(id)?;
-        sim.add_frame(&f.points, &cars(&f.labels, &f.calib));
+        sim.add_frame(&f.points, &car_boxes(&f.labels, &f.calib));
         bar.inc(1);
     }
     bar.finish_and_clear();
