@@ -134,6 +134,22 @@ def count(diag, stream, key):
     return int(diag[stream][key]) if diag and stream in diag else -1
 
 
+def counter(diag, stream, key):
+    """As count, 0 when the diagnostics or the key are missing."""
+    try:
+        return int(diag[stream][key])
+    except (TypeError, KeyError, ValueError):
+        return 0
+
+
+def next_due(due, period, now):
+    """The next send time of a fixed-rate publisher after one sent at `due`:
+    a period on, or a period from now when this process fell behind (skip,
+    never burst)."""
+    due += period
+    return now + period if due < now else due
+
+
 def drive(ns, kitti_bin):
     xyzi = np.fromfile(kitti_bin, dtype="<f4").reshape(-1, 4)
     p = Peer(ns)

@@ -16,14 +16,7 @@ import rclpy
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 
-from node_peer import Peer, cloud_msg
-
-
-def counter(diag, stream, key):
-    try:
-        return int(diag[stream][key])
-    except (TypeError, KeyError, ValueError):
-        return 0
+from node_peer import Peer, cloud_msg, counter, next_due
 
 
 def rate(ns, cloud_bin, rate_hz, seconds):
@@ -63,9 +56,7 @@ def rate(ns, cloud_bin, rate_hz, seconds):
     while time.monotonic() - t_start < seconds:
         now = time.monotonic()
         if now >= next_cloud:
-            next_cloud += period
-            if next_cloud < now:  # this process fell behind: skip, never burst
-                next_cloud = now + period
+            next_cloud = next_due(next_cloud, period, now)
             wall = time.time()
             cloud.header.stamp.sec, cloud.header.stamp.nanosec = int(wall), int((wall % 1) * 1e9)
             pub.publish(cloud)

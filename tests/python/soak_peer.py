@@ -26,7 +26,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from load_peer import rgb_image, whole_image_request
-from node_peer import KITTI_P2, Peer, camera_info_msg, cloud_msg
+from node_peer import KITTI_P2, Peer, camera_info_msg, cloud_msg, counter, next_due
 
 
 def rss_mb(pid):
@@ -35,13 +35,6 @@ def rss_mb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
     raise RuntimeError("no VmRSS")
-
-
-def counter(diag, stream, key):
-    try:
-        return int(diag[stream][key])
-    except (TypeError, KeyError, ValueError):
-        return 0
 
 
 def soak(ns, cloud_bin, image_png, rate_hz, clouds, node_pid, csv_out):
@@ -117,9 +110,7 @@ def soak(ns, cloud_bin, image_png, rate_hz, clouds, node_pid, csv_out):
         while sent < clouds:
             now = time.monotonic()
             if now >= next_cloud:
-                next_cloud += period
-                if next_cloud < now:  # this process fell behind: skip, never burst
-                    next_cloud = now + period
+                next_cloud = next_due(next_cloud, period, now)
                 wall = time.time()
                 sec, nsec = int(wall), int((wall % 1) * 1e9)
                 for m in (info, image, cloud):
