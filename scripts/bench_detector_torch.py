@@ -191,6 +191,20 @@ def layouts(net, d, w, h, a):
                       "max_abs_diff_vs_contiguous": diff}))
 
 
+def load_model(path):
+    """(config from the metadata, weights, eval-mode Net with them loaded) of
+    one of our detector checkpoints (also used by bench_frame_python.py)."""
+    with safe_open(path, "pt") as f:
+        cfg = json.loads(f.metadata()["config"])
+        state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("optimizer/")}
+    net = Net(cfg).eval()
+    # running stats buffers must all come from the file; num_batches_tracked is PyTorch-only
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    assert not missing and not unexpected, (missing, unexpected)
+    return cfg, state, net
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -202,14 +216,7 @@ def main():
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    with safe_open(a.model, "pt") as f:
-        cfg = json.loads(f.metadata()["config"])
-        state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("optimizer/")}
-    net = Net(cfg).eval()
-    # running stats buffers must all come from the file; num_batches_tracked is PyTorch-only
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    assert not missing and not unexpected, (missing, unexpected)
+    cfg, state, net = load_model(a.model)
     with safe_open(a.dump, "pt") as f:
         d = {k: f.get_tensor(k) for k in f.keys()}
     w, h = [int(v) for v in d["grid_wh"]]

@@ -92,6 +92,8 @@ pub struct FramePipeline {
     monitor: Monitor,
     /// Why the calibration was not used (a file that failed to load).
     calibration_problem: Option<String>,
+    /// Whether frames get an Eloss profile and report (`eloss.enabled`).
+    monitor_enabled: bool,
 }
 
 /// Which part of the circle around the sensor is searched.
@@ -138,8 +140,10 @@ pub struct FrameResult {
     pub timings: StageTimings,
     /// Whole frame: transform (for `process_in`), pillarization to NMS.
     pub total: Duration,
-    /// The Eloss report of the same forward pass (or why it failed).
-    pub eloss: Result<MonitorReport, String>,
+    /// The Eloss report of the same forward pass (or why it failed);
+    /// `None` while the monitor is switched off
+    /// ([`FramePipeline::set_monitor_enabled`]).
+    pub eloss: Option<Result<MonitorReport, String>>,
 }
 
 impl FramePipeline {
@@ -176,7 +180,26 @@ impl FramePipeline {
         let config = MonitorConfig { estimator: eloss.estimator, grouping: eloss.grouping, threshold: eloss.threshold, hysteresis: eloss.hysteresis };
         let monitor = Monitor::new(&info.model_id, calibration, config)?;
         let model_id = format!("{name}@{}", info.model_id);
-        Ok(Self { detector, info, model_id, monitor, calibration_problem })
+        Ok(Self { detector, info, model_id, monitor, calibration_problem, monitor_enabled: true })
+    }
+
+    /// Switches the Eloss monitor on or off (on after loading). Off, frames
+    /// skip the entropy profile (7-12 % of a frame on two cores,
+    /// docs/benchmarks.md) and carry no report; switched back on, the alarm
+    /// history starts afresh, as after any gap in the input.
+    pub fn set_monitor_enabled(&mut self, enabled: bool) {
+        if enabled && !self.monitor_enabled {
+            self.monitor.reset();
+        }
+        self.monitor_enabled = enabled;
+    }
+
+    pub fn monitor_enabled(&self) -> bool {
+        self.monitor_enabled
+    }
+
+    fn observe(&mut self, layers: &LayerOutputs) -> Option<Result<MonitorReport, String>> {
+        self.monitor_enabled.then(|| self.monitor.observe(layers).map_err(|e| e.to_string()))
     }
 
     /// Why anomalies are not scored; `None` when the monitor is calibrated.
@@ -219,7 +242,7 @@ impl FramePipeline {
         let out = self.detector.detect(points)?;
         let detections = out.detections.into_iter().filter(|d| d.score >= score_threshold).collect();
         let total = t.elapsed();
-        let eloss = self.monitor.observe(&out.layers).map_err(|e| e.to_string());
+        let eloss = self.observe(&out.layers);
         Ok(FrameResult { detections, layers: out.layers, timings: out.timings, total, eloss })
     }
 
@@ -259,7 +282,7 @@ impl FramePipeline {
             d.bbox = mounting.box_to_base(&d.bbox);
         }
         let total = t.elapsed();
-        let eloss = self.monitor.observe(&front.layers).map_err(|e| e.to_string());
+        let eloss = self.observe(&front.layers);
         Ok(FrameResult { detections, layers: front.layers, timings, total, eloss })
     }
 
@@ -291,9 +314,17 @@ mod tests {
         let out = pipe.process(&pts, 0.5).unwrap();
         assert!(out.detections.iter().all(|d| d.score >= 0.5));
         assert_eq!(out.layers.blocks.len(), 3);
-        let report = out.eloss.unwrap();
+        let report = out.eloss.unwrap().unwrap();
         assert!(report.calibrated && report.eloss.is_finite() && report.anomaly_score.is_finite());
         assert_eq!(report.layer_entropies.len(), 16);
+        // switched off: the same boxes, no profile; back on: reports again
+        pipe.set_monitor_enabled(false);
+        let off = pipe.process(&pts, 0.5).unwrap();
+        assert!(off.eloss.is_none() && !pipe.monitor_enabled());
+        assert_eq!(off.detections.len(), out.detections.len());
+        pipe.set_monitor_enabled(true);
+        let on = pipe.process(&pts, 0.5).unwrap().eloss.unwrap().unwrap();
+        assert_eq!(on.eloss, report.eloss);
     }
 
     /// Grossly out-of-distribution clouds (not the simulator's realistic
@@ -332,7 +363,7 @@ mod tests {
         println!("| input | Eloss | deviation factor | score (threshold) | flagged |\n|---|---:|---:|---:|---|");
         let mut reports = Vec::new();
         for (name, pts) in &cases {
-            let r = pipe.process(pts, 0.3).unwrap().eloss.unwrap();
+            let r = pipe.process(pts, 0.3).unwrap().eloss.unwrap().unwrap();
             println!("| {name} | {:.4e} | {:.2} | {:.2} ({:.2}) | {} |", r.eloss, r.deviation_factor, r.anomaly_score, r.threshold, r.anomalous_frame);
             reports.push(r);
         }

@@ -178,6 +178,8 @@ impl DetectorStats {
 /// The Eloss monitor: calibrated or not, the last frame's numbers, alarms.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ElossStats {
+    /// Switched off (`eloss.enabled` false) when the last frame came.
+    pub disabled: bool,
     /// Why anomalies are not scored (no calibration); `None` when calibrated.
     pub uncalibrated: Option<String>,
     pub frames: u64,
@@ -201,7 +203,9 @@ pub struct ElossStats {
 
 impl ElossStats {
     pub fn status(&self, name: &str, hardware_id: &str) -> DiagnosticStatus {
-        let (level, message) = if self.alarm {
+        let (level, message) = if self.disabled {
+            (Level::Ok, "off (eloss.enabled is false): no Eloss profile, report or anomaly score".to_string())
+        } else if self.alarm {
             let kind = if self.alarm_type.is_empty() { String::new() } else { format!(" (looks like {})", self.alarm_type) };
             let action = match self.on_alarm {
                 "temper" => "; detections tempered",
@@ -217,6 +221,7 @@ impl ElossStats {
             (Level::Ok, "ok".to_string())
         };
         let values = vec![
+            ("enabled".into(), (!self.disabled).to_string()),
             ("calibrated".into(), self.uncalibrated.is_none().to_string()),
             ("frames".into(), self.frames.to_string()),
             ("alarm".into(), self.alarm.to_string()),
@@ -383,6 +388,17 @@ mod tests {
         let e = s.last_error.unwrap();
         assert!(e.chars().count() <= crate::log_limit::MAX_ERROR_CHARS + 1, "{} chars", e.len());
         assert!(!e.contains('\n') && e.starts_with("unsupported image encoding `evil\\n"), "{}", &e[..60]);
+    }
+
+    #[test]
+    fn eloss_status_says_off_before_a_stale_alarm() {
+        let mut e = ElossStats { alarm: true, threshold: 1.0, last_score: 3.0, ..Default::default() };
+        assert_eq!(e.status("m", "h").level, Level::Warn);
+        e.disabled = true;
+        let s = e.status("m", "h");
+        assert_eq!(s.level, Level::Ok);
+        assert!(s.message.starts_with("off (eloss.enabled is false)"), "{}", s.message);
+        assert!(s.values.contains(&("enabled".to_string(), "false".to_string())));
     }
 
     #[test]

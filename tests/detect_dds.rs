@@ -128,5 +128,15 @@ fn node_publishes_boxes_matching_a_simulated_clouds_ground_truth() {
     assert_eq!(diag["on_alarm"], "suppress", "{diag}");
     assert!(diag["message"].as_str().unwrap().contains("detections suppressed"), "{diag}");
     assert!(diag["boxes_withheld"].as_str().unwrap().parse::<u64>().unwrap() > 0, "{diag}");
+    // eloss.enabled = false at run time: boxes still come (the normal cloud),
+    // without a report or an anomaly score, and diagnostics say it is off
+    assert_eq!(r["set_enabled_false"], true);
+    let off = &r["monitor_off"];
+    for (c, report) in off["context"].as_array().unwrap().iter().zip(off["reports"].as_array().unwrap()) {
+        assert!(c["boxes"].as_u64().unwrap() > 0 && c["anomaly_score"].is_null() && c["anomaly"] == false, "{off}");
+        assert!(report.is_null(), "no Eloss report while the monitor is off: {off}");
+    }
+    assert_eq!(off["diagnostics"]["level"], 0, "{off}");
+    assert!(off["diagnostics"]["message"].as_str().unwrap().starts_with("off"), "{off}");
     assert!(node.stop().success());
 }

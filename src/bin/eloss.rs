@@ -10,6 +10,9 @@ use tracing_subscriber::EnvFilter;
 #[cfg(feature = "torch")]
 #[path = "eloss/bench_detector.rs"]
 mod bench_detector;
+#[cfg(feature = "ros")]
+#[path = "eloss/bench_frame.rs"]
+mod bench_frame;
 #[cfg(feature = "torch")]
 #[path = "eloss/demo_cmds.rs"]
 mod demo_cmds;
@@ -87,6 +90,9 @@ enum Cmd {
     /// Per-stage CPU latency of the detector on one cloud, the inference graphs side by side (+ a dump for the PyTorch comparison)
     #[cfg(feature = "torch")]
     BenchDetector(bench_detector::BenchArgs),
+    /// The node's whole frame per stage, PointCloud2 bytes to the published messages, Eloss monitor on and off (+ JSON for scripts/bench_frame_python.py)
+    #[cfg(feature = "ros")]
+    BenchFrame(bench_frame::BenchFrameArgs),
     /// Build the ground-truth sampling database of a KITTI-format folder (objects with their points; `eloss train` builds it itself when missing)
     #[cfg(feature = "torch")]
     GtDatabase(detector_cmds::GtDatabaseArgs),
@@ -373,6 +379,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::GpuCheck(a) => gpu_check::gpu_check(a),
         #[cfg(feature = "torch")]
         Cmd::BenchDetector(a) => bench_detector::bench(a),
+        #[cfg(feature = "ros")]
+        Cmd::BenchFrame(a) => bench_frame::bench(a),
         #[cfg(feature = "torch")]
         Cmd::GtDatabase(a) => detector_cmds::gt_database(a),
         #[cfg(feature = "torch")]

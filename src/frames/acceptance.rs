@@ -132,7 +132,7 @@ fn full_coverage_finds_the_cars_behind_that_the_front_pass_misses() {
         assert!(wrap_angle(found.bbox.yaw - car.bbox.yaw - PI).abs() < 2f64.to_radians() && (found.score - car.score).abs() < 1e-3);
     }
     // the Eloss report comes from the front pass alone in both coverages
-    let (a, b) = (front.eloss.unwrap(), full.eloss.unwrap());
+    let (a, b) = (front.eloss.unwrap().unwrap(), full.eloss.unwrap().unwrap());
     assert!((a.eloss - b.eloss).abs() <= 1e-6 * a.eloss.abs(), "{} vs {}", a.eloss, b.eloss);
     assert_eq!(full.layers.blocks[0][0].size()[0], 1);
 }

@@ -4,6 +4,7 @@
 pub mod add_classes;
 pub mod convert;
 pub mod detections;
+pub mod frame_bench;
 pub mod logging;
 pub mod node;
 pub mod param_guard;

@@ -53,6 +53,7 @@ pub(super) fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &Node
     };
     lock(&sh.stats).frames.output_frame = frame.clone();
     let coverage = if p.detector.coverage == "full" { Coverage::Full } else { Coverage::Front };
+    pipe.set_monitor_enabled(p.eloss.enabled);
     let mut result = match pipe.process_in(points, &mounting, coverage, p.detector.score_threshold as f32) {
         Ok(r) => r,
         Err(e) => {
@@ -67,7 +68,10 @@ pub(super) fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &Node
     // the alarm's context travels with the boxes; eloss.on_alarm decides what
     // happens to them (parameters are validated on set, so this cannot fail
     // but for a race with a refused set: then the boxes are published as is)
-    let (score, alarm) = result.eloss.as_ref().map_or((f64::NAN, false), |r| (r.anomaly_score, r.anomaly));
+    let (score, alarm) = match &result.eloss {
+        Some(Ok(r)) => (r.anomaly_score, r.anomaly),
+        _ => (f64::NAN, false),
+    };
     let policy = p.eloss.on_alarm().unwrap_or_default();
     let action = on_alarm::apply(policy, alarm, p.detector.score_threshold as f32, &mut result.detections);
     let names = pipe.class_names();
@@ -98,7 +102,12 @@ pub(super) fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &Node
             tracing::warn!("publishing Autoware objects failed: {e}");
         }
     }
-    match &result.eloss {
+    let Some(eloss) = &result.eloss else {
+        let s = &mut lock(&sh.stats).eloss;
+        (s.disabled, s.alarm) = (true, false);
+        return;
+    };
+    match eloss {
         Ok(report) => {
             if let Err(e) = out.eloss.publish(&eloss_report(&header, pipe.model_id(), report)) {
                 tracing::warn!("publishing the Eloss report failed: {e}");
@@ -108,7 +117,8 @@ pub(super) fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &Node
     }
     let mut stats = lock(&sh.stats);
     let s = &mut stats.eloss;
-    match &result.eloss {
+    s.disabled = false;
+    match eloss {
         Ok(r) => {
             s.frames += 1;
             if r.anomaly && !s.alarm {

@@ -73,6 +73,8 @@ pub struct DetectorParams {
 #[derive(RosParams, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ElossParams {
+    /// Run the Eloss monitor: every frame gets an entropy profile (7-12 % of the frame on two cores), a report on eloss and an anomaly score; false = detections only (no eloss topic, anomaly_score NaN), e.g. to keep up with a fast LiDAR. Settable at run time
+    pub enabled: bool,
     /// Eloss calibration JSON (`eloss calibrate`); empty = <model stem>.calibration.json beside detector.model_path, or the embedded model's own. Without one the node publishes Eloss but scores no anomalies. Read at start-up
     pub calibration_path: String,
     /// Entropy estimator: empty = the calibration's, else knn or gaussian (must match the calibration). Read at start-up

@@ -626,7 +626,7 @@ def detect(ns, cloud_bin, anomalous_bin):
 
     def on_context(m):
         context[(m.header.stamp.sec, m.header.stamp.nanosec)] = {
-            "anomaly_score": m.anomaly_score, "anomaly": m.anomaly, "on_alarm": m.on_alarm,
+            "anomaly_score": json_float(m.anomaly_score), "anomaly": m.anomaly, "on_alarm": m.on_alarm,
             "score_factor": m.score_factor, "boxes": len(m.detections)}
 
     standard = {}  # stamp -> boxes on the standard vision_msgs topic
@@ -688,6 +688,25 @@ def detect(ns, cloud_bin, anomalous_bin):
     p.spin_until(lambda: p.diag is not None and int(p.diag.get("eloss monitor", {}).get("frames_acted_on", "0")) >= 2, 30,
                  "eloss monitor diagnostics counting the suppressed frames")
     got["eloss_diagnostics"] = p.diag["eloss monitor"]
+    # eloss.enabled = false at run time: detections go on, no Eloss reports
+    req = SetParameters.Request()
+    req.parameters = [Parameter(name="eloss.enabled", value=ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=False))]
+    fut = client.call_async(req)
+    p.spin_until(fut.done, 10, "set_parameters response")
+    got["set_enabled_false"] = fut.result().results[0].successful
+    off = [(4000 + i, 0) for i in range(2)]
+    for st in off:
+        msg.header.stamp.sec, msg.header.stamp.nanosec = st
+        deadline = time.monotonic() + 60
+        while st not in context and time.monotonic() < deadline:
+            pub.publish(msg)
+            wait = time.monotonic() + 3
+            while time.monotonic() < wait and st not in context:
+                rclpy.spin_once(p.node, timeout_sec=0.05)
+    p.spin_until(lambda: p.diag is not None and p.diag.get("eloss monitor", {}).get("enabled") == "false", 30,
+                 "eloss monitor diagnostics saying it is off")
+    got["monitor_off"] = {"context": [context.get(st) for st in off], "reports": [reports.get(st) for st in off],
+                          "diagnostics": p.diag["eloss monitor"]}
     p.spin_until(lambda: p.diag is not None and "detector" in p.diag and int(p.diag["detector"]["frames"]) > 0, 30,
                  "detector diagnostics")
     got["diagnostics"] = p.diag["detector"]

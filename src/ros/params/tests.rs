@@ -37,6 +37,7 @@ fn shipped_params_file_is_valid_and_complete() {
             "detector.tf_timeout_s",
             "detector.coverage",
             "detector.autoware_objects",
+            "eloss.enabled",
             "eloss.calibration_path",
             "eloss.estimator",
             "eloss.grouping",
