@@ -83,6 +83,11 @@ export PYTHONPATH="${_pp%:}"
 export ELOSS_PYTHON="$ELOSS_VENV/bin/python"
 # tch builds against the venv's torch package (its lib/ and include/): no Python needed at build time
 export LIBTORCH="$ELOSS_VENV/lib/python3.11/site-packages/torch"
+# ONNX Runtime's C library from the venv's onnxruntime wheel, loaded at run time
+# by the detector's optional onnxruntime backend (src/detect/onnx_graph.rs)
+for _p in "$_py_site"/onnxruntime/capi/libonnxruntime.so.*; do
+  [ -f "$_p" ] && export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$_p}"
+done
 export ROS_HOME="${ROS_HOME:-$ELOSS_CACHE/ros_home}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ELOSS_CACHE/target}"
 # libgomp spin-waits under contention; the node shares the CPU with DDS threads

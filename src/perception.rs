@@ -194,6 +194,15 @@ impl FramePipeline {
         self.monitor_enabled = enabled;
     }
 
+    /// Runs the detector's backbone, neck and head on ONNX Runtime with the
+    /// graph at `graph` (`scripts/export_onnx.py` of these weights) on
+    /// `threads` threads; see [`Detector::use_onnxruntime`]. On an error the
+    /// detector stays as it was (libtorch).
+    #[cfg(feature = "onnxruntime")]
+    pub fn use_onnxruntime(&mut self, graph: &Path, threads: usize) -> Result<(), DetectorError> {
+        self.detector.use_onnxruntime(graph, &self.info.model_id, threads)
+    }
+
     pub fn monitor_enabled(&self) -> bool {
         self.monitor_enabled
     }

@@ -4,6 +4,9 @@
 //! weights stay) and `detect --out --eval` with the exported model.
 #![cfg(feature = "torch")]
 
+#[allow(dead_code)]
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -122,4 +125,35 @@ fn gpu_check_runs_and_reports_on_the_cpu() {
     let t = &report["training"];
     assert_eq!((t["steps"].as_u64(), t["losses_finite"].as_bool(), t["model"].as_str()), (Some(3), Some(true), Some("full")));
     assert!(t["steps_per_s"].as_f64().unwrap() > 0.0, "{report}");
+}
+
+/// The node's whole frame (`eloss bench-frame`) and the same frame written
+/// in Python as a user would (scripts/bench_frame_python.py) agree on the
+/// real KITTI frame: the Python pillars equal ours to 1e-6, every box and
+/// score to 1e-3 (the script's --compare exits non-zero otherwise).
+#[cfg(feature = "ros")]
+#[test]
+fn bench_frame_and_the_python_pipeline_agree() {
+    let (Some(py), Some(kitti)) = (common::python(), common::kitti_dir()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = kitti.join("000008.bin");
+    let (ours, theirs, dump) = (dir.path().join("ours.json"), dir.path().join("python.json"), dir.path().join("dump.safetensors"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let o = eloss(&["bench-frame", "--cloud", &s(&cloud), "--iters", "1", "--warmup", "0", "--threads", "1", "--json", &s(&ours)]);
+    assert!(stdout(&o).contains("| network |"), "{}", stdout(&o));
+    eloss(&["bench-detector", "--cloud", &s(&cloud), "--iters", "1", "--threads", "1", "--dump", &s(&dump)]);
+    let model = common::repo().join("config/detector/compact_eloss.safetensors");
+    let script = common::repo().join("scripts/bench_frame_python.py");
+    let out = Command::new(py)
+        .args([&s(&script), "--cloud", &s(&cloud), "--model", &s(&model), "--iters", "1", "--warmup", "0", "--threads", "1"])
+        .args(["--json", &s(&theirs), "--compare", &s(&ours), "--pillar-dump", &s(&dump)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let read = |p: &Path| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let (a, b) = (read(&ours), read(&theirs));
+    let cars = |v: &serde_json::Value| v["detections"].as_array().unwrap().iter().filter(|d| d["class"] == "Car").count();
+    assert!(cars(&a) >= 5 && cars(&a) == cars(&b), "{a}\n{b}");
+    assert!(a["stages_ms"]["network"].as_f64().unwrap() > 0.0 && a["stages_ms"]["eloss"].as_f64().unwrap() > 0.0, "{a}");
+    assert!(a["stages_ms_monitor_off"]["eloss"].as_f64().unwrap() < a["stages_ms"]["eloss"].as_f64().unwrap(), "{a}");
 }

@@ -8,8 +8,10 @@
 //! In the test suite: 10 Hz for 5 s, checking that every received cloud is
 //! processed or dropped (never queued) and that detections keep coming.
 //! `scripts/rate_sweep.sh` runs 10, 20 and 30 Hz for 60 s each
-//! (`ELOSS_RATE_SWEEP_HZ`, `ELOSS_RATE_SWEEP_SECONDS`) and writes the table
-//! to `ELOSS_RATE_SWEEP_OUT/rate_sweep.md` (docs/benchmarks.md).
+//! (`ELOSS_RATE_SWEEP_HZ`, `ELOSS_RATE_SWEEP_SECONDS`), with the Eloss
+//! monitor on and off (`ELOSS_RATE_SWEEP_MONITOR`, default `on`: the node's
+//! `eloss.enabled`) and writes the table to `ELOSS_RATE_SWEEP_OUT/rate_sweep.md`
+//! (docs/benchmarks.md).
 #![cfg(feature = "ros")]
 mod common;
 
@@ -26,14 +28,23 @@ fn sustained_rate_over_dds() {
         .map(|r| r.trim().parse().expect("ELOSS_RATE_SWEEP_HZ: comma-separated rates"))
         .collect();
     let seconds: f64 = std::env::var("ELOSS_RATE_SWEEP_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5.0);
+    let monitors: Vec<bool> = std::env::var("ELOSS_RATE_SWEEP_MONITOR")
+        .unwrap_or_else(|_| "on".into())
+        .split(',')
+        .map(|m| match m.trim() {
+            "on" => true,
+            "off" => false,
+            m => panic!("ELOSS_RATE_SWEEP_MONITOR: comma-separated on/off, not {m:?}"),
+        })
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let (bin, _png) = common::simulated_frame(dir.path());
     let mut table = String::from(
-        "| rate | clouds sent | received | processed | dropped | processed/s | detections | latency p50 | p99 | max |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| Eloss monitor | rate | clouds sent | received | processed | dropped | processed/s | detections | latency p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for rate in rates {
-        let ns = format!("/eloss_rate_{}_{}", std::process::id(), rate as u32);
-        let node = NodeProcess::start(&ns, &["detector.threads:=2".to_string()]);
+    for (monitor, rate) in monitors.iter().flat_map(|&m| rates.iter().map(move |&r| (m, r))) {
+        let ns = format!("/eloss_rate_{}_{}_{monitor}", std::process::id(), rate as u32);
+        let node = NodeProcess::start(&ns, &["detector.threads:=2".to_string(), format!("eloss.enabled:={monitor}")]);
         let out = Command::new(&py)
             .arg(common::repo().join("tests/python/rate_peer.py"))
             .args(["rate", &ns])
@@ -54,7 +65,8 @@ fn sustained_rate_over_dds() {
         // never queued: a frame's detections arrive within a couple of frame times
         assert!(f("latency_p99_s") < 2.0, "p99 latency {} s: frames are queueing ({r})", f("latency_p99_s"));
         table += &format!(
-            "| {rate} Hz | {} | {} | {} | {} | {:.1} | {} | {:.0} ms | {:.0} ms | {:.0} ms |\n",
+            "| {} | {rate} Hz | {} | {} | {} | {} | {:.1} | {} | {:.0} ms | {:.0} ms | {:.0} ms |\n",
+            if monitor { "on" } else { "off" },
             n("clouds_sent"),
             n("frames_received"),
             n("frames_processed"),

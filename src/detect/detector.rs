@@ -149,6 +149,9 @@ pub enum DetectorError {
     Grid,
     #[error("detector config: {field}: {problem}")]
     Config { field: String, problem: String },
+    #[cfg(feature = "onnxruntime")]
+    #[error(transparent)]
+    Onnx(#[from] super::onnx_graph::OnnxError),
 }
 
 /// Wall time of each stage of one frame.
@@ -171,6 +174,9 @@ pub struct Detector {
     nms: NmsConfig,
     /// The folded inference graph, when [`Detector::fold_for_inference`] built one.
     inference: Option<FoldedNetwork>,
+    /// Backbone, neck and head on ONNX Runtime ([`Detector::use_onnxruntime`]).
+    #[cfg(feature = "onnxruntime")]
+    onnx: Option<super::onnx_graph::OnnxDense>,
 }
 
 pub struct FrameOutput {
@@ -200,7 +206,20 @@ impl Detector {
         let bins = DirectionBins::kitti();
         let head = AnchorHead::new(&root, config.neck.out_channels(), grid.anchors_per_location() as i64, grid.num_classes() as i64, bins.num_bins() as i64);
         let nms = NmsConfig::new(config.score_threshold as f64, config.nms_iou, Some(config.nms_pre_max_size), Some(config.max_detections))?;
-        Ok(Self { config, vs, encoder, backbone, neck, head, grid, bins, nms, inference: None })
+        Ok(Self {
+            config,
+            vs,
+            encoder,
+            backbone,
+            neck,
+            head,
+            grid,
+            bins,
+            nms,
+            inference: None,
+            #[cfg(feature = "onnxruntime")]
+            onnx: None,
+        })
     }
 
     /// Builds the inference graph from the current weights (every
@@ -215,9 +234,40 @@ impl Detector {
         self.inference = Some(net);
     }
 
-    /// Back to the unfolded modules in eval mode for inference.
+    /// Back to the unfolded modules in eval mode for inference (and off
+    /// ONNX Runtime).
     pub fn unfold(&mut self) {
         self.inference = None;
+        #[cfg(feature = "onnxruntime")]
+        {
+            self.onnx = None;
+        }
+    }
+
+    /// Runs backbone, neck and head on ONNX Runtime from now on, with the
+    /// graph `scripts/export_onnx.py` made of these weights (`model_id`, the
+    /// checkpoint's), on `threads` intra-op threads; the pillar net and the
+    /// scatter stay on libtorch (folded, contiguous, as the graph's input).
+    /// CPU only.
+    #[cfg(feature = "onnxruntime")]
+    pub fn use_onnxruntime(&mut self, graph: &std::path::Path, model_id: &str, threads: usize) -> Result<(), DetectorError> {
+        if self.vs.device() != Device::Cpu {
+            return Err(DetectorError::Config { field: "backend".into(), problem: "onnxruntime runs on the CPU only; use the torch backend on a GPU".into() });
+        }
+        let counts: Vec<usize> = self.config.backbone.layer_nums.iter().map(|&n| n + 1).collect();
+        let onnx = super::onnx_graph::OnnxDense::load(graph, model_id, &counts, threads)?;
+        self.fold_for_inference(MemoryFormat::Contiguous);
+        self.onnx = Some(onnx);
+        Ok(())
+    }
+
+    /// Which engine runs the dense part: `torch` or `onnxruntime`.
+    pub fn backend(&self) -> &'static str {
+        #[cfg(feature = "onnxruntime")]
+        if self.onnx.is_some() {
+            return "onnxruntime";
+        }
+        "torch"
     }
 
     /// The folded inference graph, if [`fold_for_inference`](Self::fold_for_inference) built one.
@@ -235,8 +285,12 @@ impl Detector {
     }
 
     /// Backbone, neck and head in eval mode, by the inference graph in use.
-    fn dense_eval(&self, bev: &Tensor) -> (LayerOutputs, HeadOutput) {
-        match &self.inference {
+    fn dense_eval(&self, bev: &Tensor) -> Result<(LayerOutputs, HeadOutput), DetectorError> {
+        #[cfg(feature = "onnxruntime")]
+        if let Some(onnx) = &self.onnx {
+            return Ok(onnx.forward(bev)?);
+        }
+        Ok(match &self.inference {
             Some(net) => {
                 let (layers, neck) = net.forward(bev);
                 (layers, self.head.forward(&neck))
@@ -245,7 +299,7 @@ impl Detector {
                 let (blocks, layers) = self.backbone.forward(bev, false);
                 (layers, self.head.forward(&self.neck.forward(&blocks, false)))
             }
-        }
+        })
     }
 
     /// Changes the score threshold of the post-processing (evaluation uses a
@@ -307,7 +361,7 @@ impl Detector {
         let t0 = Instant::now();
         let pillars = pillarize(points, &self.config.pillars)?;
         let t1 = Instant::now();
-        let (layers, head) = tch::no_grad(|| self.dense_eval(&self.bev_map(&pillars)));
+        let (layers, head) = tch::no_grad(|| self.dense_eval(&self.bev_map(&pillars)))?;
         let t2 = Instant::now();
         let dets = self.postprocess(&head, 0)?;
         let t3 = Instant::now();
@@ -331,7 +385,7 @@ impl Detector {
         let (layers, head) = tch::no_grad(|| {
             let maps: Vec<_> = pillars.iter().map(|p| self.bev_map(p)).collect();
             self.dense_eval(&Tensor::cat(&maps, 0))
-        });
+        })?;
         let t2 = Instant::now();
         let mut out = Vec::with_capacity(clouds.len());
         for i in 0..clouds.len() as i64 {

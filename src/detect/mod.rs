@@ -19,6 +19,8 @@ pub mod anchors;
 pub mod box_coder;
 pub mod iou;
 pub mod nms;
+#[cfg(feature = "onnxruntime")]
+pub mod onnx_graph;
 pub mod pillars;
 pub mod real_frame;
 pub mod targets;

@@ -127,9 +127,9 @@ mod tests {
         let points = crate::cloud::kitti_bin::read(dir.join("000008.bin")).unwrap();
         let mut pipe = FramePipeline::load("", tch::Device::Cpu, &Default::default()).unwrap();
         let msg = cloud_message(&points, "velodyne");
-        let s = FrameSettings { min_range_m: 0.0, max_range_m: 200.0, score_threshold: 0.3, marker_lifetime_s: 0.5, mounting: Mounting::kitti(), coverage: Coverage::Front };
+        let s = FrameSettings { min_range_m: 0.0, max_range_m: 200.0, score_threshold: 0.3, marker_lifetime_s: 0.5, mounting: Mounting::identity(), coverage: Coverage::Front };
         let (dets, t) = run_frame(&mut pipe, &msg, &s).unwrap();
-        let direct = pipe.process_in(&points, &Mounting::kitti(), Coverage::Front, 0.3).unwrap();
+        let direct = pipe.process_in(&points, &Mounting::identity(), Coverage::Front, 0.3).unwrap();
         assert_eq!(dets.len(), direct.detections.len());
         for (a, b) in dets.iter().zip(&direct.detections) {
             assert_eq!((a.class, a.score), (b.class, b.score));

@@ -426,11 +426,12 @@ fn load_pipeline(sh: &Shared, p: &NodeParams) -> Option<FramePipeline> {
         injected_load_allocation(device)
             .and_then(|()| p.eloss.settings().map_err(|e| e.to_string()))
             .and_then(|eloss| FramePipeline::load(&p.detector.model_path, device, &eloss).map_err(|e| e.to_string()))
+            .and_then(|pipe| with_backend(pipe, p))
     };
     let mut stats = lock(&sh.stats);
     match loaded {
         Ok(pipe) => {
-            tracing::info!(model = pipe.model_id(), ?device, "detector ready");
+            tracing::info!(model = pipe.model_id(), ?device, backend = pipe.detector().backend(), "detector ready");
             stats.detector.model_id = pipe.model_id().to_string();
             stats.eloss.uncalibrated = pipe.uncalibrated_reason();
             if let Some(r) = &stats.eloss.uncalibrated {
@@ -443,6 +444,32 @@ fn load_pipeline(sh: &Shared, p: &NodeParams) -> Option<FramePipeline> {
             stats.detector.load_error = Some(e);
             None
         }
+    }
+}
+
+/// `detector.backend`: onnxruntime moves the dense part onto ONNX Runtime
+/// with the graph of `detector.onnx_path` (or `<model stem>.onnx` beside the
+/// model); a graph that is missing, broken or made for other weights is a
+/// detector that did not load, with the reason in diagnostics.
+fn with_backend(mut pipe: FramePipeline, p: &NodeParams) -> Result<FramePipeline, String> {
+    if p.detector.backend != "onnxruntime" {
+        return Ok(pipe);
+    }
+    #[cfg(feature = "onnxruntime")]
+    {
+        let graph = match (p.detector.onnx_path.as_str(), p.detector.model_path.as_str()) {
+            ("", "") => return Err("detector.backend onnxruntime needs detector.onnx_path for the embedded model (scripts/export_onnx.py)".into()),
+            ("", model) => std::path::Path::new(model).with_extension("onnx"),
+            (graph, _) => std::path::PathBuf::from(graph),
+        };
+        let threads = usize::try_from(p.detector.threads).unwrap_or(0);
+        pipe.use_onnxruntime(&graph, threads).map_err(|e| e.to_string())?;
+        Ok(pipe)
+    }
+    #[cfg(not(feature = "onnxruntime"))]
+    {
+        let _ = &mut pipe;
+        Err("detector.backend onnxruntime: this build has no onnxruntime feature".into())
     }
 }
 

@@ -21,6 +21,8 @@ pub const READ_ONLY: &[&str] = &[
     "detector.model_path",
     "detector.device",
     "detector.threads",
+    "detector.backend",
+    "detector.onnx_path",
     "eloss.calibration_path",
     "eloss.estimator",
     "eloss.grouping",

@@ -51,6 +51,10 @@ pub struct DetectorParams {
     pub device: String,
     /// libtorch intra-op threads for the detector, 0 = libtorch's default, at most 1024. Read at start-up
     pub threads: i64,
+    /// Engine of the backbone, neck and head: torch (libtorch, CPU or CUDA) or onnxruntime (ONNX Runtime's CPU kernels, loaded from ORT_DYLIB_PATH, with the graph of detector.onnx_path; the pillar net stays on libtorch; docs/benchmarks.md). Read at start-up
+    pub backend: String,
+    /// ONNX graph of the detector's weights for backend onnxruntime (`scripts/export_onnx.py`; refused when made for other weights); empty = <model stem>.onnx beside detector.model_path. Read at start-up
+    pub onnx_path: String,
     /// Detections below this confidence are not published, in [0, 1]
     pub score_threshold: f64,
     /// Lifetime of the RViz markers [s], > 0 (they also vanish when the next frame's arrive)
@@ -374,6 +378,9 @@ impl NodeParams {
         }
         if !matches!(self.detector.device.as_str(), "auto" | "cpu" | "cuda") {
             return Err(ParamsError::Invalid { name: "detector.device", value: self.detector.device.clone(), rule: "must be auto, cpu or cuda" });
+        }
+        if !matches!(self.detector.backend.as_str(), "torch" | "onnxruntime") {
+            return Err(ParamsError::Invalid { name: "detector.backend", value: crate::log_limit::printable(&self.detector.backend), rule: "must be torch or onnxruntime" });
         }
         if !(0..=MAX_DETECTOR_THREADS).contains(&self.detector.threads) {
             // libtorch takes an i32 and starts that many threads: 2^31 killed the cloud worker

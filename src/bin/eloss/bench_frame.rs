@@ -31,6 +31,10 @@ pub struct BenchFrameArgs {
     /// full = also the rear half (detector.coverage)
     #[arg(long, default_value = "front")]
     coverage: String,
+    /// ONNX graph of the model (scripts/export_onnx.py): the dense part runs
+    /// on ONNX Runtime (the node's detector.backend onnxruntime)
+    #[arg(long)]
+    onnx: Option<PathBuf>,
     /// Medians per stage (ms) and the detections of the monitor-on run, as JSON
     #[arg(long)]
     json: Option<PathBuf>,
@@ -42,6 +46,12 @@ pub fn bench(a: BenchFrameArgs) -> anyhow::Result<()> {
     let params = NodeParams::defaults()?;
     let model = a.model.as_deref().map(|p| p.to_str().context("model path is not UTF-8")).transpose()?.unwrap_or("");
     let mut pipe = FramePipeline::load(model, tch::Device::Cpu, &params.eloss.settings()?)?;
+    if let Some(graph) = &a.onnx {
+        #[cfg(feature = "onnxruntime")]
+        pipe.use_onnxruntime(graph, a.threads as usize)?;
+        #[cfg(not(feature = "onnxruntime"))]
+        anyhow::bail!("--onnx {}: this build has no onnxruntime feature", graph.display());
+    }
     let coverage = match a.coverage.as_str() {
         "front" => Coverage::Front,
         "full" => Coverage::Full,
@@ -52,7 +62,8 @@ pub fn bench(a: BenchFrameArgs) -> anyhow::Result<()> {
         max_range_m: params.cloud.max_range_m as f32,
         score_threshold: params.detector.score_threshold as f32,
         marker_lifetime_s: params.detector.marker_lifetime_s,
-        mounting: Mounting::kitti(),
+        // detector.frame empty: the cloud's frame is the model's, as the node's default
+        mounting: Mounting::identity().with_intensity_scale(params.cloud.intensity_scale as f32)?,
         coverage,
     };
     let points = eloss_perception::cloud::kitti_bin::read(&a.cloud)?;
@@ -76,7 +87,8 @@ pub fn bench(a: BenchFrameArgs) -> anyhow::Result<()> {
         names.iter().enumerate().map(|(k, &n)| (n, median(&ts.iter().map(|t| t.stages()[k].1.as_secs_f64() * 1e3).collect::<Vec<_>>()))).collect()
     };
     let (on, off) = (medians(&runs[0]), medians(&runs[1]));
-    println!("whole frame, {} points, {} threads, coverage {}, medians of {} (ms):", points.len(), a.threads, a.coverage, a.iters.max(1));
+    let backend = pipe.detector().backend();
+    println!("whole frame, {} points, {backend} backend, {} threads, coverage {}, medians of {} (ms):", points.len(), a.threads, a.coverage, a.iters.max(1));
     println!("| stage | Eloss monitor on | off |\n|---|---:|---:|");
     for ((name, x), (_, y)) in on.iter().zip(&off) {
         println!("| {name} | {x:.2} | {y:.2} |");
@@ -93,7 +105,7 @@ pub fn bench(a: BenchFrameArgs) -> anyhow::Result<()> {
             })
             .collect();
         let stages = |m: &[(&str, f64)]| m.iter().map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>();
-        let doc = json!({"engine": "eloss_perception (Rust, libtorch)", "threads": a.threads, "iters": a.iters.max(1),
+        let doc = json!({"engine": format!("eloss_perception (Rust, {backend})"), "threads": a.threads, "iters": a.iters.max(1),
                          "points": points.len(), "stages_ms": stages(&on), "stages_ms_monitor_off": stages(&off),
                          "total_ms": on.last().map(|x| x.1), "detections": dets});
         std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", path.display()))?;

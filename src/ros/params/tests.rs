@@ -29,6 +29,8 @@ fn shipped_params_file_is_valid_and_complete() {
             "detector.model_path",
             "detector.device",
             "detector.threads",
+            "detector.backend",
+            "detector.onnx_path",
             "detector.score_threshold",
             "detector.marker_lifetime_s",
             "detector.frame",
@@ -107,6 +109,10 @@ fn unknown_keys_and_bad_values_are_rejected() {
     p.eloss.grouping = "reference".into();
     assert_eq!(p.eloss.settings().unwrap().grouping, Some(crate::eloss::grouping::Grouping::Reference));
     let mut p = NodeParams::defaults().unwrap();
+    p.detector.backend = "tensorrt".into();
+    assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "detector.backend", .. })));
+    p.detector.backend = "onnxruntime".into();
+    p.validate().unwrap();
     p.eloss.on_alarm = "drop".into();
     assert!(matches!(p.validate(), Err(ParamsError::Invalid { name: "eloss.on_alarm", .. })));
     p.eloss.on_alarm = "temper".into();
