@@ -138,5 +138,7 @@ fn node_publishes_boxes_matching_a_simulated_clouds_ground_truth() {
     }
     assert_eq!(off["diagnostics"]["level"], 0, "{off}");
     assert!(off["diagnostics"]["message"].as_str().unwrap().starts_with("off"), "{off}");
+    let frames = &off["detector_frames"];
+    assert!(frames[1].as_u64().unwrap() >= frames[0].as_u64().unwrap() + 2, "the detector diagnostics keep counting: {off}");
     assert!(node.stop().success());
 }

@@ -10,8 +10,9 @@
 //! `scripts/rate_sweep.sh` runs 10, 20 and 30 Hz for 60 s each
 //! (`ELOSS_RATE_SWEEP_HZ`, `ELOSS_RATE_SWEEP_SECONDS`), with the Eloss
 //! monitor on and off (`ELOSS_RATE_SWEEP_MONITOR`, default `on`: the node's
-//! `eloss.enabled`) and writes the table to `ELOSS_RATE_SWEEP_OUT/rate_sweep.md`
-//! (docs/benchmarks.md).
+//! `eloss.enabled`), on the libtorch backend and, with `ELOSS_RATE_SWEEP_ONNX`
+//! (a graph from scripts/export_onnx.py), on the onnxruntime one too, and
+//! writes the table to `ELOSS_RATE_SWEEP_OUT/rate_sweep.md` (docs/benchmarks.md).
 #![cfg(feature = "ros")]
 mod common;
 
@@ -40,11 +41,24 @@ fn sustained_rate_over_dds() {
     let dir = tempfile::tempdir().unwrap();
     let (bin, _png) = common::simulated_frame(dir.path());
     let mut table = String::from(
-        "| Eloss monitor | rate | clouds sent | received | processed | dropped | processed/s | detections | latency p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| backend | Eloss monitor | rate | clouds sent | received | processed | dropped | processed/s | detections | latency p50 | p99 | max |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for (monitor, rate) in monitors.iter().flat_map(|&m| rates.iter().map(move |&r| (m, r))) {
-        let ns = format!("/eloss_rate_{}_{}_{monitor}", std::process::id(), rate as u32);
-        let node = NodeProcess::start(&ns, &["detector.threads:=2".to_string(), format!("eloss.enabled:={monitor}")]);
+    let onnx = std::env::var("ELOSS_RATE_SWEEP_ONNX").ok().filter(|p| !p.is_empty());
+    let backends: Vec<Option<&str>> = std::iter::once(None).chain(onnx.as_deref().map(Some)).collect();
+    let mut runs = Vec::new();
+    for &b in &backends {
+        for &m in &monitors {
+            runs.extend(rates.iter().map(|&r| (b, m, r)));
+        }
+    }
+    for (graph, monitor, rate) in runs {
+        let backend = if graph.is_some() { "onnxruntime" } else { "torch" };
+        let ns = format!("/eloss_rate_{}_{}_{monitor}_{backend}", std::process::id(), rate as u32);
+        let mut params = vec!["detector.threads:=2".to_string(), format!("eloss.enabled:={monitor}")];
+        if let Some(g) = graph {
+            params.extend(["detector.backend:=onnxruntime".to_string(), format!("detector.onnx_path:={g}")]);
+        }
+        let node = NodeProcess::start(&ns, &params);
         let out = Command::new(&py)
             .arg(common::repo().join("tests/python/rate_peer.py"))
             .args(["rate", &ns])
@@ -65,7 +79,7 @@ fn sustained_rate_over_dds() {
         // never queued: a frame's detections arrive within a couple of frame times
         assert!(f("latency_p99_s") < 2.0, "p99 latency {} s: frames are queueing ({r})", f("latency_p99_s"));
         table += &format!(
-            "| {} | {rate} Hz | {} | {} | {} | {} | {:.1} | {} | {:.0} ms | {:.0} ms | {:.0} ms |\n",
+            "| {backend} | {} | {rate} Hz | {} | {} | {} | {} | {:.1} | {} | {:.0} ms | {:.0} ms | {:.0} ms |\n",
             if monitor { "on" } else { "off" },
             n("clouds_sent"),
             n("frames_received"),

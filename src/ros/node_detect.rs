@@ -102,24 +102,17 @@ pub(super) fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &Node
             tracing::warn!("publishing Autoware objects failed: {e}");
         }
     }
-    let Some(eloss) = &result.eloss else {
-        let s = &mut lock(&sh.stats).eloss;
-        (s.disabled, s.alarm) = (true, false);
-        return;
-    };
-    match eloss {
-        Ok(report) => {
-            if let Err(e) = out.eloss.publish(&eloss_report(&header, pipe.model_id(), report)) {
-                tracing::warn!("publishing the Eloss report failed: {e}");
-            }
+    if let Some(Ok(report)) = &result.eloss {
+        if let Err(e) = out.eloss.publish(&eloss_report(&header, pipe.model_id(), report)) {
+            tracing::warn!("publishing the Eloss report failed: {e}");
         }
-        Err(e) => tracing::warn!("Eloss failed: {e}"),
     }
     let mut stats = lock(&sh.stats);
     let s = &mut stats.eloss;
-    s.disabled = false;
-    match eloss {
-        Ok(r) => {
+    s.disabled = result.eloss.is_none();
+    match &result.eloss {
+        None => s.alarm = false,
+        Some(Ok(r)) => {
             s.frames += 1;
             if r.anomaly && !s.alarm {
                 s.alarms_raised += 1;
@@ -134,7 +127,8 @@ pub(super) fn detect_and_publish(sh: &Shared, pipe: &mut FramePipeline, p: &Node
             }
             s.compute.record(r.compute_time);
         }
-        Err(e) => {
+        Some(Err(e)) => {
+            tracing::warn!("Eloss failed: {e}");
             s.failures += 1;
             s.last_error = Some(e.clone());
         }

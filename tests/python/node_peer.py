@@ -689,6 +689,8 @@ def detect(ns, cloud_bin, anomalous_bin):
                  "eloss monitor diagnostics counting the suppressed frames")
     got["eloss_diagnostics"] = p.diag["eloss monitor"]
     # eloss.enabled = false at run time: detections go on, no Eloss reports
+    p.spin_until(lambda: p.diag is not None and "detector" in p.diag, 30, "detector diagnostics")
+    frames_before = int(p.diag["detector"]["frames"])
     req = SetParameters.Request()
     req.parameters = [Parameter(name="eloss.enabled", value=ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=False))]
     fut = client.call_async(req)
@@ -705,8 +707,10 @@ def detect(ns, cloud_bin, anomalous_bin):
                 rclpy.spin_once(p.node, timeout_sec=0.05)
     p.spin_until(lambda: p.diag is not None and p.diag.get("eloss monitor", {}).get("enabled") == "false", 30,
                  "eloss monitor diagnostics saying it is off")
+    p.spin_until(lambda: int(p.diag["detector"]["frames"]) >= frames_before + len(off), 30,
+                 "detector diagnostics counting the frames while the monitor is off")
     got["monitor_off"] = {"context": [context.get(st) for st in off], "reports": [reports.get(st) for st in off],
-                          "diagnostics": p.diag["eloss monitor"]}
+                          "diagnostics": p.diag["eloss monitor"], "detector_frames": [frames_before, int(p.diag["detector"]["frames"])]}
     p.spin_until(lambda: p.diag is not None and "detector" in p.diag and int(p.diag["detector"]["frames"]) > 0, 30,
                  "detector diagnostics")
     got["diagnostics"] = p.diag["detector"]

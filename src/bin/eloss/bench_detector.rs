@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// scripts/bench_detector_torch.py to check and time the same network
     #[arg(long)]
     dump: Option<PathBuf>,
+    /// ONNX graph of the model (scripts/export_onnx.py): the onnxruntime
+    /// backend joins the graphs timed side by side
+    #[arg(long)]
+    onnx: Option<PathBuf>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -102,7 +106,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         median(eloss_knn_subsampled),
     );
     eloss_layers(&det, &points, iters)?;
-    graphs_side_by_side(a.model.as_deref(), &points, iters)?;
+    graphs_side_by_side(a.model.as_deref(), a.onnx.as_deref(), a.threads, &points, iters)?;
     first_block(a.model.as_deref(), &pillars, iters)?;
     if let Some(path) = &a.dump {
         let (p, m) = (pillars.len() as i64, pillars.max_points_per_pillar as i64);
@@ -171,14 +175,28 @@ fn eloss_layers(det: &Detector, points: &eloss_perception::cloud::Points, iters:
 }
 
 /// Network time (pillar net + backbone + neck + head) of each inference
-/// graph, the graphs taking turns within every iteration.
-fn graphs_side_by_side(model: Option<&std::path::Path>, points: &eloss_perception::cloud::Points, iters: usize) -> anyhow::Result<()> {
+/// graph (and of the onnxruntime backend with `onnx`), the graphs taking
+/// turns within every iteration.
+fn graphs_side_by_side(model: Option<&std::path::Path>, onnx: Option<&std::path::Path>, threads: Option<i32>, points: &eloss_perception::cloud::Points, iters: usize) -> anyhow::Result<()> {
     let unfolded = load(model)?;
     let mut contiguous = load(model)?;
     contiguous.fold_for_inference(MemoryFormat::Contiguous);
     let mut channels_last = load(model)?;
     channels_last.fold_for_inference(MemoryFormat::ChannelsLast);
-    let graphs = [("unfolded", &unfolded), ("folded contiguous", &contiguous), ("folded channels-last", &channels_last)];
+    let mut graphs = vec![("unfolded", unfolded), ("folded contiguous", contiguous), ("folded channels-last", channels_last)];
+    if let Some(graph) = onnx {
+        #[cfg(feature = "onnxruntime")]
+        {
+            let (mut det, info) = match model {
+                Some(p) => checkpoint::load(p, tch::Device::Cpu)?,
+                None => checkpoint::load_bytes(eloss_perception::perception::EMBEDDED_MODEL, std::path::Path::new("<embedded>"), tch::Device::Cpu)?,
+            };
+            det.use_onnxruntime(graph, &info.model_id, threads.map_or(0, |t| t.max(0) as usize))?;
+            graphs.push(("onnxruntime backend", det));
+        }
+        #[cfg(not(feature = "onnxruntime"))]
+        anyhow::bail!("--onnx {}: this build has no onnxruntime feature (threads {threads:?})", graph.display());
+    }
     let mut times = vec![Vec::new(); graphs.len()];
     for it in 0..iters + 1 {
         for (k, (_, g)) in graphs.iter().enumerate() {
