@@ -84,6 +84,9 @@ impl OnnxDense {
         let session = Session::builder(env)
             .and_then(|b| Ok(b.with_intra_threads(threads)?))
             .and_then(|b| Ok(b.with_inter_threads(1)?))
+            // no busy-waiting between kernels: the node shares its cores with
+            // DDS and the monitor (spinning cost 15 % of the node's rate, docs/benchmarks.md)
+            .and_then(|b| Ok(b.with_intra_op_spinning(false)?))
             .and_then(|mut b| b.commit_from_file(path))
             .map_err(|e| graph_err(e.to_string()))?;
         let recorded = session.metadata().ok().and_then(|m| m.custom("eloss_model_id"));
