@@ -251,7 +251,7 @@ impl Detector {
     /// CPU only.
     #[cfg(feature = "onnxruntime")]
     pub fn use_onnxruntime(&mut self, graph: &std::path::Path, model_id: &str, threads: usize) -> Result<(), DetectorError> {
-        if self.vs.device() != Device::Cpu {
+        if self.vs.device() != Device::Cpu { // cpu: ONNX Runtime reads host memory; refused elsewhere
             return Err(DetectorError::Config { field: "backend".into(), problem: "onnxruntime runs on the CPU only; use the torch backend on a GPU".into() });
         }
         let counts: Vec<usize> = self.config.backbone.layer_nums.iter().map(|&n| n + 1).collect();
