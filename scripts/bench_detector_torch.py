@@ -77,12 +77,25 @@ class Net(nn.Module):
         x = canvas.view(1, self.c_enc, h, w)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        return self.dense(x)
+
+    def dense(self, x, layers=None):
+        """Backbone, neck and head on the BEV map x [B, C, H, W]: (cls, boxes, dir)
+        flattened in (y, x, anchor) order; with a list `layers`, every
+        Conv-BN-ReLU output of the backbone is appended to it (what the Eloss
+        monitor reads; scripts/export_onnx.py exports them)."""
         ups = []
         for block, de in zip(self.backbone_2d.blocks, self.backbone_2d.deblocks):
-            x = block(x)
+            if layers is None:
+                x = block(x)
+            else:
+                for m in block:
+                    x = m(x)
+                    if isinstance(m, nn.ReLU):
+                        layers.append(x)
             ups.append(de(x))
         x = torch.cat(ups, 1)
-        flat = lambda t, c: t.permute(0, 2, 3, 1).reshape(1, -1, c)
+        flat = lambda t, c: t.permute(0, 2, 3, 1).reshape(t.shape[0], -1, c)
         hd = self.dense_head
         return flat(hd.conv_cls(x), self.k), flat(hd.conv_box(x), 7), flat(hd.conv_dir_cls(x), 2)
 

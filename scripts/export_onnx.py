@@ -35,17 +35,8 @@ class Dense(nn.Module):
         self.net = net
 
     def forward(self, bev):
-        x, ups, layers = bev, [], []
-        for block, de in zip(self.net.backbone_2d.blocks, self.net.backbone_2d.deblocks):
-            for m in block:
-                x = m(x)
-                if isinstance(m, nn.ReLU):
-                    layers.append(x)
-            ups.append(de(x))
-        x = torch.cat(ups, 1)
-        hd = self.net.dense_head
-        flat = lambda t, c: t.permute(0, 2, 3, 1).reshape(t.shape[0], -1, c)
-        return (flat(hd.conv_cls(x), self.net.k), flat(hd.conv_box(x), 7), flat(hd.conv_dir_cls(x), 2), *layers)
+        layers = []
+        return (*self.net.dense(bev, layers), *layers)
 
 
 def main():

@@ -51,11 +51,16 @@ fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-fn load(model: Option<&std::path::Path>) -> anyhow::Result<Detector> {
+/// The checkpoint at `model` (the embedded model when `None`) on the CPU, with its info.
+fn load_with_info(model: Option<&std::path::Path>) -> anyhow::Result<(Detector, checkpoint::CheckpointInfo)> {
     Ok(match model {
-        Some(p) => checkpoint::load(p, tch::Device::Cpu)?.0,
-        None => checkpoint::load_bytes(eloss_perception::perception::EMBEDDED_MODEL, std::path::Path::new("<embedded>"), tch::Device::Cpu)?.0,
+        Some(p) => checkpoint::load(p, tch::Device::Cpu)?,
+        None => checkpoint::load_bytes(eloss_perception::perception::EMBEDDED_MODEL, std::path::Path::new("<embedded>"), tch::Device::Cpu)?,
     })
+}
+
+fn load(model: Option<&std::path::Path>) -> anyhow::Result<Detector> {
+    Ok(load_with_info(model)?.0)
 }
 
 pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
@@ -187,10 +192,7 @@ fn graphs_side_by_side(model: Option<&std::path::Path>, onnx: Option<&std::path:
     if let Some(graph) = onnx {
         #[cfg(feature = "onnxruntime")]
         {
-            let (mut det, info) = match model {
-                Some(p) => checkpoint::load(p, tch::Device::Cpu)?,
-                None => checkpoint::load_bytes(eloss_perception::perception::EMBEDDED_MODEL, std::path::Path::new("<embedded>"), tch::Device::Cpu)?,
-            };
+            let (mut det, info) = load_with_info(model)?;
             det.use_onnxruntime(graph, &info.model_id, threads.map_or(0, |t| t.max(0) as usize))?;
             graphs.push(("onnxruntime backend", det));
         }
