@@ -129,7 +129,10 @@ def sim_time(ns, cloud_bin, sim_sec):
     msg.header.stamp.sec = sim
     t0 = time.monotonic()
     end = t0 + 60
-    while time.monotonic() < end and not (got["detection_stamps"] and len(got["diagnostic_stamps"]) >= 3):
+    # wait for reports stamped after the node's first /clock message: the ones before it carry time 0
+    def on_sim_time():
+        return sum(1 for t in got["diagnostic_stamps"] if t > 0) >= 3
+    while time.monotonic() < end and not (got["detection_stamps"] and on_sim_time()):
         now = sim + (time.monotonic() - t0)  # sim time runs at wall rate from SIM_SEC
         c = Clock()
         c.clock.sec, c.clock.nanosec = int(now), int((now % 1) * 1e9)
