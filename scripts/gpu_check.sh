@@ -14,4 +14,4 @@ TORCH_LIB="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(to
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 mkdir -p "$DEST"
-"$BIN" gpu-check --out "$DEST" --iters 30 --train-steps 30 --batch-size 4 --frames 32 | tee "$DEST/gpu_check.stdout"
+"$BIN" gpu-check --require-cuda --out "$DEST" --iters 30 --train-steps 30 --batch-size 4 --frames 32 | tee "$DEST/gpu_check.stdout"

@@ -37,6 +37,8 @@ pub mod snapshot_cell;
 pub mod stats;
 #[cfg(feature = "torch")]
 pub mod train;
+#[cfg(feature = "torch")]
+pub mod torch_cuda;
 pub mod untrusted_file;
 #[cfg(feature = "torch")]
 pub mod weights;

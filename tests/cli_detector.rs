@@ -125,6 +125,32 @@ fn gpu_check_runs_and_reports_on_the_cpu() {
     let t = &report["training"];
     assert_eq!((t["steps"].as_u64(), t["losses_finite"].as_bool(), t["model"].as_str()), (Some(3), Some(true), Some("full")));
     assert!(t["steps_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    // which libtorch ran, and how its CUDA half was (or was not) found
+    let torch = report["torch_version"].as_str().unwrap();
+    assert!(torch.starts_with("2."), "the torch package beside torch/lib: {report}");
+    let libtorch_cuda = report["libtorch_cuda"].as_str().unwrap();
+    assert!(["linked", "loaded at run time"].contains(&libtorch_cuda) || libtorch_cuda.starts_with("not loadable: "), "{report}");
+}
+
+/// `--require-cuda` (what scripts/gpu_check.sh passes on the device machine)
+/// refuses before any work where libtorch sees no GPU, saying why, instead
+/// of measuring the CPU as if it were the GPU.
+#[test]
+fn gpu_check_requires_cuda_refuses_cleanly_without_it() {
+    if tch::Cuda::is_available() || eloss_perception::torch_cuda::cuda_if_available().is_cuda() {
+        return; // a GPU machine: scripts/gpu_check.sh is the check there
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("check");
+    let o = Command::new(env!("CARGO_BIN_EXE_eloss"))
+        .args(["gpu-check", "--require-cuda", "--out", out.to_str().unwrap()])
+        .output()
+        .expect("run eloss");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "a clean error exit, not a crash: {err}");
+    assert!(err.contains("--require-cuda: libtorch sees no CUDA device (libtorch_cuda "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "nothing was written before the refusal");
 }
 
 /// The node's whole frame (`eloss bench-frame`) and the same frame written

@@ -524,7 +524,7 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     use eloss_perception::eloss::{entropy::Estimator, score::ScoreKind};
     let estimator: Estimator = a.estimator.parse()?;
     let score: ScoreKind = a.score.parse().map_err(anyhow::Error::msg)?;
-    let (det, info) = eloss_perception::detect::checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
+    let (det, info) = eloss_perception::detect::checkpoint::load(&a.model, eloss_perception::torch_cuda::cuda_if_available())?;
     let requested = a.grouping.as_deref().map(str::parse::<eloss_perception::eloss::grouping::Grouping>).transpose()?;
     let grouping = eloss_perception::eloss::grouping::Grouping::of_checkpoint(&info.training, requested)?;
     let spec = ProfileSpec { estimator, grouping, cells: a.cells.parse()? };
@@ -587,7 +587,7 @@ fn load_calibrated_model(
     calibration: Option<&std::path::Path>,
 ) -> anyhow::Result<(eloss_perception::detect::detector::Detector, eloss_perception::detect::checkpoint::CheckpointInfo, eloss_perception::eloss::calibration::EntropyCalibration)> {
     use eloss_perception::eloss::calibration::{default_path, EntropyCalibration};
-    let (det, info) = eloss_perception::detect::checkpoint::load(model, tch::Device::cuda_if_available())?;
+    let (det, info) = eloss_perception::detect::checkpoint::load(model, eloss_perception::torch_cuda::cuda_if_available())?;
     let cal = EntropyCalibration::load(&calibration.map_or_else(|| default_path(model), std::path::Path::to_path_buf))?;
     cal.check_model(&info.model_id)?;
     Ok((det, info, cal))

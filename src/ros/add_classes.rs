@@ -44,7 +44,7 @@ pub fn settings(p: &GdcParams) -> Option<GeneratorSettings> {
         size: (g.size > 0).then_some(g.size),
         seed: u64::try_from(g.seed).unwrap_or(0),
         batch: usize::try_from(g.batch).unwrap_or(1),
-        device: tch::Device::cuda_if_available(),
+        device: crate::torch_cuda::cuda_if_available(),
     })
 }
 

@@ -418,10 +418,13 @@ fn load_pipeline(sh: &Shared, p: &NodeParams) -> Option<FramePipeline> {
     let device = match p.detector.device.as_str() {
         "cpu" => tch::Device::Cpu,
         "cuda" => tch::Device::Cuda(0),
-        _ => tch::Device::cuda_if_available(),
+        _ => crate::torch_cuda::cuda_if_available(),
     };
-    let loaded = if matches!(device, tch::Device::Cuda(_)) && !tch::Cuda::is_available() {
-        Err("detector.device is cuda but no CUDA device is available".to_string())
+    let loaded = if matches!(device, tch::Device::Cuda(_)) && {
+        crate::torch_cuda::load();
+        !tch::Cuda::is_available()
+    } {
+        Err(format!("detector.device is cuda but no CUDA device is available (libtorch_cuda {})", crate::torch_cuda::load().describe()))
     } else {
         injected_load_allocation(device)
             .and_then(|()| p.eloss.settings().map_err(|e| e.to_string()))

@@ -48,7 +48,7 @@ pub fn load(p: &GdcParams) -> Gdc {
             .ok_or_else(|| format!("GDC bank {}: unknown embedding recipe {:?}", p.bank_path, bank.spec().recipe))?;
         (Some(bank), recipe)
     };
-    let device = tch::Device::cuda_if_available();
+    let device = crate::torch_cuda::cuda_if_available();
     let encoder = load_encoder(backbone, recipe, device).map_err(|e| format!("GDC backbone: {e}"))?;
     let bank = match bank {
         Some(b) => b,

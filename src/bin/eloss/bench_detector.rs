@@ -188,6 +188,7 @@ fn graphs_side_by_side(model: Option<&std::path::Path>, onnx: Option<&std::path:
     contiguous.fold_for_inference(MemoryFormat::Contiguous);
     let mut channels_last = load(model)?;
     channels_last.fold_for_inference(MemoryFormat::ChannelsLast);
+    #[cfg_attr(not(feature = "onnxruntime"), allow(unused_mut))]
     let mut graphs = vec![("unfolded", unfolded), ("folded contiguous", contiguous), ("folded channels-last", channels_last)];
     if let Some(graph) = onnx {
         #[cfg(feature = "onnxruntime")]

@@ -69,7 +69,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let device = tch::Device::cuda_if_available();
+    let device = eloss_perception::torch_cuda::cuda_if_available();
     let mut trainer = Trainer::open(cfg, &a.data, &a.run, device)?;
     tracing::info!(
         device = ?device,
@@ -152,7 +152,7 @@ pub fn detect(a: DetectArgs) -> anyhow::Result<()> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let (mut det, info) = checkpoint::load(&a.model, tch::Device::cuda_if_available())?;
+    let (mut det, info) = checkpoint::load(&a.model, eloss_perception::torch_cuda::cuda_if_available())?;
     det.set_score_threshold(a.score_threshold)?;
     let ds = match a.set.as_str() {
         "train" => KittiDataset::open_image_set(&a.data, ImageSet::Train)?,

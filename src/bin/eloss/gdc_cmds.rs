@@ -174,7 +174,7 @@ pub fn gdc(cmd: GdcCmd) -> anyhow::Result<()> {
     use eloss_perception::gdc::backbone::EmbeddingRecipe;
     use eloss_perception::gdc::bank::{CovarianceKind, GaussianBank};
     use eloss_perception::gdc::{bank_builder, classifier::GdcClassifier, encoder};
-    let device = tch::Device::cuda_if_available();
+    let device = eloss_perception::torch_cuda::cuda_if_available();
     match cmd {
         GdcCmd::Bank { images, classes, generator, per_class, templates, steps, guidance, size, seed, gen_batch, cache, backbone, recipe, covariance, ridge, augment, batch, out } => {
             let recipe = EmbeddingRecipe::from_id(&recipe).with_context(|| format!("unknown recipe {recipe:?}"))?;

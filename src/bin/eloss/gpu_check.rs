@@ -37,6 +37,11 @@ pub struct GpuCheckArgs {
     /// Simulated training frames
     #[arg(long, default_value_t = 16)]
     frames: usize,
+    /// Refuse (before any work) unless libtorch sees a CUDA device: what the
+    /// device machine's run wants, so a broken CUDA set-up is not measured as
+    /// a slow GPU
+    #[arg(long)]
+    require_cuda: bool,
 }
 
 fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
@@ -44,13 +49,37 @@ fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
+/// The libtorch this binary runs on, from its build-version file or the
+/// torch package beside torch/lib (LD_LIBRARY_PATH decides which one loads).
+fn torch_version() -> String {
+    std::fs::read_to_string("/proc/self/maps")
+        .ok()
+        .and_then(|maps| maps.lines().find(|l| l.ends_with("/libtorch_cpu.so")).and_then(|l| l.split_whitespace().last()).map(std::path::PathBuf::from))
+        .and_then(|lib| {
+            let torch = lib.parent()?.parent()?.to_path_buf();
+            if let Ok(text) = std::fs::read_to_string(torch.join("version.py")) {
+                let line = text.lines().find(|l| l.starts_with("__version__"))?;
+                return Some(line.rsplit('=').next()?.trim().trim_matches(|c| c == '\'' || c == '"').to_string());
+            }
+            Some(std::fs::read_to_string(torch.join("build-version")).ok()?.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 pub fn gpu_check(a: GpuCheckArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.iters > 0 && a.iters <= 10_000 && a.train_steps <= 100_000, "--iters 1..=10000, --train-steps <= 100000");
     anyhow::ensure!((1..=64).contains(&a.batch_size) && (1..=100_000).contains(&a.frames), "--batch-size 1..=64, --frames 1..=100000");
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let device = Device::cuda_if_available();
+    let torch_cuda = eloss_perception::torch_cuda::load();
+    let device = eloss_perception::torch_cuda::cuda_if_available();
     let cuda = tch::Cuda::is_available();
-    tracing::info!(?device, cuda, devices = tch::Cuda::device_count(), cudnn = tch::Cuda::cudnn_is_available(), "gpu check");
+    tracing::info!(?device, cuda, devices = tch::Cuda::device_count(), cudnn = tch::Cuda::cudnn_is_available(), libtorch_cuda = %torch_cuda.describe(), "gpu check");
+    anyhow::ensure!(
+        cuda || !a.require_cuda,
+        "--require-cuda: libtorch sees no CUDA device (libtorch_cuda {}; CUDA devices {}); nothing was measured",
+        torch_cuda.describe(),
+        tch::Cuda::device_count()
+    );
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
 
     // 1. inference: the same random weights on the device and on the CPU
     let scene = SceneConfig::default().generate(7).context("scene")?;
@@ -140,6 +169,8 @@ pub fn gpu_check(a: GpuCheckArgs) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "device": format!("{device:?}"),
         "cuda_available": cuda,
+        "libtorch_cuda": torch_cuda.describe(),
+        "torch_version": torch_version(),
         "cuda_devices": tch::Cuda::device_count(),
         "cudnn_available": tch::Cuda::cudnn_is_available(),
         "threads": tch::get_num_threads(),
