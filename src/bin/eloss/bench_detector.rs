@@ -42,9 +42,9 @@ pub struct BenchArgs {
     onnx: Option<PathBuf>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+/// The crate's median (NaN when empty), taking the timings by value as they are collected.
+fn median(v: Vec<f64>) -> f64 {
+    eloss_perception::numeric::median(&v)
 }
 
 fn ms_since(t: Instant) -> f64 {

@@ -17,7 +17,9 @@
 //! * shading: Lambert from a sun direction plus ambient light on the
 //!   material colour ([`Material::colour`]), a little deterministic texture
 //!   (hash of the hit position), distance haze, and a sky gradient where the
-//!   ray hits nothing within [`CameraModel::max_range_m`]. No shadows.
+//!   ray hits nothing within [`CameraModel::max_range_m`]; contact shadows
+//!   under objects, Fresnel sky reflections on paint and glass, and vehicle
+//!   lamps ([`super::camera_look`]). No cast shadows.
 //!
 //! Rows are rendered in parallel (rayon) and each pixel is a pure function of
 //! its ray, so the image is bit-for-bit the same for any thread count.
@@ -26,6 +28,7 @@
 
 use rayon::prelude::*;
 
+use super::camera_look;
 use super::raycast::{dot, normalize, Body, Material, MaterialKind, Ray, Vec3};
 use super::scene::{Pose, Scene, Snapshot};
 use super::{ensure, mix64, SimError};
@@ -189,6 +192,8 @@ impl CameraModel {
             }
         }
         targets.sort_by(|a, b| a.near.total_cmp(&b.near));
+        // labelled objects darken the ground they stand on (camera_look)
+        let casters: Vec<&Body> = snapshot.objects.iter().map(|o| &o.body).collect();
         let (w, h) = (self.width as usize, self.height as usize);
         let rows: Vec<(Vec<u8>, Vec<f32>, Vec<u32>)> = (0..h)
             .into_par_iter()
@@ -199,7 +204,7 @@ impl CameraModel {
                 let mut depth = Vec::with_capacity(w);
                 let mut object = Vec::with_capacity(w);
                 for u in 0..w {
-                    let (c, d, o) = self.shade_pixel(scene, &row_targets, &lidar, u, v);
+                    let (c, d, o) = self.shade_pixel(scene, &row_targets, &casters, &lidar, u, v);
                     rgb.extend_from_slice(&c);
                     depth.push(d);
                     object.push(o);
@@ -267,10 +272,10 @@ impl CameraModel {
         Some(Target { body, object, near: (dot(d, d).sqrt() - radius).max(0.0), rect })
     }
 
-    fn shade_pixel(&self, scene: &Scene, targets: &[&Target], lidar: &Pose, u: usize, v: usize) -> ([u8; 3], f32, u32) {
+    fn shade_pixel(&self, scene: &Scene, targets: &[&Target], casters: &[&Body], lidar: &Pose, u: usize, v: usize) -> ([u8; 3], f32, u32) {
         let ray = self.ray(lidar, u as f64, v as f64);
         let mut best_t = self.max_range_m;
-        let mut hit: Option<(Vec3, Material, u32)> = None;
+        let mut hit: Option<(Vec3, Material, u32, Option<&Body>)> = None;
         for t in targets {
             if t.near >= best_t {
                 break;
@@ -280,34 +285,47 @@ impl CameraModel {
             }
             if let Some(h) = t.body.intersect(&ray, best_t) {
                 best_t = h.t;
-                hit = Some((h.normal, h.material, t.object));
+                hit = Some((h.normal, h.material, t.object, Some(t.body)));
             }
         }
+        let mut ground = false;
         if let Some((t, n)) = scene.ground.intersect(&ray, best_t) {
             let p = ray.at(t);
             best_t = t;
-            hit = Some((n, scene.ground_material(p[0], p[1]), NO_OBJECT));
+            ground = true;
+            hit = Some((n, scene.ground_material(p[0], p[1]), NO_OBJECT, None));
         }
-        let Some((normal, material, object)) = hit else {
+        let Some((normal, material, object, body)) = hit else {
             return (self.sky(ray.dir), f32::INFINITY, NO_OBJECT);
         };
         let p = ray.at(best_t);
         // Light the side facing the camera.
         let n = if dot(normal, ray.dir) > 0.0 { [-normal[0], -normal[1], -normal[2]] } else { normal };
-        let light = self.ambient + self.diffuse * dot(n, self.sun).max(0.0);
-        let mut rgb = material.colour.map(|c| f64::from(c) * light);
+        let mut light = self.ambient + self.diffuse * dot(n, self.sun).max(0.0);
+        if ground {
+            light *= camera_look::contact_shadow(p, casters);
+        }
+        let lamp = match body {
+            Some(b) if object != NO_OBJECT => camera_look::lamp(b, b.to_local(p), b.dir_to_local(normal), &material),
+            _ => None,
+        };
+        let mut rgb = match lamp {
+            Some(c) => c.map(|c| c * (0.6 + 0.4 * light)),
+            None => material.colour.map(|c| f64::from(c) * light),
+        };
         // Texture: ±6 % per 5 cm cell (asphalt grain, foliage, fabric), and a
-        // specular-ish sheen on glass and paint facing the sun.
+        // specular-ish sheen on glass and paint facing the sun; paint and glass
+        // mirror the sky more the more grazing the view (camera_look).
         let grain = texture(p, material.kind);
+        let refl = camera_look::reflect(ray.dir, n);
         let sheen = match material.kind {
-            MaterialKind::Glass | MaterialKind::Paint | MaterialKind::Metal => {
-                let refl = reflect(ray.dir, n);
-                40.0 * dot(refl, self.sun).max(0.0).powi(16)
-            }
+            MaterialKind::Glass | MaterialKind::Paint | MaterialKind::Metal => 40.0 * dot(refl, self.sun).max(0.0).powi(16),
             _ => 0.0,
         };
-        for c in &mut rgb {
-            *c = *c * grain + sheen;
+        let mirror = if lamp.is_some() { 0.0 } else { camera_look::fresnel(material.kind, -dot(ray.dir, n)) };
+        let env = if refl[2] > 0.0 { self.sky(refl).map(f64::from) } else { HORIZON.map(|c| f64::from(c) * 0.45) };
+        for (k, c) in rgb.iter_mut().enumerate() {
+            *c = (*c * grain) * (1.0 - mirror) + env[k] * mirror + sheen;
         }
         // Haze: blend towards the horizon colour with distance.
         let haze = 1.0 - (-best_t / 400.0).exp();
@@ -339,11 +357,6 @@ fn texture(p: Vec3, kind: MaterialKind) -> f64 {
     let cell = |x: f64| (x * 20.0).floor() as i64 as u64;
     let h = mix64(cell(p[0]) ^ mix64(cell(p[1]) ^ mix64(cell(p[2]))));
     1.0 + amp * ((h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
-}
-
-fn reflect(d: Vec3, n: Vec3) -> Vec3 {
-    let k = 2.0 * dot(d, n);
-    [d[0] - k * n[0], d[1] - k * n[1], d[2] - k * n[2]]
 }
 
 fn mat3_mul(m: &[f64; 9], p: Vec3) -> Vec3 {

@@ -31,6 +31,7 @@
 pub mod anomalies;
 pub mod camera;
 pub mod camera_anomalies;
+pub mod camera_look;
 pub mod dataset_writer;
 pub mod labels;
 pub mod lidar;

@@ -271,6 +271,12 @@ impl Body {
         [c * v[0] - s * v[1], s * v[0] + c * v[1], v[2]]
     }
 
+    /// A world-frame direction expressed in the body frame.
+    pub fn dir_to_local(&self, v: Vec3) -> Vec3 {
+        let (s, c) = self.yaw.sin_cos();
+        [c * v[0] + s * v[1], -s * v[0] + c * v[1], v[2]]
+    }
+
     /// Nearest hit of a world ray on any part, within `t_max`.
     pub fn intersect(&self, ray: &Ray, t_max: f64) -> Option<SurfaceHit> {
         let (s, c) = self.yaw.sin_cos();
