@@ -163,8 +163,11 @@ impl GaussianBank {
     /// `group` made from one image (the image and its augmented copies,
     /// [`crate::gdc::augment`]): run r (embeddings r·group … r·group+group−1)
     /// is in fold r mod k, so no copy of a held-out image is in the bank
-    /// that scores it. Every member of a held-out run is scored. `group` = 1
-    /// is [`Self::calibrate`].
+    /// that scores it. Every member of a held-out run gives a held-out
+    /// distance (the thresholds then accept what the copies vary); only the
+    /// run's first member, the image itself, is scored for the temperature,
+    /// which is meant for queries like it, not like its blurred and
+    /// jittered copies. `group` = 1 is [`Self::calibrate`].
     pub fn calibrate_grouped(&mut self, classes: &[(&str, Samples<'_>)], folds: usize, group: usize) -> Result<CalibrationReport, BankError> {
         if group == 0 {
             return Err(BankError::InvalidParameter { name: "group", reason: "must be >= 1".into() });
@@ -200,9 +203,12 @@ impl GaussianBank {
             }
             let fold_bank = GaussianBank::fit(self.spec.clone(), &fold_classes, self.options)?;
             for (k, &c) in present.iter().enumerate() {
-                for x in data[c].0.chunks_exact(d).enumerate().filter(|(j, _)| fold_of(*j) == fold).map(|(_, x)| x) {
+                for (j, x) in data[c].0.chunks_exact(d).enumerate().filter(|(j, _)| fold_of(*j) == fold) {
                     let m = fold_bank.mahalanobis_sq_of(x, &[k])?[0];
                     heldout_sq[c].push(m);
+                    if j % group != 0 {
+                        continue; // an augmented copy: a threshold sample, not a query the temperature is for
+                    }
                     let ll_fold = fold_bank.log_likelihoods(x)?;
                     let mut ll = vec![f64::NEG_INFINITY; classes.len()];
                     present.iter().zip(&ll_fold).for_each(|(&i, &l)| ll[i] = l);
