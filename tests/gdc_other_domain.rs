@@ -60,9 +60,13 @@ fn l2_normalised(rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
 ///   calibration and cropped as `~/relabel` crops) `Car` or `unknown`, none
 ///   another class (measured: all 6 unknown, 0 Car, 0 other);
 /// - simulated crops of frames the bank never saw are still mostly right and
-///   rarely `unknown` (measured 95.0 % right, 0 % unknown on 60 crops with
-///   ridge 0.1; 93.3 % with the former 1e-3; the bounds below leave a
-///   margin of a few crops; the 441-crop measurement is in docs/gdc_bank.md).
+///   rarely `unknown`. This small bank (30 crops per class, no augmented
+///   copies, so that it builds in under a minute) is 91.1 % right on 440
+///   held-out crops with the former renderer and 92.5 % with the photo-like
+///   one (camera_look; docs/gdc_bank.md); 60 crops here had measured 95.0 %
+///   and then 88.3 %, i.e. ±4 % is the noise of 60 crops. So 200 crops
+///   (SE ≈ 2 %) and a bound 3 SE below the 440-crop rate. The issue's
+///   "≥ 95 % right" is for the default `eloss gdc bank` (97.7 %, measured).
 /// 28–100 s on 2 shared cores, depending on the load (the bank: 47
 /// simulated frames).
 /// With `gdc.unknown_rate` 0 (no open-set answer, as before issue 16) it
@@ -81,7 +85,7 @@ fn simulated_bank_answers_real_photos_unknown_and_real_cars_car_or_unknown() {
     let mut eval = Evaluation::new(&classifier.bank().class_names());
 
     // simulated crops from other seeds than the bank's
-    let val_cfg = BankConfig { seed: 9_100_000, per_class: 12, ..BankConfig::default() };
+    let val_cfg = BankConfig { seed: 9_100_000, per_class: 40, ..BankConfig::default() };
     let (val, _) = simulated_crops(&val_cfg, |_, _| {}).unwrap();
     let (mut right, mut total) = (0, 0);
     for (class, crops) in &val {
@@ -110,7 +114,7 @@ fn simulated_bank_answers_real_photos_unknown_and_real_cars_car_or_unknown() {
     assert!(doubt_auroc > 0.95, "AUROC of the doubt score, real vs simulated: {doubt_auroc}");
     // simulated crops: about α unknown, most right
     let (unknown, right) = (eval.unknown_fraction().unwrap(), right as f64 / total as f64);
-    assert!(unknown <= 0.10 && right >= 0.90, "simulated crops: {:.1} % unknown, {:.1} % right", 100.0 * unknown, 100.0 * right);
+    assert!(unknown <= 0.10 && right >= 0.86, "simulated crops: {:.1} % unknown, {:.1} % right", 100.0 * unknown, 100.0 * right);
 }
 
 /// Embeddings of the sweep's images, cached in a file (little-endian f32
