@@ -3,7 +3,7 @@ names so our safetensors checkpoint loads with strict=True, run on the pillar
 input dumped by `eloss bench-detector --dump`: checks that both give the same
 head outputs and times the forward pass on the same machine.
 
-  python scripts/bench_detector_torch.py --model CKPT --dump DUMP [--iters 20] [--threads 2] [--peers]
+  python scripts/bench_detector_torch.py --model CKPT --dump DUMP [--iters 20] [--threads 2] [--peers | --layouts | --cuda]
 
 Prints one JSON line (max abs differences, median forward ms). With
 --peers the same weights on the same pillar input also run through PyTorch
@@ -14,7 +14,10 @@ engines taking turns within every iteration; each engine's whole network
 With --layouts the backbone blocks alone (batch-norms fused by
 torch.fx's `fuse`) run on the dumped frame's BEV occupancy in three
 activation layouts: contiguous, channels-last and oneDNN's blocked
-tensors (`torch.utils.mkldnn.to_mkldnn`, weights prepacked).
+tensors (`torch.utils.mkldnn.to_mkldnn`, weights prepacked). With --cuda
+the PyTorch peers on a GPU (eager fp32, fp16 autocast, channels-last fp16),
+for the device check (scripts/gpu_check.sh); without the `safetensors`
+package the files are read directly.
 """
 import argparse
 import json
@@ -22,8 +25,12 @@ import statistics
 import time
 
 import torch
-from safetensors import safe_open
 from torch import nn
+
+try:
+    from safetensors import safe_open
+except ImportError:  # the device machine's image has torch but not safetensors
+    safe_open = None
 
 
 class PFN(nn.Module):
@@ -68,11 +75,11 @@ class Net(nn.Module):
 
     def forward_flat(self, features, num_points, flat_idx, w: int, h: int):
         p, m, _ = features.shape
-        mask = (torch.arange(m)[None, :] < num_points[:, None]).float()[:, :, None]
+        mask = (torch.arange(m, device=features.device)[None, :] < num_points[:, None]).float()[:, :, None]
         pfn = self.vfe.pfn_layers[0]
         x = pfn.linear(features * mask)
         x = torch.relu(pfn.norm(x.permute(0, 2, 1))).amax(dim=2)
-        canvas = torch.zeros(self.c_enc, h * w)
+        canvas = torch.zeros(self.c_enc, h * w, dtype=x.dtype, device=features.device)
         canvas[:, flat_idx] = x.t()
         x = canvas.view(1, self.c_enc, h, w)
         if self.channels_last:
@@ -165,6 +172,59 @@ def peers(cfg, state, d, w, h, a):
                       "network_ms_median": med, "max_abs_diff_vs_ours": diffs, "ours_network_ms_median_from_dump": rust_ms}))
 
 
+def cuda_peers(cfg, state, d, w, h, a, device="cuda"):
+    """The PyTorch peers on a CUDA device (the device check, docs/gpu_check.md):
+    eager fp32 (cuDNN's defaults, as libtorch's), eager under fp16 autocast,
+    and the same channels-last; each call synchronised, the engines taking
+    turns within every iteration. Differences are against the dump's head
+    outputs (computed on the CPU by our binary). `device="cpu"` (bf16
+    autocast there) only dry-runs the code path on a machine without a GPU."""
+    dev = torch.device(device)
+    half = torch.float16 if dev.type == "cuda" else torch.bfloat16
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def net(channels_last):
+        n = Net(cfg).eval()
+        n.load_state_dict(state, strict=False)
+        n = n.to(dev)
+        if channels_last:
+            n = n.to(memory_format=torch.channels_last)
+            n.channels_last = True
+        return n
+
+    flat_idx = (d["coords"][:, 0] * w + d["coords"][:, 1]).to(dev)
+    args = (d["features"].to(dev), d["num_points"].to(dev), flat_idx)
+    plain, cl = Fixed(net(False), w, h).eval(), Fixed(net(True), w, h).eval()
+
+    def fp16(m):
+        def run():
+            with torch.autocast(dev.type, dtype=half):
+                return m(*args)
+        return run
+
+    host = (d["features"], d["num_points"], d["coords"][:, 0] * w + d["coords"][:, 1])
+    engines = {"pytorch_eager_fp32": lambda: plain(*args), "pytorch_eager_fp16_autocast": fp16(plain),
+               "pytorch_eager_channels_last_fp16_autocast": fp16(cl),
+               # as ours is timed: the pillar tensors start in host memory
+               "pytorch_eager_fp32_from_host": lambda: plain(*(t.to(dev) for t in host))}
+    times, diffs = {k: [] for k in engines}, {}
+    with torch.inference_mode():
+        for name, run in engines.items():  # warm-up (cuDNN algorithm search) and outputs
+            for _ in range(3):
+                out = run()
+            diffs[name] = max(float((o.float().cpu() - d[k]).abs().max()) for o, k in zip(out, ("cls", "boxes", "dir")))
+        for _ in range(a.iters):
+            for name, run in engines.items():
+                sync()
+                t = time.perf_counter()
+                run()
+                sync()
+                times[name].append((time.perf_counter() - t) * 1e3)
+    print(json.dumps({"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu", "torch": torch.__version__,
+                      "cudnn": torch.backends.cudnn.version(), "network_ms_median": {k: statistics.median(v) for k, v in times.items()},
+                      "max_abs_diff_vs_ours_on_cpu": diffs, "ours_network_ms_median_from_dump": float(d["network_ms_median"][0])}))
+
+
 def layouts(net, d, w, h, a):
     import torch.fx.experimental.optimization as fx_opt
     import torch.utils.mkldnn as mkldnn
@@ -204,12 +264,37 @@ def layouts(net, d, w, h, a):
                       "max_abs_diff_vs_contiguous": diff}))
 
 
+_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "I8": torch.int8, "BOOL": torch.bool}
+
+
+def read_safetensors(path):
+    """(metadata, {name: tensor}) of a safetensors file: the `safetensors`
+    package when installed, else the format read directly (an 8-byte
+    little-endian header length, a JSON header, the raw little-endian data)."""
+    if safe_open is not None:
+        with safe_open(path, "pt") as f:
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        data = bytearray(f.read())
+    meta = header.pop("__metadata__", {}) or {}
+    out = {}
+    for k, v in header.items():
+        a, b = v["data_offsets"]
+        dtype = _DTYPES[v["dtype"]]
+        t = torch.frombuffer(data[a:b], dtype=dtype) if b > a else torch.empty(0, dtype=dtype)
+        out[k] = t.reshape(v["shape"]).clone()
+    return meta, out
+
+
 def load_model(path):
     """(config from the metadata, weights, eval-mode Net with them loaded) of
     one of our detector checkpoints (also used by bench_frame_python.py)."""
-    with safe_open(path, "pt") as f:
-        cfg = json.loads(f.metadata()["config"])
-        state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("optimizer/")}
+    meta, tensors = read_safetensors(path)
+    cfg = json.loads(meta["config"])
+    state = {k: t for k, t in tensors.items() if not k.startswith("optimizer/")}
     net = Net(cfg).eval()
     # running stats buffers must all come from the file; num_batches_tracked is PyTorch-only
     missing, unexpected = net.load_state_dict(state, strict=False)
@@ -226,18 +311,21 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--peers", action="store_true", help="also TorchScript-optimized, channels-last and ONNX Runtime")
     ap.add_argument("--layouts", action="store_true", help="the backbone blocks alone: contiguous, channels-last, oneDNN blocked")
+    ap.add_argument("--cuda", action="store_true", help="the PyTorch peers on the GPU: eager fp32, fp16 autocast, channels-last fp16")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     cfg, state, net = load_model(a.model)
-    with safe_open(a.dump, "pt") as f:
-        d = {k: f.get_tensor(k) for k in f.keys()}
+    d = read_safetensors(a.dump)[1]
     w, h = [int(v) for v in d["grid_wh"]]
     if a.peers:
         peers(cfg, state, d, w, h, a)
         return
     if a.layouts:
         layouts(net, d, w, h, a)
+        return
+    if a.cuda:
+        cuda_peers(cfg, state, d, w, h, a)
         return
     args = (d["features"], d["num_points"], d["coords"], w, h)
     with torch.inference_mode():

@@ -28,10 +28,12 @@ fi
 OUR_NVIDIA="$(dirname "$LIBTORCH")/nvidia"
 [ -e "$WORK/nvidia" ] || { [ -d "$OUR_NVIDIA" ] && ln -s "$OUR_NVIDIA" "$WORK/nvidia"; } || true
 
-# 2. the tracked sources (as they are in the working tree), tch pinned.
+# 2. the tracked sources (as they are in the working tree), tch pinned; mtimes
+#    set to now (tar -m), so cargo never takes an edit older than its last
+#    build of the copy for up to date.
 SRC="$WORK/src"
 rm -rf "$SRC" && mkdir -p "$SRC"
-git -C "$ELOSS_ROOT" ls-files -z --cached --others --exclude-standard | (cd "$ELOSS_ROOT" && tar --null -T - -cf - 2>/dev/null) | tar -xf - -C "$SRC"
+git -C "$ELOSS_ROOT" ls-files -z --cached --others --exclude-standard | (cd "$ELOSS_ROOT" && tar --null -T - -cf - 2>/dev/null) | tar -m -xf - -C "$SRC"
 sed -i -E "s/^tch = \{ version = \"[^\"]+\"/tch = { version = \"=$TCH_VERSION\"/" "$SRC/Cargo.toml"
 grep -q "^tch = { version = \"=$TCH_VERSION\"" "$SRC/Cargo.toml" || { log "could not pin tch in Cargo.toml"; exit 1; }
 (cd "$SRC" && cargo update -q -p tch --precise "$TCH_VERSION")

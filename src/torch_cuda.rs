@@ -45,6 +45,11 @@ const DRIVER: &str = "libcuda.so.1";
 /// Makes libtorch's CUDA support available if this machine's torch has it;
 /// idempotent and cheap after the first call. Whether a GPU is present is a
 /// separate question: ask `tch::Cuda::is_available()` afterwards.
+///
+/// It must run before anything asks libtorch about CUDA (`tch::manual_seed`,
+/// `tch::Cuda::*`, `Device::cuda_if_available`): libtorch settles its CUDA
+/// hooks on the first such question and never looks again, so a library
+/// opened later registers too late. Binaries call it first thing in `main`.
 pub fn load() -> &'static TorchCuda {
     static STATE: OnceLock<TorchCuda> = OnceLock::new();
     STATE.get_or_init(|| {
@@ -82,13 +87,14 @@ fn loader_message(e: &libloading::Error) -> String {
     }
 }
 
-/// Whether libtorch has CUDA hooks registered (not whether a GPU is present):
-/// the CUDA hooks answer a device count, the CPU stub answers 0 without
-/// looking, so a count > 0 or a loaded `libtorch_cuda` in this process both
-/// say "registered". Reading /proc/self/maps is Linux-only, as is this crate.
+/// Whether libtorch_cuda is already in this process (linked by the `cuda`
+/// feature, or opened before). Only the loader's map is read: asking libtorch
+/// anything about CUDA here (a device count, a seed) would make it settle
+/// its CUDA hooks for good, before the library could register its own, and
+/// CUDA would stay off for the life of the process (libtorch's
+/// `getCUDAHooks` is initialised once). Linux-only, as is this crate.
 fn cuda_registered() -> bool {
-    tch::Cuda::device_count() > 0
-        || std::fs::read_to_string("/proc/self/maps").map(|m| m.lines().any(|l| l.ends_with(LIBRARY))).unwrap_or(false)
+    std::fs::read_to_string("/proc/self/maps").map(|m| m.lines().any(|l| l.ends_with(LIBRARY))).unwrap_or(false)
 }
 
 /// The device for "use a GPU when there is one": CUDA 0 after [`load`] when

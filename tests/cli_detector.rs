@@ -114,14 +114,31 @@ fn gpu_check_runs_and_reports_on_the_cpu() {
     let o = eloss(&["gpu-check", "--out", out.to_str().unwrap(), "--iters", "1", "--train-steps", "3", "--batch-size", "1", "--frames", "2"]);
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("gpu_check.json")).unwrap()).unwrap();
     assert_eq!(report, serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap(), "printed = written");
-    let parity = &report["inference"]["parity_with_cpu"];
-    // on the CPU both sides are the same computation: exact
-    if report["device"] == "Cpu" {
-        assert_eq!(parity["cls_max_abs_diff"], 0.0);
-        assert_eq!(parity["same_labels_in_order"], true);
+    for row in ["compact_shipped_fp32", "full_random_fp32"] {
+        let parity = &report["inference"][row]["parity_with_cpu"];
+        // on the CPU both sides are the same computation: exact
+        if report["device"] == "Cpu" {
+            assert_eq!(parity["cls_max_abs_diff"], 0.0, "{row}");
+            assert_eq!(parity["same_labels_in_order"], true, "{row}");
+        }
+        assert!(parity["detections"][0].as_u64().unwrap() > 0, "candidates kept for the box comparison: {report}");
+        if report["device"] == "Cpu" {
+            assert_eq!(parity["boxes_matched"], parity["detections"][0], "{row}");
+        }
+        assert!(report["inference"][row]["median_ms"]["network"].as_f64().unwrap() > 0.0);
     }
-    assert!(parity["detections"][0].as_u64().unwrap() > 0, "candidates kept for the box comparison: {report}");
-    assert!(report["inference"]["median_ms"]["network"].as_f64().unwrap() > 0.0);
+    // fp16 autocast only where there is CUDA
+    assert_eq!(report["inference"].get("full_random_fp16").is_some(), report["cuda_available"] == true, "{report}");
+    assert_eq!(report["training_fp32"].is_null(), report["cuda_available"] == false, "{report}");
+    // the PyTorch peers' input: the full model's weights and its pillar input
+    assert!(out.join("full_random.safetensors").is_file() && out.join("pillars_dump.safetensors").is_file());
+    // the one table scripts/gpu_check.sh prints from the report
+    if let Some(py) = common::python() {
+        let t = Command::new(py).arg(common::repo().join("scripts/gpu_check_table.py")).arg(&out).output().unwrap();
+        let table = String::from_utf8_lossy(&t.stdout);
+        assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+        assert!(table.contains("| compact_shipped_fp32 |") && table.contains("| full_random_fp32 |") && table.contains("| full, B = 1 |"), "{table}");
+    }
     let t = &report["training"];
     assert_eq!((t["steps"].as_u64(), t["losses_finite"].as_bool(), t["model"].as_str()), (Some(3), Some(true), Some("full")));
     assert!(t["steps_per_s"].as_f64().unwrap() > 0.0, "{report}");

@@ -43,3 +43,27 @@ fn shipped_detector_heads_are_bit_identical_to_pytorch_eager() {
         assert_eq!(d, 0.0, "{head}: max abs difference {d} (not bit-identical)");
     }
 }
+
+/// The device machine's image has torch but not the `safetensors` package:
+/// the script's own reader of the format gives what the package gives, for
+/// every tensor and the metadata of the shipped checkpoint.
+#[test]
+fn the_scripts_own_safetensors_reader_matches_the_package() {
+    let Some(py) = common::python() else { return };
+    let model = common::repo().join("config/detector/compact_eloss.safetensors");
+    let check = r#"
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+import bench_detector_torch as b
+meta, ref = b.read_safetensors(sys.argv[2])
+b.safe_open = None
+meta2, own = b.read_safetensors(sys.argv[2])
+assert meta == meta2, "metadata differs"
+assert sorted(ref) == sorted(own) and len(ref) > 10, (len(ref), len(own))
+for k in ref:
+    assert ref[k].dtype == own[k].dtype and ref[k].shape == own[k].shape and torch.equal(ref[k], own[k]), k
+print(len(ref))
+"#;
+    let o = Command::new(py).arg("-c").arg(check).arg(common::repo().join("scripts")).arg(&model).output().expect("run python");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -333,7 +333,11 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().cmd {
+    let cmd = Cli::parse().cmd;
+    // before anything asks libtorch about CUDA (a seed, a device), or it never will see it
+    #[cfg(feature = "torch")]
+    eloss_perception::torch_cuda::load();
+    match cmd {
         Cmd::Bag(BagCmd::Info { bag }) => {
             let r = eloss_perception::bag::BagReader::open(&bag).with_context(|| format!("opening {}", bag.display()))?;
             for t in r.topics()? {

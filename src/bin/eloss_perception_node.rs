@@ -12,6 +12,8 @@ const BLOCKING_WORK_GRACE: std::time::Duration = std::time::Duration::from_milli
 
 fn main() {
     eloss_perception::ros::logging::init();
+    // before anything asks libtorch about CUDA (a seed, a device), or it never will see it
+    eloss_perception::torch_cuda::load();
     // test builds only (feature `failpoints`): faults injected at the points named in FAILPOINTS
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();

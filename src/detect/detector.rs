@@ -14,7 +14,7 @@ use super::pillars::{pillarize, PillarBatch, PillarConfig, PillarError, Pillars}
 use super::postprocess::{detections, Detection, PostprocessError};
 use crate::cloud::Points;
 use std::time::{Duration, Instant};
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 /// Activation layout of the inference graph the node runs
 /// ([`Detector::fold_for_inference`]), chosen by measurement: channels-last
@@ -174,6 +174,8 @@ pub struct Detector {
     nms: NmsConfig,
     /// The folded inference graph, when [`Detector::fold_for_inference`] built one.
     inference: Option<FoldedNetwork>,
+    /// Backbone, neck and head under fp16 autocast ([`Detector::set_fp16_autocast`], CUDA only).
+    fp16_autocast: bool,
     /// Backbone, neck and head on ONNX Runtime ([`Detector::use_onnxruntime`]).
     #[cfg(feature = "onnxruntime")]
     onnx: Option<super::onnx_graph::OnnxDense>,
@@ -217,6 +219,7 @@ impl Detector {
             bins,
             nms,
             inference: None,
+            fp16_autocast: false,
             #[cfg(feature = "onnxruntime")]
             onnx: None,
         })
@@ -302,6 +305,29 @@ impl Detector {
         })
     }
 
+    /// Inference with the backbone, neck and head under libtorch's fp16
+    /// autocast (convolutions in half precision, fp32 weights kept; head
+    /// outputs back in fp32 for the post-processing, the Eloss layer outputs
+    /// stay fp16). CUDA only: tch's autocast does not reach the CPU, so
+    /// asking for it there is an error rather than a silent fp32 run.
+    pub fn set_fp16_autocast(&mut self, on: bool) -> Result<(), DetectorError> {
+        if on && !self.vs.device().is_cuda() {
+            return Err(DetectorError::Config { field: "fp16_autocast".into(), problem: format!("needs a CUDA device, the detector is on {:?}", self.vs.device()) });
+        }
+        self.fp16_autocast = on;
+        Ok(())
+    }
+
+    /// [`dense_eval`](Self::dense_eval) under fp16 autocast when it is on,
+    /// head outputs in fp32 either way.
+    fn network(&self, bev: &Tensor) -> Result<(LayerOutputs, HeadOutput), DetectorError> {
+        if !self.fp16_autocast {
+            return self.dense_eval(bev);
+        }
+        let (layers, h) = tch::autocast(true, || self.dense_eval(bev))?;
+        Ok((layers, HeadOutput { cls: h.cls.to_kind(Kind::Float), boxes: h.boxes.to_kind(Kind::Float), dir: h.dir.to_kind(Kind::Float) }))
+    }
+
     /// Changes the score threshold of the post-processing (evaluation uses a
     /// low one to trace the whole precision-recall curve).
     pub fn set_score_threshold(&mut self, threshold: f32) -> Result<(), DetectorError> {
@@ -361,7 +387,7 @@ impl Detector {
         let t0 = Instant::now();
         let pillars = pillarize(points, &self.config.pillars)?;
         let t1 = Instant::now();
-        let (layers, head) = tch::no_grad(|| self.dense_eval(&self.bev_map(&pillars)))?;
+        let (layers, head) = tch::no_grad(|| self.network(&self.bev_map(&pillars)))?;
         let t2 = Instant::now();
         let dets = self.postprocess(&head, 0)?;
         let t3 = Instant::now();
@@ -384,7 +410,7 @@ impl Detector {
         let t1 = Instant::now();
         let (layers, head) = tch::no_grad(|| {
             let maps: Vec<_> = pillars.iter().map(|p| self.bev_map(p)).collect();
-            self.dense_eval(&Tensor::cat(&maps, 0))
+            self.network(&Tensor::cat(&maps, 0))
         })?;
         let t2 = Instant::now();
         let mut out = Vec::with_capacity(clouds.len());
@@ -432,5 +458,18 @@ mod tests {
         assert!(out.detections.len() <= 100);
         assert!(out.detections.iter().all(|d| d.score >= 0.3 && d.class < 3));
         eprintln!("compact detector on 000008: {:?}", out.timings);
+    }
+
+    #[test]
+    fn fp16_autocast_is_refused_on_the_cpu_and_off_changes_nothing() {
+        let mut det = Detector::new(DetectorConfig::compact(), Device::Cpu).unwrap(); // cpu: the refusal under test
+        let err = det.set_fp16_autocast(true).unwrap_err().to_string();
+        assert!(err.contains("fp16_autocast") && err.contains("CUDA"), "{err}");
+        det.set_fp16_autocast(false).unwrap();
+        let pts = crate::dataset::sim::Lidar::new(crate::dataset::sim::LidarConfig::hdl64e()).unwrap();
+        let scene = crate::dataset::sim::SceneConfig::default().generate(3).unwrap();
+        let points = pts.scan(&scene, &scene.snapshot(0.0), 3).points;
+        let out = det.detect(&points).unwrap();
+        assert_eq!(out.head.cls.kind(), Kind::Float);
     }
 }

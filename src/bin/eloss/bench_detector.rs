@@ -114,28 +114,11 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     graphs_side_by_side(a.model.as_deref(), a.onnx.as_deref(), a.threads, &points, iters)?;
     first_block(a.model.as_deref(), &pillars, iters)?;
     if let Some(path) = &a.dump {
-        let (p, m) = (pillars.len() as i64, pillars.max_points_per_pillar as i64);
-        let features = Tensor::from_slice(&pillars.features).view([p, m, 10]);
-        let counts: Vec<i64> = pillars.num_points.iter().map(|&n| n as i64).collect();
-        let coords: Vec<i64> = pillars.coords.iter().flat_map(|&(y, x)| [y as i64, x as i64]).collect();
         // the trained network as PyTorch runs it (batch-norms unfolded): the
         // node's folded graph equals it to float rounding
         // (detect::inference_graph_tests), PyTorch's eager graph bit for bit
         let out = load(a.model.as_deref())?.detect(&points)?;
-        let grid = [pillars.grid.0 as i64, pillars.grid.1 as i64];
-        Tensor::write_safetensors(
-            &[
-                ("features", features),
-                ("num_points", Tensor::from_slice(&counts)),
-                ("coords", Tensor::from_slice(&coords).view([p, 2])),
-                ("grid_wh", Tensor::from_slice(&grid)),
-                ("cls", out.head.cls.contiguous()),
-                ("boxes", out.head.boxes.contiguous()),
-                ("dir", out.head.dir.contiguous()),
-                ("network_ms_median", Tensor::from_slice(&[median(net)])),
-            ],
-            path,
-        )?;
+        write_pillar_dump(path, &pillars, &out.head, median(net))?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -144,6 +127,32 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
 /// Where the Eloss profile's time goes: per layer, its shape and the
 /// median time of each estimator, against the detector's time measured in
 /// the same iterations (the ratio the ≤ 10 % budget is about).
+/// The pillar input of one frame and the head outputs it gave, for
+/// scripts/bench_detector_torch.py to run the identical network on the
+/// identical input (also written by `eloss gpu-check`).
+pub fn write_pillar_dump(path: &std::path::Path, pillars: &eloss_perception::detect::pillars::Pillars, head: &eloss_perception::detect::model::head::HeadOutput, network_ms_median: f64) -> anyhow::Result<()> {
+    let (p, m) = (pillars.len() as i64, pillars.max_points_per_pillar as i64);
+    let features = Tensor::from_slice(&pillars.features).view([p, m, 10]);
+    let counts: Vec<i64> = pillars.num_points.iter().map(|&n| n as i64).collect();
+    let coords: Vec<i64> = pillars.coords.iter().flat_map(|&(y, x)| [y as i64, x as i64]).collect();
+    let grid = [pillars.grid.0 as i64, pillars.grid.1 as i64];
+    let cpu = |t: &Tensor| t.to_device(tch::Device::Cpu).contiguous(); // cpu: the file is written from host memory
+    Tensor::write_safetensors(
+        &[
+            ("features", features),
+            ("num_points", Tensor::from_slice(&counts)),
+            ("coords", Tensor::from_slice(&coords).view([p, 2])),
+            ("grid_wh", Tensor::from_slice(&grid)),
+            ("cls", cpu(&head.cls)),
+            ("boxes", cpu(&head.boxes)),
+            ("dir", cpu(&head.dir)),
+            ("network_ms_median", Tensor::from_slice(&[network_ms_median])),
+        ],
+        path,
+    )?;
+    Ok(())
+}
+
 fn eloss_layers(det: &Detector, points: &eloss_perception::cloud::Points, iters: usize) -> anyhow::Result<()> {
     use eloss_perception::eloss::entropy::{entropy_value, Estimator, DEFAULT_RIDGE_REL};
     let out = det.detect(points)?;
