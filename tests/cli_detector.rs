@@ -114,16 +114,21 @@ fn gpu_check_runs_and_reports_on_the_cpu() {
     let o = eloss(&["gpu-check", "--out", out.to_str().unwrap(), "--iters", "1", "--train-steps", "3", "--batch-size", "1", "--frames", "2"]);
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("gpu_check.json")).unwrap()).unwrap();
     assert_eq!(report, serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap(), "printed = written");
-    for row in ["compact_shipped_fp32", "full_random_fp32"] {
+    for row in ["compact_shipped_fp32", "full_random_fp32", "compact_shipped_fp32_folded", "full_random_fp32_folded"] {
         let parity = &report["inference"][row]["parity_with_cpu"];
-        // on the CPU both sides are the same computation: exact
-        if report["device"] == "Cpu" {
+        // on the CPU both sides are the same computation: exact (the folded
+        // graph equals the modules to float rounding: same boxes)
+        if report["device"] == "Cpu" && !row.ends_with("folded") {
             assert_eq!(parity["cls_max_abs_diff"], 0.0, "{row}");
             assert_eq!(parity["same_labels_in_order"], true, "{row}");
         }
         assert!(parity["detections"][0].as_u64().unwrap() > 0, "candidates kept for the box comparison: {report}");
-        if report["device"] == "Cpu" {
-            assert_eq!(parity["boxes_matched"], parity["detections"][0], "{row}");
+        let (matched, found) = (parity["boxes_matched"].as_u64().unwrap(), parity["detections"][0].as_u64().unwrap());
+        if report["device"] == "Cpu" && !row.ends_with("folded") {
+            assert_eq!(matched, found, "{row}");
+        } else {
+            // float rounding may swap near-tied random-weight scores at the top-k cut
+            assert!(matched * 10 >= found * 9, "{row}: {matched} of {found} boxes matched");
         }
         assert!(report["inference"][row]["median_ms"]["network"].as_f64().unwrap() > 0.0);
     }

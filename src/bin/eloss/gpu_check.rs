@@ -4,7 +4,8 @@
 //! 1. the compact and full-size detectors (random weights, seed 0) on a
 //!    simulated 64-beam sweep, fp32 and (on CUDA) fp16 autocast: latency per
 //!    stage (medians), and parity of the head outputs and final boxes with
-//!    the same weights on the CPU;
+//!    the same weights on the CPU (eval-mode modules as loaded, then the
+//!    node's folded channels-last graph, against the CPU's eval-mode modules);
 //! 2. `config/train_full.yaml` (mixed precision on CUDA) for a few steps on
 //!    simulated frames: steps/s, frames/s, data-wait share, finite losses,
 //!    the loss scale.
@@ -20,7 +21,7 @@ use eloss_perception::dataset::sim::dataset_writer::{simulate, SimulateOptions};
 use eloss_perception::dataset::sim::{Lidar, LidarConfig, SceneConfig};
 use eloss_perception::detect::checkpoint;
 use eloss_perception::cloud::Points;
-use eloss_perception::detect::detector::{Detector, DetectorConfig, FrameOutput};
+use eloss_perception::detect::detector::{Detector, DetectorConfig, FrameOutput, INFERENCE_FORMAT};
 use eloss_perception::detect::pillars::pillarize;
 use eloss_perception::numeric::median;
 use eloss_perception::train::trainer::{TrainConfig, Trainer};
@@ -203,15 +204,22 @@ pub fn gpu_check(a: GpuCheckArgs) -> anyhow::Result<()> {
         }
         let cpu_out = on_cpu.detect(&points)?;
         let precisions: &[bool] = if cuda { &[false, true] } else { &[false] };
-        for &fp16 in precisions {
-            on_device.set_fp16_autocast(fp16)?;
-            let (row, net_ms) = time_and_compare(&on_device, &cpu_out, &points, a.iters)?;
-            inference.insert(format!("{name}_{}", if fp16 { "fp16" } else { "fp32" }), row);
-            if name == "full_random" && !fp16 {
-                // the pillar input, the CPU's head outputs and our device median,
-                // for the PyTorch peers on the same device (bench_detector_torch.py --cuda)
-                let pillars = pillarize(&points, &on_cpu.config.pillars)?;
-                crate::bench_detector::write_pillar_dump(&a.out.join("pillars_dump.safetensors"), &pillars, &cpu_out.head, net_ms)?;
+        // the eval-mode modules (what PyTorch eager runs), then the graph the
+        // node runs (batch-norms folded, channels-last: Detector::fold_for_inference)
+        for folded in [false, true] {
+            if folded {
+                on_device.fold_for_inference(INFERENCE_FORMAT);
+            }
+            for &fp16 in precisions {
+                on_device.set_fp16_autocast(fp16)?;
+                let (row, net_ms) = time_and_compare(&on_device, &cpu_out, &points, a.iters)?;
+                inference.insert(format!("{name}_{}{}", if fp16 { "fp16" } else { "fp32" }, if folded { "_folded" } else { "" }), row);
+                if name == "full_random" && !fp16 && !folded {
+                    // the pillar input, the CPU's head outputs and our device median,
+                    // for the PyTorch peers on the same device (bench_detector_torch.py --cuda)
+                    let pillars = pillarize(&points, &on_cpu.config.pillars)?;
+                    crate::bench_detector::write_pillar_dump(&a.out.join("pillars_dump.safetensors"), &pillars, &cpu_out.head, net_ms)?;
+                }
             }
         }
     }
