@@ -29,7 +29,7 @@ from torch import nn
 
 try:
     from safetensors import safe_open
-except ImportError:  # the device machine's image has torch but not safetensors
+except ImportError:  # the device machine's image need not have it (nothing can be installed there)
     safe_open = None
 
 

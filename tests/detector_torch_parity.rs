@@ -44,7 +44,7 @@ fn shipped_detector_heads_are_bit_identical_to_pytorch_eager() {
     }
 }
 
-/// The device machine's image has torch but not the `safetensors` package:
+/// The device machine's image need not have the `safetensors` package:
 /// the script's own reader of the format gives what the package gives, for
 /// every tensor and the metadata of the shipped checkpoint.
 #[test]
