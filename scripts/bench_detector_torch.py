@@ -118,22 +118,26 @@ class Fixed(nn.Module):
         return self.net.forward_flat(features, num_points, flat_idx, self.w, self.h)
 
 
+def fixed_net(cfg, state, w, h, channels_last=False, device="cpu"):
+    """A fresh eval-mode `Fixed` network with `state` loaded, on `device`,
+    optionally in channels-last layout (every peer engine gets its own)."""
+    n = Net(cfg).eval()
+    n.load_state_dict(state, strict=False)
+    n = n.to(device)
+    if channels_last:
+        n = n.to(memory_format=torch.channels_last)
+        n.channels_last = True
+    return Fixed(n, w, h).eval()
+
+
 def peer_engines(cfg, state, args, w, h, threads, onnx_path):
     """name -> callable(*args) -> (cls, boxes, dir), all on the same weights."""
     import onnxruntime as ort
 
-    def net(channels_last):
-        n = Net(cfg).eval()
-        n.load_state_dict(state, strict=False)
-        if channels_last:
-            n = n.to(memory_format=torch.channels_last)
-            n.channels_last = True
-        return n
-
-    eager, eager_cl = Fixed(net(False), w, h).eval(), Fixed(net(True), w, h).eval()
+    eager, eager_cl = fixed_net(cfg, state, w, h), fixed_net(cfg, state, w, h, channels_last=True)
     with torch.no_grad():
-        traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(Fixed(net(False), w, h).eval(), args)))
-        torch.onnx.export(Fixed(net(False), w, h).eval(), args, onnx_path, dynamo=False, opset_version=17,
+        traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(fixed_net(cfg, state, w, h), args)))
+        torch.onnx.export(fixed_net(cfg, state, w, h), args, onnx_path, dynamo=False, opset_version=17,
                           input_names=["features", "num_points", "flat_idx"], output_names=["cls", "boxes", "dir"])
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
@@ -183,18 +187,9 @@ def cuda_peers(cfg, state, d, w, h, a, device="cuda"):
     half = torch.float16 if dev.type == "cuda" else torch.bfloat16
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
-    def net(channels_last):
-        n = Net(cfg).eval()
-        n.load_state_dict(state, strict=False)
-        n = n.to(dev)
-        if channels_last:
-            n = n.to(memory_format=torch.channels_last)
-            n.channels_last = True
-        return n
-
-    flat_idx = (d["coords"][:, 0] * w + d["coords"][:, 1]).to(dev)
-    args = (d["features"].to(dev), d["num_points"].to(dev), flat_idx)
-    plain, cl = Fixed(net(False), w, h).eval(), Fixed(net(True), w, h).eval()
+    host = (d["features"], d["num_points"], d["coords"][:, 0] * w + d["coords"][:, 1])
+    args = tuple(t.to(dev) for t in host)
+    plain, cl = fixed_net(cfg, state, w, h, device=dev), fixed_net(cfg, state, w, h, channels_last=True, device=dev)
 
     def fp16(m):
         def run():
@@ -202,7 +197,6 @@ def cuda_peers(cfg, state, d, w, h, a, device="cuda"):
                 return m(*args)
         return run
 
-    host = (d["features"], d["num_points"], d["coords"][:, 0] * w + d["coords"][:, 1])
     engines = {"pytorch_eager_fp32": lambda: plain(*args), "pytorch_eager_fp16_autocast": fp16(plain),
                "pytorch_eager_channels_last_fp16_autocast": fp16(cl),
                # as ours is timed: the pillar tensors start in host memory

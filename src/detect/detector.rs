@@ -461,7 +461,7 @@ mod tests {
     }
 
     #[test]
-    fn fp16_autocast_is_refused_on_the_cpu_and_off_changes_nothing() {
+    fn fp16_autocast_is_refused_on_the_cpu_and_off_keeps_fp32_heads() {
         let mut det = Detector::new(DetectorConfig::compact(), Device::Cpu).unwrap(); // cpu: the refusal under test
         let err = det.set_fp16_autocast(true).unwrap_err().to_string();
         assert!(err.contains("fp16_autocast") && err.contains("CUDA"), "{err}");

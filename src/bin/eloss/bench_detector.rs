@@ -124,15 +124,12 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the Eloss profile's time goes: per layer, its shape and the
-/// median time of each estimator, against the detector's time measured in
-/// the same iterations (the ratio the ≤ 10 % budget is about).
 /// The pillar input of one frame and the head outputs it gave, for
 /// scripts/bench_detector_torch.py to run the identical network on the
 /// identical input (also written by `eloss gpu-check`).
 pub fn write_pillar_dump(path: &std::path::Path, pillars: &eloss_perception::detect::pillars::Pillars, head: &eloss_perception::detect::model::head::HeadOutput, network_ms_median: f64) -> anyhow::Result<()> {
     let (p, m) = (pillars.len() as i64, pillars.max_points_per_pillar as i64);
-    let features = Tensor::from_slice(&pillars.features).view([p, m, 10]);
+    let features = Tensor::from_slice(&pillars.features).view([p, m, eloss_perception::detect::pillars::POINT_FEATURES as i64]);
     let counts: Vec<i64> = pillars.num_points.iter().map(|&n| n as i64).collect();
     let coords: Vec<i64> = pillars.coords.iter().flat_map(|&(y, x)| [y as i64, x as i64]).collect();
     let grid = [pillars.grid.0 as i64, pillars.grid.1 as i64];
@@ -153,6 +150,9 @@ pub fn write_pillar_dump(path: &std::path::Path, pillars: &eloss_perception::det
     Ok(())
 }
 
+/// Where the Eloss profile's time goes: per layer, its shape and the
+/// median time of each estimator, against the detector's time measured in
+/// the same iterations (the ratio the ≤ 10 % budget is about).
 fn eloss_layers(det: &Detector, points: &eloss_perception::cloud::Points, iters: usize) -> anyhow::Result<()> {
     use eloss_perception::eloss::entropy::{entropy_value, Estimator, DEFAULT_RIDGE_REL};
     let out = det.detect(points)?;

@@ -1,14 +1,14 @@
 //! `eloss gpu-check`: the prepared check for a session with a GPU (issue 14
 //! item 7, issue 15 item 6; scripts/gpu_check.sh, docs/gpu_check.md). On
 //! whatever device libtorch sees (CUDA when there is one, else the CPU):
-//! 1. the compact and full-size detectors (random weights, seed 0) on a
-//!    simulated 64-beam sweep, fp32 and (on CUDA) fp16 autocast: latency per
-//!    stage (medians), and parity of the head outputs and final boxes with
+//! 1. the shipped compact model and the full-size detector (random weights,
+//!    seed 0) on a simulated 64-beam sweep, fp32 and (on CUDA) fp16
+//!    autocast: latency per stage (medians), and parity of the head outputs and final boxes with
 //!    the same weights on the CPU (eval-mode modules as loaded, then the
 //!    node's folded channels-last graph, against the CPU's eval-mode modules);
-//! 2. `config/train_full.yaml` (mixed precision on CUDA) for a few steps on
-//!    simulated frames: steps/s, frames/s, data-wait share, finite losses,
-//!    the loss scale.
+//! 2. `config/train_full.yaml` for a few steps on simulated frames, with
+//!    mixed precision and (on CUDA) again without: steps/s, frames/s,
+//!    data-wait share, finite losses.
 //!
 //! It also writes the frame's pillar input with the CPU's head outputs
 //! (`pillars_dump.safetensors`) and the random weights
@@ -177,8 +177,7 @@ pub fn gpu_check(a: GpuCheckArgs) -> anyhow::Result<()> {
     );
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
 
-    // 1. inference: the same random weights on the device and on the CPU,
-    //    compact and full configs, fp32 and (on CUDA) fp16 autocast
+    // 1. inference: the same weights on the device and on the CPU
     let scene = SceneConfig::default().generate(7).context("scene")?;
     let points = Lidar::new(LidarConfig::hdl64e())?.scan(&scene, &scene.snapshot(0.0), 7).points;
     let mut inference = serde_json::Map::new();
